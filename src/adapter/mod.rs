@@ -4,6 +4,7 @@
 //! above this module knows whether it runs clustered.
 
 pub mod local;
+pub mod msgpack;
 pub mod redis;
 
 use std::sync::{Arc, Weak};

@@ -1,0 +1,483 @@
+//! `cluster.redis` as weroll configures it, read into a [`RedisConfig`].
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+/// Channel prefix weroll used (Node's adapter and emitter default to `"socket.io"`).
+pub const DEFAULT_KEY: &str = "realtime";
+/// How long a cluster request waits for the other servers, as Node's adapter.
+pub const DEFAULT_REQUESTS_TIMEOUT: Duration = Duration::from_millis(5000);
+const DEFAULT_HOST: &str = "127.0.0.1";
+const DEFAULT_PORT: u16 = 6379;
+/// Where error messages say the configuration comes from.
+const ROOT: &str = "cluster.redis";
+
+/// One Redis server to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisEndpoint {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// ACL user name (Redis 6+), if any.
+    pub username: Option<String>,
+    /// Password (`AUTH`), if any.
+    pub password: Option<String>,
+    /// Database selected after connecting (pub/sub ignores it; presence keys live there).
+    pub db: Option<u8>,
+}
+
+impl Default for RedisEndpoint {
+    fn default() -> Self {
+        RedisEndpoint {
+            host: DEFAULT_HOST.to_owned(),
+            port: DEFAULT_PORT,
+            username: None,
+            password: None,
+            db: None,
+        }
+    }
+}
+
+impl std::fmt::Display for RedisEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Settings of the Redis adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// Server the publishing client connects to.
+    pub publisher: RedisEndpoint,
+    /// Server the subscribing client connects to (normally the same).
+    pub subscriber: RedisEndpoint,
+    /// Channel prefix (`key` option of Node's adapter).
+    pub key: String,
+    /// How long `fetchSockets`, `allRooms` and acknowledged `serverSideEmit` wait for answers.
+    pub requests_timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            publisher: RedisEndpoint::default(),
+            subscriber: RedisEndpoint::default(),
+            key: DEFAULT_KEY.to_owned(),
+            requests_timeout: DEFAULT_REQUESTS_TIMEOUT,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Reads weroll's `cluster.redis`: `{host, port}`, `{"*": {host, port, option}}` or
+    /// `{pub: {...}, sub: {...}}`, each endpoint also taking `url` (`redis://user:pass@host:port/db`),
+    /// `password`, `username`, `db` (directly or inside node_redis' `option`); at the top level
+    /// `key` or `prefix` (channel prefix, default `"realtime"`) and `requestsTimeout` (ms,
+    /// default 5000). A plain string is taken as a URL. Unknown node_redis options are ignored;
+    /// a wrong type or value is an error naming the key.
+    pub fn from_json(v: &Value) -> Result<RedisConfig, String> {
+        let root = match v {
+            Value::String(url) => {
+                let endpoint = parse_url(url, ROOT)?;
+                return Ok(RedisConfig {
+                    publisher: endpoint.clone(),
+                    subscriber: endpoint,
+                    ..RedisConfig::default()
+                });
+            }
+            Value::Object(map) => map,
+            Value::Null => &Map::new(),
+            other => return Err(format!("{ROOT} must be an object, got {}", kind(other))),
+        };
+
+        let key = match (root.get("key"), root.get("prefix")) {
+            (Some(k), _) if !k.is_null() => non_empty_string(k, &format!("{ROOT}.key"))?,
+            (_, Some(p)) if !p.is_null() => non_empty_string(p, &format!("{ROOT}.prefix"))?,
+            _ => DEFAULT_KEY.to_owned(),
+        };
+
+        let requests_timeout = match root.get("requestsTimeout") {
+            None | Some(Value::Null) => DEFAULT_REQUESTS_TIMEOUT,
+            Some(t) => match t.as_f64() {
+                Some(ms) if ms.is_finite() && ms > 0.0 && ms <= 3_600_000.0 => {
+                    Duration::from_millis(ms.ceil() as u64)
+                }
+                _ => {
+                    return Err(format!(
+                    "{ROOT}.requestsTimeout must be a number of milliseconds between 1 and 3600000"
+                ))
+                }
+            },
+        };
+
+        let both = root.get("*").filter(|v| !v.is_null());
+        let publisher = root.get("pub").filter(|v| !v.is_null());
+        let subscriber = root.get("sub").filter(|v| !v.is_null());
+        let (publisher, subscriber) = match (publisher, subscriber, both) {
+            (Some(p), Some(s), _) => (
+                endpoint(p, &format!("{ROOT}.pub"))?,
+                endpoint(s, &format!("{ROOT}.sub"))?,
+            ),
+            (Some(_), None, None) => {
+                return Err(format!("{ROOT}.pub is set but {ROOT}.sub is missing"))
+            }
+            (None, Some(_), None) => {
+                return Err(format!("{ROOT}.sub is set but {ROOT}.pub is missing"))
+            }
+            (p, s, Some(b)) => {
+                let shared = endpoint(b, &format!("{ROOT}.*"))?;
+                (
+                    p.map(|p| endpoint(p, &format!("{ROOT}.pub")))
+                        .transpose()?
+                        .unwrap_or_else(|| shared.clone()),
+                    s.map(|s| endpoint(s, &format!("{ROOT}.sub")))
+                        .transpose()?
+                        .unwrap_or(shared),
+                )
+            }
+            (None, None, None) => {
+                let e = endpoint(v, ROOT)?;
+                (e.clone(), e)
+            }
+        };
+
+        Ok(RedisConfig {
+            publisher,
+            subscriber,
+            key,
+            requests_timeout,
+        })
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn non_empty_string(v: &Value, path: &str) -> Result<String, String> {
+    match v.as_str() {
+        Some(s) if !s.is_empty() => Ok(s.to_owned()),
+        _ => Err(format!(
+            "{path} must be a non-empty string, got {}",
+            kind(v)
+        )),
+    }
+}
+
+fn optional_string(
+    obj: &Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<String>, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(format!(
+            "{path}.{key} must be a string, got {}",
+            kind(other)
+        )),
+    }
+}
+
+fn port(v: &Value, path: &str) -> Result<u16, String> {
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    match n {
+        Some(p @ 1..=65535) => Ok(p as u16),
+        _ => Err(format!("{path} must be a port number (1-65535), got {v}")),
+    }
+}
+
+fn db(v: &Value, path: &str) -> Result<u8, String> {
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    match n {
+        Some(d) if d <= 255 => Ok(d as u8),
+        _ => Err(format!("{path} must be a database number (0-255), got {v}")),
+    }
+}
+
+fn tls_error(path: &str) -> String {
+    format!(
+        "{path}: TLS connections to Redis are not available in this build of weroll-native \
+         (it needs the Redis client's TLS build feature); use a plain redis:// connection, \
+         e.g. through a local TLS tunnel"
+    )
+}
+
+fn no_tls(v: Option<&Value>, path: &str) -> Result<(), String> {
+    match v {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(()),
+        Some(_) => Err(tls_error(path)),
+    }
+}
+
+/// One endpoint: `{host, port, url, password, username, db, tls, option: {...}}`.
+fn endpoint(v: &Value, path: &str) -> Result<RedisEndpoint, String> {
+    let obj = match v {
+        Value::String(url) => return parse_url(url, path),
+        Value::Object(obj) => obj,
+        other => return Err(format!("{path} must be an object, got {}", kind(other))),
+    };
+    let mut e = match obj.get("url") {
+        None | Some(Value::Null) => RedisEndpoint::default(),
+        Some(Value::String(url)) => parse_url(url, &format!("{path}.url"))?,
+        Some(other) => return Err(format!("{path}.url must be a string, got {}", kind(other))),
+    };
+    if let Some(h) = obj.get("host").filter(|h| !h.is_null()) {
+        e.host = non_empty_string(h, &format!("{path}.host"))?;
+    }
+    if let Some(p) = obj.get("port").filter(|p| !p.is_null()) {
+        e.port = port(p, &format!("{path}.port"))?;
+    }
+    no_tls(obj.get("tls"), &format!("{path}.tls"))?;
+
+    // node_redis' options object: `password` / `auth_pass`, `db`, `tls`.
+    let option_path = format!("{path}.option");
+    let sources: Vec<(&Map<String, Value>, String)> = match obj.get("option") {
+        None | Some(Value::Null) => vec![(obj, path.to_owned())],
+        Some(Value::Object(option)) => {
+            no_tls(option.get("tls"), &format!("{option_path}.tls"))?;
+            vec![(option, option_path), (obj, path.to_owned())]
+        }
+        Some(other) => {
+            return Err(format!(
+                "{option_path} must be an object, got {}",
+                kind(other)
+            ))
+        }
+    };
+    // Later sources (the endpoint itself) win over `option`.
+    for (src, p) in sources {
+        for key in ["password", "auth_pass"] {
+            if let Some(pw) = optional_string(src, key, &p)? {
+                e.password = Some(pw);
+            }
+        }
+        if let Some(user) = optional_string(src, "username", &p)? {
+            e.username = Some(user);
+        }
+        if let Some(d) = src.get("db").filter(|d| !d.is_null()) {
+            e.db = Some(db(d, &format!("{p}.db"))?);
+        }
+    }
+    Ok(e)
+}
+
+/// `redis://[user[:password]@]host[:port][/db]`; `rediss://` (TLS) is refused with a clear error.
+fn parse_url(url: &str, path: &str) -> Result<RedisEndpoint, String> {
+    let bad = |why: &str| format!("{path}: invalid Redis URL {url:?}: {why}");
+    let rest = match url.split_once("://") {
+        Some(("redis", rest)) => rest,
+        Some(("rediss", _)) => return Err(tls_error(path)),
+        _ => return Err(bad("expected redis://host:port")),
+    };
+    let (authority, tail) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let mut e = RedisEndpoint::default();
+    let host_port = match authority.rsplit_once('@') {
+        Some((userinfo, hp)) => {
+            let (user, pass) = match userinfo.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (userinfo, None),
+            };
+            let user = percent_decode(user).ok_or_else(|| bad("bad %-escape in user name"))?;
+            if !user.is_empty() {
+                e.username = Some(user);
+            }
+            if let Some(p) = pass {
+                let p = percent_decode(p).ok_or_else(|| bad("bad %-escape in password"))?;
+                if !p.is_empty() {
+                    e.password = Some(p);
+                }
+            }
+            hp
+        }
+        None => authority,
+    };
+    let (host, port_text) = if let Some(v6) = host_port.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("unclosed [ in host"))?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    if !host.is_empty() {
+        e.host = host.to_owned();
+    }
+    if let Some(p) = port_text.filter(|p| !p.is_empty()) {
+        e.port = port(&Value::String(p.to_owned()), &format!("{path} (port)"))?;
+    }
+    let db_text = tail
+        .strip_prefix('/')
+        .map(|t| t.split(['?', '#']).next().unwrap_or(""))
+        .unwrap_or("");
+    if !db_text.is_empty() {
+        e.db = Some(db(
+            &Value::String(db_text.to_owned()),
+            &format!("{path} (database)"),
+        )?);
+    }
+    Ok(e)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ep(host: &str, port: u16) -> RedisEndpoint {
+        RedisEndpoint {
+            host: host.to_owned(),
+            port,
+            ..RedisEndpoint::default()
+        }
+    }
+
+    #[test]
+    fn weroll_shapes() {
+        let c = RedisConfig::from_json(&json!({"host": "10.0.0.5", "port": 6380})).unwrap();
+        assert_eq!(c.publisher, ep("10.0.0.5", 6380));
+        assert_eq!(c.subscriber, ep("10.0.0.5", 6380));
+        assert_eq!(c.key, "realtime");
+        assert_eq!(c.requests_timeout, Duration::from_secs(5));
+
+        let c = RedisConfig::from_json(
+            &json!({"*": {"host": "r", "port": "6390", "option": {"auth_pass": "pw", "db": 2, "retry_strategy": null}}, "key": "socket.io"}),
+        )
+        .unwrap();
+        let mut want = ep("r", 6390);
+        want.password = Some("pw".into());
+        want.db = Some(2);
+        assert_eq!(c.publisher, want);
+        assert_eq!(c.subscriber, want);
+        assert_eq!(c.key, "socket.io");
+
+        let c = RedisConfig::from_json(
+            &json!({"pub": {"host": "a", "port": 1}, "sub": {"host": "b", "port": 2}, "prefix": "app", "requestsTimeout": 1500}),
+        )
+        .unwrap();
+        assert_eq!((c.publisher, c.subscriber), (ep("a", 1), ep("b", 2)));
+        assert_eq!(c.key, "app");
+        assert_eq!(c.requests_timeout, Duration::from_millis(1500));
+
+        let c = RedisConfig::from_json(&json!({})).unwrap();
+        assert_eq!(c, RedisConfig::default());
+    }
+
+    #[test]
+    fn urls() {
+        let c =
+            RedisConfig::from_json(&json!({"url": "redis://u:p%40ss@h.example:7000/3"})).unwrap();
+        assert_eq!(
+            c.publisher,
+            RedisEndpoint {
+                host: "h.example".into(),
+                port: 7000,
+                username: Some("u".into()),
+                password: Some("p@ss".into()),
+                db: Some(3),
+            }
+        );
+        let c = RedisConfig::from_json(&json!("redis://:secret@[::1]:6379")).unwrap();
+        assert_eq!(c.publisher.host, "::1");
+        assert_eq!(c.publisher.password.as_deref(), Some("secret"));
+        assert_eq!(c.publisher.username, None);
+        assert_eq!(c.publisher.to_string(), "[::1]:6379");
+        // Explicit keys override the URL.
+        let c = RedisConfig::from_json(&json!({"url": "redis://h", "port": 7001, "password": "x"}))
+            .unwrap();
+        assert_eq!(
+            (c.publisher.port, c.publisher.password.as_deref()),
+            (7001, Some("x"))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (json!({"port": "abc"}), "cluster.redis.port"),
+            (json!({"*": {"port": 0}}), "cluster.redis.*.port"),
+            (
+                json!({"pub": {"host": "a"}}),
+                "cluster.redis.sub is missing",
+            ),
+            (
+                json!({"pub": {}, "sub": {"db": 300}}),
+                "cluster.redis.sub.db",
+            ),
+            (
+                json!({"pub": {}, "sub": {"option": {"db": "x"}}}),
+                "cluster.redis.sub.option.db",
+            ),
+            (json!({"key": 5}), "cluster.redis.key"),
+            (
+                json!({"requestsTimeout": -1}),
+                "cluster.redis.requestsTimeout",
+            ),
+            (json!({"tls": true}), "cluster.redis.tls"),
+            (
+                json!({"*": {"option": {"tls": {}}}}),
+                "cluster.redis.*.option.tls",
+            ),
+            (json!({"url": "rediss://h:1"}), "cluster.redis.url: TLS"),
+            (
+                json!({"url": "http://h"}),
+                "cluster.redis.url: invalid Redis URL",
+            ),
+            (
+                json!({"url": "redis://h:99999"}),
+                "cluster.redis.url (port)",
+            ),
+            (json!({"password": 5}), "cluster.redis.password"),
+            (json!([1]), "cluster.redis must be an object"),
+        ];
+        for (v, want) in cases {
+            let e = RedisConfig::from_json(&v).unwrap_err();
+            assert!(e.contains(want), "{v}: {e}");
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The publishing side of the Redis connection: an ordered, bounded, never-blocking publish
+//! queue, direct commands with a deadline, connection status tracking and throttled logging.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fred::clients::Client;
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::types::config::Options;
+use fred::types::ClientState;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::adapter::AdapterError;
+
+/// Messages waiting to be handed to Redis; beyond this, publishes are dropped (and logged).
+const OUTBOX_CAPACITY: usize = 4096;
+/// Publishes awaiting Redis' reply at once.
+const MAX_IN_FLIGHT: usize = 1024;
+/// Shortest interval between two log lines of the same kind.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Writes one line to stderr.
+pub fn log(message: &str) {
+    eprintln!("[weroll-native] redis adapter: {message}");
+}
+
+/// A log line that repeats at most once per [`LOG_EVERY`], counting what it held back.
+#[derive(Default)]
+pub struct Throttle {
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Throttle {
+    /// Logs `message()` unless a line was logged recently; then only counts it.
+    pub fn log(&self, message: impl FnOnce() -> String) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        match state.0 {
+            Some(last) if now.duration_since(last) < LOG_EVERY => state.1 += 1,
+            _ => {
+                let held = std::mem::take(&mut state.1);
+                state.0 = Some(now);
+                drop(state);
+                if held > 0 {
+                    log(&format!(
+                        "{} ({held} similar messages suppressed)",
+                        message()
+                    ));
+                } else {
+                    log(&message());
+                }
+            }
+        }
+    }
+}
+
+struct Outgoing {
+    channel: String,
+    body: Bytes,
+    done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// The publisher connection shared by every namespace of a factory.
+pub struct Link {
+    client: Client,
+    outbox: mpsc::Sender<Outgoing>,
+    /// Runtime the adapter's tasks run on.
+    pub runtime: Handle,
+    /// Deadline of each Redis command and of cluster requests.
+    pub requests_timeout: Duration,
+    overflow: Throttle,
+}
+
+impl Link {
+    /// Wraps a connected client and starts the task that drains the publish queue in order.
+    pub fn start(
+        client: Client,
+        runtime: Handle,
+        requests_timeout: Duration,
+    ) -> (Arc<Link>, JoinHandle<()>) {
+        let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
+        let task = runtime.spawn(run_publisher(
+            client.clone(),
+            rx,
+            command_options(requests_timeout),
+            Arc::new(Throttle::default()),
+        ));
+        let link = Link {
+            client,
+            outbox,
+            runtime,
+            requests_timeout,
+            overflow: Throttle::default(),
+        };
+        (Arc::new(link), task)
+    }
+
+    /// Options of a direct command: fail at once when disconnected, give up after the timeout.
+    pub fn options(&self) -> Options {
+        command_options(self.requests_timeout)
+    }
+
+    /// Publishes without waiting. When Redis is down the message is dropped and logged;
+    /// when the queue is full (Redis slower than the server) likewise.
+    pub fn publish(&self, channel: String, body: impl Into<Bytes>) {
+        let item = Outgoing {
+            channel,
+            body: body.into(),
+            done: None,
+        };
+        if let Err(e) = self.outbox.try_send(item) {
+            let channel = match &e {
+                mpsc::error::TrySendError::Full(o) | mpsc::error::TrySendError::Closed(o) => {
+                    o.channel.clone()
+                }
+            };
+            self.overflow
+                .log(|| format!("publish queue full or closed, dropped a message for {channel}"));
+        }
+    }
+
+    /// Publishes in order with the queued messages and waits until Redis accepted it.
+    pub async fn publish_confirmed(
+        &self,
+        channel: String,
+        body: impl Into<Bytes>,
+    ) -> Result<(), AdapterError> {
+        let (tx, rx) = oneshot::channel();
+        let item = Outgoing {
+            channel,
+            body: body.into(),
+            done: Some(tx),
+        };
+        self.outbox
+            .try_send(item)
+            .map_err(|_| AdapterError::Unavailable("publish queue full or closed".into()))?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AdapterError::Unavailable(e)),
+            Err(_) => Err(AdapterError::Unavailable("adapter closed".into())),
+        }
+    }
+
+    /// Subscribers of `channel` (`PUBSUB NUMSUB`), i.e. servers in the namespace.
+    pub async fn numsub(&self, channel: &str) -> Result<usize, AdapterError> {
+        let reply: fred::types::Value = self
+            .client
+            .with_options(&self.options())
+            .pubsub_numsub(channel)
+            .await
+            .map_err(unavailable)?;
+        Ok(numsub_count(&reply))
+    }
+}
+
+/// `PUBSUB NUMSUB ch` answers `[ch, n]` (or a map `{ch: n}` over RESP3).
+fn numsub_count(reply: &fred::types::Value) -> usize {
+    use fred::types::Value as V;
+    let n = match reply {
+        V::Array(items) => items.get(1).and_then(V::as_u64),
+        V::Map(map) => map.values().next().and_then(V::as_u64),
+        _ => None,
+    };
+    n.and_then(|n| usize::try_from(n).ok()).unwrap_or(0)
+}
+
+/// A Redis error as an [`AdapterError`].
+pub fn unavailable(e: fred::error::Error) -> AdapterError {
+    AdapterError::Unavailable(e.to_string())
+}
+
+fn command_options(timeout: Duration) -> Options {
+    Options {
+        fail_fast: true,
+        timeout: Some(timeout),
+        ..Options::default()
+    }
+}
+
+type InFlight = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Drains the queue. Each PUBLISH is polled once as soon as it is taken, which hands it to the
+/// client's command queue in order; its reply is awaited alongside the next ones.
+async fn run_publisher(
+    client: Client,
+    mut rx: mpsc::Receiver<Outgoing>,
+    options: Options,
+    errors: Arc<Throttle>,
+) {
+    let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            item = rx.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                let Some(item) = item else { break };
+                let mut fut = publish_one(client.clone(), options.clone(), item, errors.clone());
+                let pending = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx).is_pending())).await;
+                if pending {
+                    in_flight.push(fut);
+                }
+            }
+        }
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+fn publish_one(
+    client: Client,
+    options: Options,
+    item: Outgoing,
+    errors: Arc<Throttle>,
+) -> InFlight {
+    Box::pin(async move {
+        let result: Result<i64, _> = client
+            .with_options(&options)
+            .publish(item.channel.as_str(), item.body)
+            .await;
+        let result = result.map(|_| ()).map_err(|e| e.to_string());
+        match item.done {
+            Some(done) => {
+                let _ = done.send(result);
+            }
+            None => {
+                if let Err(e) = result {
+                    errors.log(|| format!("publish to {} failed: {e}", item.channel));
+                }
+            }
+        }
+    })
+}
+
+/// How the adapter's Redis connections are doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdapterStatus {
+    /// Both the publishing and the subscribing connection are up.
+    Connected,
+    /// A connection is down (the reason says which and why); it is being re-established.
+    Disconnected(String),
+}
+
+/// Callback told about every change of [`AdapterStatus`].
+pub type StatusCallback = Arc<dyn Fn(AdapterStatus) + Send + Sync>;
+
+#[derive(Default)]
+struct StatusState {
+    up: [bool; 2],
+    reported: Option<bool>,
+    closed: bool,
+}
+
+/// Folds the events of both connections into one status and reports its changes.
+pub struct StatusTracker {
+    callback: StatusCallback,
+    state: Mutex<StatusState>,
+}
+
+/// Which connection an event is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    /// The publishing connection.
+    Publisher = 0,
+    /// The subscribing connection.
+    Subscriber = 1,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Publisher => "publisher",
+            Role::Subscriber => "subscriber",
+        }
+    }
+}
+
+impl StatusTracker {
+    /// A tracker reporting to `callback`.
+    pub fn new(callback: StatusCallback) -> Arc<StatusTracker> {
+        Arc::new(StatusTracker {
+            callback,
+            state: Mutex::new(StatusState::default()),
+        })
+    }
+
+    /// Records that `role` is up or down and reports a change of the overall status.
+    pub fn set(&self, role: Role, up: bool, why: impl FnOnce() -> String) {
+        let change = {
+            let Ok(mut s) = self.state.lock() else { return };
+            if s.closed || s.up[role as usize] == up {
+                return;
+            }
+            s.up[role as usize] = up;
+            let all_up = s.up.iter().all(|u| *u);
+            // Nothing is reported before the first time both are up (that is `connect`'s job).
+            if s.reported == Some(all_up) || (s.reported.is_none() && !all_up) {
+                return;
+            }
+            s.reported = Some(all_up);
+            if all_up {
+                AdapterStatus::Connected
+            } else {
+                AdapterStatus::Disconnected(format!("{} {}", role.name(), why()))
+            }
+        };
+        match &change {
+            AdapterStatus::Connected => log("connected to Redis"),
+            AdapterStatus::Disconnected(why) => log(&format!("lost Redis ({why}); reconnecting")),
+        }
+        let callback = self.callback.clone();
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(change))).is_err() {
+            log("status callback panicked");
+        }
+    }
+
+    /// Stops reporting (the factory is closing).
+    pub fn close(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.closed = true;
+        }
+    }
+}
+
+/// Follows one client's connection events (and checks its state every second, as events can
+/// arrive out of order) and feeds them to the tracker.
+pub fn watch<C>(
+    client: C,
+    role: Role,
+    tracker: Arc<StatusTracker>,
+    runtime: &Handle,
+) -> JoinHandle<()>
+where
+    C: ClientLike + EventInterface + 'static,
+{
+    let mut reconnects = client.reconnect_rx();
+    let mut errors = client.error_rx();
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = reconnects.recv() => match event {
+                    Ok(_) => tracker.set(role, true, String::new),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                event = errors.recv() => match event {
+                    // A stale error that arrives after the reconnection is ignored.
+                    Ok((e, server)) if client.state() != ClientState::Connected => {
+                        let at = server.map(|s| format!(" at {s}")).unwrap_or_default();
+                        tracker.set(role, false, || format!("connection{at}: {e}"));
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                _ = tick.tick() => {
+                    let up = client.state() == ClientState::Connected;
+                    tracker.set(role, up, || "connection closed".to_owned());
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_reports_changes_only() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let t = StatusTracker::new(Arc::new(move |s| s2.lock().unwrap().push(s)));
+        t.set(Role::Publisher, true, String::new);
+        t.set(Role::Subscriber, true, String::new);
+        t.set(Role::Subscriber, true, String::new);
+        t.set(Role::Publisher, false, || "down".into());
+        t.set(Role::Subscriber, false, || "down too".into());
+        t.set(Role::Publisher, true, String::new);
+        t.set(Role::Subscriber, true, String::new);
+        t.close();
+        t.set(Role::Subscriber, false, || "after close".into());
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                AdapterStatus::Connected,
+                AdapterStatus::Disconnected("publisher down".into()),
+                AdapterStatus::Connected,
+            ]
+        );
+    }
+
+    #[test]
+    fn numsub_reply_shapes() {
+        use fred::types::Value as V;
+        let reply = V::Array(vec![V::from("ch"), V::Integer(3)]);
+        assert_eq!(numsub_count(&reply), 3);
+        assert_eq!(numsub_count(&V::Null), 0);
+    }
+}

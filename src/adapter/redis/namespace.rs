@@ -1,0 +1,629 @@
+//! One namespace's side of the cluster: what it publishes ([`RedisAdapter`]) and how it serves
+//! what the other servers publish ([`Namespace::handle`]).
+
+use std::collections::{HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt};
+use tokio::sync::oneshot;
+
+use super::link::{log, Link, Throttle};
+use super::wire::{self, Channels, RequestType};
+use crate::adapter::msgpack::{self, Value};
+use crate::adapter::{Adapter, AdapterError, BroadcastOptions, LocalNamespace, RemoteSocket};
+use crate::protocol::Payload;
+
+/// The longest this server waits for its own namespace to acknowledge another server's
+/// `serverSideEmit`; the asking server has given up long before.
+const ACK_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// A message for a namespace, by the kind of channel it came on.
+#[derive(Debug)]
+pub enum Inbound {
+    /// From `P#NSP#` or a room channel `P#NSP#ROOM#`.
+    Broadcast(Bytes),
+    /// From `P-request#NSP#`.
+    Request(Bytes),
+    /// From `P-response#NSP#` or `P-response#NSP#UID#`.
+    Response(Bytes),
+}
+
+/// What a request of this server collects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    AllRooms,
+    Fetch,
+    ServerSideEmit,
+}
+
+enum Collected {
+    Rooms(Vec<String>),
+    Sockets(Vec<RemoteSocket>),
+    Acks(Vec<Payload>),
+}
+
+struct Pending {
+    kind: Kind,
+    expected: usize,
+    received: usize,
+    rooms: Vec<String>,
+    seen_rooms: HashSet<String>,
+    sockets: Vec<RemoteSocket>,
+    acks: Vec<Payload>,
+    done: Option<oneshot::Sender<Collected>>,
+}
+
+impl Pending {
+    fn collected(&mut self) -> Collected {
+        match self.kind {
+            Kind::AllRooms => Collected::Rooms(std::mem::take(&mut self.rooms)),
+            Kind::Fetch => Collected::Sockets(std::mem::take(&mut self.sockets)),
+            Kind::ServerSideEmit => Collected::Acks(std::mem::take(&mut self.acks)),
+        }
+    }
+}
+
+/// State of one namespace on this server.
+pub struct Namespace {
+    /// Namespace name, with its leading slash.
+    pub name: String,
+    /// This adapter's id on the wire; messages carrying it are this server's own.
+    pub uid: String,
+    /// Channel names.
+    pub channels: Channels,
+    local: Weak<dyn LocalNamespace>,
+    link: Arc<Link>,
+    pending: Mutex<HashMap<String, Pending>>,
+    closed: AtomicBool,
+    bad_messages: Throttle,
+}
+
+/// A random id of `len` letters and digits (like `uid2`).
+pub fn random_id(len: usize) -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+impl Namespace {
+    /// State for namespace `name` publishing through `link` under prefix `key`.
+    pub fn new(
+        name: String,
+        key: &str,
+        local: Weak<dyn LocalNamespace>,
+        link: Arc<Link>,
+    ) -> Arc<Namespace> {
+        let uid = random_id(10);
+        Arc::new(Namespace {
+            channels: Channels::new(key, &name, &uid),
+            name,
+            uid,
+            local,
+            link,
+            pending: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            bad_messages: Throttle::default(),
+        })
+    }
+
+    /// Whether [`Namespace::close`] ran.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Stops serving; requests waiting for answers fail as unavailable.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.clear();
+        }
+    }
+
+    /// Runs `f` on the local namespace, if it still exists. A panic in it is contained.
+    fn local<R>(&self, f: impl FnOnce(&dyn LocalNamespace) -> R) -> Option<R> {
+        let local = self.local.upgrade()?;
+        match catch_unwind(AssertUnwindSafe(|| f(local.as_ref()))) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                log(&format!(
+                    "namespace {} panicked while serving a cluster message",
+                    self.name
+                ));
+                None
+            }
+        }
+    }
+
+    fn reject(&self, what: &str, why: impl std::fmt::Display) {
+        self.bad_messages.log(|| {
+            format!(
+                "ignored a malformed {what} for namespace {}: {why}",
+                self.name
+            )
+        });
+    }
+
+    /// Serves one message from another server (or this one: own messages are recognised and
+    /// skipped). Never panics on what a peer sends.
+    pub fn handle(self: &Arc<Self>, message: Inbound) {
+        if self.is_closed() {
+            return;
+        }
+        match message {
+            Inbound::Broadcast(body) => self.on_broadcast(&body),
+            Inbound::Request(body) => match wire::decode(&body) {
+                Ok(request) => self.on_request(&request),
+                Err(e) => self.reject("request", e),
+            },
+            Inbound::Response(body) => match wire::decode(&body) {
+                Ok(response) => self.on_response(&response),
+                Err(e) => self.reject("response", e),
+            },
+        }
+    }
+
+    fn on_broadcast(&self, body: &[u8]) {
+        let b = match wire::parse_broadcast(body) {
+            Ok(b) => b,
+            Err(e) => return self.reject("broadcast", e),
+        };
+        if b.uid.as_deref() == Some(self.uid.as_str()) || b.nsp != self.name {
+            return;
+        }
+        self.local(|l| l.apply_broadcast(b.data, &b.opts));
+    }
+
+    fn respond(&self, fields: Vec<(&str, Value)>) {
+        let body = msgpack::to_json(&wire::map(fields));
+        self.link.publish(self.channels.response.clone(), body);
+    }
+
+    fn on_request(self: &Arc<Self>, request: &Value) {
+        let Some(kind) = RequestType::of(request) else {
+            return;
+        };
+        if wire::text(wire::field(request, "uid")).as_deref() == Some(self.uid.as_str()) {
+            return;
+        }
+        let request_id = wire::field(request, "requestId").cloned();
+        let opts = wire::field(request, "opts").map(|o| wire::options(Some(o)));
+        match kind {
+            RequestType::Sockets => {
+                let Some(id) = request_id else { return };
+                let opts = BroadcastOptions {
+                    rooms: wire::strings(wire::field(request, "rooms")),
+                    ..BroadcastOptions::default()
+                };
+                let ids: Vec<String> = self
+                    .local(|l| l.local_sockets(&opts))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|s| s.id)
+                    .collect();
+                self.respond(vec![
+                    ("requestId", id),
+                    ("sockets", wire::strings_value(&ids)),
+                ]);
+            }
+            RequestType::AllRooms => {
+                let Some(id) = request_id else { return };
+                let rooms = self.local(|l| l.local_rooms()).unwrap_or_default();
+                self.respond(vec![
+                    ("requestId", id),
+                    ("rooms", wire::strings_value(&rooms)),
+                ]);
+            }
+            RequestType::RemoteJoin | RequestType::RemoteLeave | RequestType::RemoteDisconnect => {
+                match opts {
+                    Some(opts) => self.bulk(kind, request, &opts),
+                    None => self.legacy_bulk(kind, request, request_id),
+                }
+            }
+            RequestType::RemoteFetch => {
+                let Some(id) = request_id else { return };
+                let opts = opts.unwrap_or_default();
+                let sockets = self.local(|l| l.local_sockets(&opts)).unwrap_or_default();
+                let sockets = Value::Array(sockets.iter().map(wire::socket_value).collect());
+                self.respond(vec![("requestId", id), ("sockets", sockets)]);
+            }
+            RequestType::ServerSideEmit => self.on_server_side_emit(request, request_id),
+            RequestType::Broadcast => {
+                let Some(id) = request_id else { return };
+                let packet = wire::field(request, "packet").ok_or_else(|| "no packet".to_owned());
+                match packet.and_then(wire::parse_packet) {
+                    Ok((data, nsp)) if nsp == self.name => {
+                        let opts = opts.unwrap_or_default();
+                        self.local(|l| l.apply_broadcast(data, &opts));
+                    }
+                    Ok(_) => return,
+                    Err(e) => return self.reject("broadcast request", e),
+                }
+                // Clients of this server cannot acknowledge through this API: announce none, so
+                // the Node server completes with the acks of its own clients.
+                self.respond(vec![
+                    ("type", RequestType::BroadcastClientCount.value()),
+                    ("requestId", id),
+                    ("clientCount", Value::from(0)),
+                ]);
+            }
+            RequestType::BroadcastClientCount | RequestType::BroadcastAck => {}
+        }
+    }
+
+    /// `socketsJoin` / `socketsLeave` / `disconnectSockets` (no answer).
+    fn bulk(&self, kind: RequestType, request: &Value, opts: &BroadcastOptions) {
+        let rooms = wire::strings(wire::field(request, "rooms"));
+        let close = wire::field(request, "close")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        self.local(|l| match kind {
+            RequestType::RemoteJoin => l.apply_join(opts, &rooms),
+            RequestType::RemoteLeave => l.apply_leave(opts, &rooms),
+            _ => l.apply_disconnect(opts, close),
+        });
+    }
+
+    /// The 6.0 form naming one socket `sid` (and one `room`); only its owner answers.
+    fn legacy_bulk(&self, kind: RequestType, request: &Value, request_id: Option<Value>) {
+        let Some(sid) = wire::text(wire::field(request, "sid")) else {
+            return;
+        };
+        let opts = BroadcastOptions {
+            rooms: vec![sid.clone()],
+            ..BroadcastOptions::default()
+        };
+        let owned = self
+            .local(|l| l.local_sockets(&opts).iter().any(|s| s.id == sid))
+            .unwrap_or(false);
+        if !owned {
+            return;
+        }
+        let rooms: Vec<String> = wire::text(wire::field(request, "room"))
+            .into_iter()
+            .collect();
+        let close = wire::field(request, "close")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        self.local(|l| match kind {
+            RequestType::RemoteJoin => l.apply_join(&opts, &rooms),
+            RequestType::RemoteLeave => l.apply_leave(&opts, &rooms),
+            _ => l.apply_disconnect(&opts, close),
+        });
+        if let Some(id) = request_id {
+            self.respond(vec![("requestId", id)]);
+        }
+    }
+
+    fn on_server_side_emit(self: &Arc<Self>, request: &Value, request_id: Option<Value>) {
+        let Some(data) = wire::field(request, "data").filter(|d| d.is_array()) else {
+            return self.reject("serverSideEmit", "no data array");
+        };
+        let args = msgpack::to_payload(data);
+        let Some(id) = request_id else {
+            self.local(|l| l.on_server_side_emit(args, None));
+            return;
+        };
+        let (tx, rx) = oneshot::channel::<Payload>();
+        if self
+            .local(|l| l.on_server_side_emit(args, Some(tx)))
+            .is_none()
+        {
+            return;
+        }
+        let ns = self.clone();
+        self.link.runtime.spawn(async move {
+            let Ok(Ok(ack)) = tokio::time::timeout(ACK_WAIT_MAX, rx).await else {
+                return;
+            };
+            let mut fields = vec![
+                ("type", RequestType::ServerSideEmit.value()),
+                ("requestId", id),
+            ];
+            // Node acknowledges with one argument, `data`; no argument leaves it out.
+            match msgpack::from_payload(&ack) {
+                Ok(Value::Array(args)) => {
+                    if let Some(first) = args.into_iter().next() {
+                        fields.push(("data", first));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => log(&format!(
+                    "serverSideEmit acknowledgement of {} is not JSON: {e}",
+                    ns.name
+                )),
+            }
+            ns.respond(fields);
+        });
+    }
+
+    fn on_response(&self, response: &Value) {
+        let Some(id) = wire::text(wire::field(response, "requestId")) else {
+            return;
+        };
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
+        let Some(p) = pending.get_mut(&id) else {
+            return;
+        };
+        match p.kind {
+            Kind::AllRooms => {
+                let Some(rooms) = wire::field(response, "rooms").filter(|r| r.is_array()) else {
+                    return;
+                };
+                for room in wire::strings(Some(rooms)) {
+                    if p.seen_rooms.insert(room.clone()) {
+                        p.rooms.push(room);
+                    }
+                }
+            }
+            Kind::Fetch => {
+                let Some(sockets) = wire::field(response, "sockets").and_then(Value::as_array)
+                else {
+                    return;
+                };
+                p.sockets
+                    .extend(sockets.iter().filter_map(wire::parse_socket));
+            }
+            Kind::ServerSideEmit => {
+                if RequestType::of(response) != Some(RequestType::ServerSideEmit) {
+                    return;
+                }
+                p.acks
+                    .push(wire::ack_payload(wire::field(response, "data")));
+            }
+        }
+        p.received += 1;
+        if p.received >= p.expected {
+            if let Some(mut done) = pending.remove(&id) {
+                let collected = done.collected();
+                if let Some(tx) = done.done.take() {
+                    let _ = tx.send(collected);
+                }
+            }
+        }
+    }
+
+    /// Sends a request to the other servers and waits for one answer from each of them.
+    async fn request(
+        self: Arc<Self>,
+        kind: Kind,
+        extra: Vec<(&'static str, Value)>,
+        wait: Duration,
+    ) -> Result<Collected, AdapterError> {
+        if self.is_closed() {
+            return Err(AdapterError::Unavailable("adapter closed".into()));
+        }
+        let expected = self
+            .link
+            .numsub(&self.channels.request)
+            .await?
+            .saturating_sub(1);
+        let mut pending = Pending {
+            kind,
+            expected,
+            received: 0,
+            rooms: Vec::new(),
+            seen_rooms: HashSet::new(),
+            sockets: Vec::new(),
+            acks: Vec::new(),
+            done: None,
+        };
+        if expected == 0 {
+            return Ok(pending.collected());
+        }
+        let id = random_id(12);
+        let (tx, mut rx) = oneshot::channel();
+        pending.done = Some(tx);
+        self.pending
+            .lock()
+            .map_err(|_| AdapterError::Unavailable("adapter state poisoned".into()))?
+            .insert(id.clone(), pending);
+
+        let request_type = match kind {
+            Kind::AllRooms => RequestType::AllRooms,
+            Kind::Fetch => RequestType::RemoteFetch,
+            Kind::ServerSideEmit => RequestType::ServerSideEmit,
+        };
+        let mut fields = vec![
+            ("uid", Value::from(self.uid.as_str())),
+            ("requestId", Value::from(id.as_str())),
+            ("type", request_type.value()),
+        ];
+        fields.extend(extra);
+        let body = msgpack::to_json(&wire::map(fields));
+        if let Err(e) = self
+            .link
+            .publish_confirmed(self.channels.request.clone(), body)
+            .await
+        {
+            self.forget(&id);
+            return Err(e);
+        }
+        match tokio::time::timeout(wait, &mut rx).await {
+            Ok(Ok(collected)) => Ok(collected),
+            Ok(Err(_)) => Err(AdapterError::Unavailable("adapter closed".into())),
+            Err(_) => {
+                let received = self.forget(&id).map(|p| p.received);
+                match (received, rx.try_recv()) {
+                    (_, Ok(collected)) => Ok(collected),
+                    (received, _) => Err(AdapterError::Timeout {
+                        expected,
+                        received: received.unwrap_or(0),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn forget(&self, id: &str) -> Option<Pending> {
+        self.pending.lock().ok()?.remove(id)
+    }
+}
+
+/// What leaving the cluster takes for a namespace (unsubscribing), supplied by the factory.
+pub(super) type OnClose = Box<dyn Fn(&Arc<Namespace>) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// The [`Adapter`] of one namespace. Dropping it (or [`Adapter::close`]) leaves the cluster.
+pub struct RedisAdapter {
+    pub(super) ns: Arc<Namespace>,
+    pub(super) on_close: OnClose,
+}
+
+impl RedisAdapter {
+    fn publish_request(&self, fields: Vec<(&str, Value)>) {
+        if self.ns.is_closed() {
+            return;
+        }
+        let body = msgpack::to_json(&wire::map(fields));
+        self.ns.link.publish(self.ns.channels.request.clone(), body);
+    }
+
+    fn bulk(&self, kind: RequestType, opts: &BroadcastOptions, last: (&str, Value)) {
+        self.publish_request(vec![
+            ("uid", Value::from(self.ns.uid.as_str())),
+            ("type", kind.value()),
+            ("opts", wire::options_value(opts, false)),
+            last,
+        ]);
+    }
+}
+
+impl Adapter for RedisAdapter {
+    fn broadcast(&self, data: &Payload, opts: &BroadcastOptions) {
+        if opts.flags.local || self.ns.is_closed() {
+            return;
+        }
+        match wire::encode_broadcast(&self.ns.uid, &self.ns.name, data, opts) {
+            Ok(body) => self
+                .ns
+                .link
+                .publish(self.ns.channels.for_rooms(&opts.rooms), body),
+            Err(e) => log(&format!("broadcast on {} not published: {e}", self.ns.name)),
+        }
+    }
+
+    fn sockets_join(&self, opts: &BroadcastOptions, rooms: &[String]) {
+        self.bulk(
+            RequestType::RemoteJoin,
+            opts,
+            ("rooms", wire::strings_value(rooms)),
+        );
+    }
+
+    fn sockets_leave(&self, opts: &BroadcastOptions, rooms: &[String]) {
+        self.bulk(
+            RequestType::RemoteLeave,
+            opts,
+            ("rooms", wire::strings_value(rooms)),
+        );
+    }
+
+    fn disconnect_sockets(&self, opts: &BroadcastOptions, close: bool) {
+        self.bulk(
+            RequestType::RemoteDisconnect,
+            opts,
+            ("close", Value::Boolean(close)),
+        );
+    }
+
+    fn fetch_sockets(
+        &self,
+        opts: &BroadcastOptions,
+    ) -> BoxFuture<'static, Result<Vec<RemoteSocket>, AdapterError>> {
+        let ns = self.ns.clone();
+        let wait = ns.link.requests_timeout;
+        let extra = vec![("opts", wire::options_value(opts, false))];
+        async move {
+            match ns.request(Kind::Fetch, extra, wait).await? {
+                Collected::Sockets(s) => Ok(s),
+                _ => Ok(Vec::new()),
+            }
+        }
+        .boxed()
+    }
+
+    fn all_rooms(&self) -> BoxFuture<'static, Result<Vec<String>, AdapterError>> {
+        let ns = self.ns.clone();
+        let wait = ns.link.requests_timeout;
+        async move {
+            match ns.request(Kind::AllRooms, Vec::new(), wait).await? {
+                Collected::Rooms(r) => Ok(r),
+                _ => Ok(Vec::new()),
+            }
+        }
+        .boxed()
+    }
+
+    fn server_side_emit(
+        &self,
+        args: &Payload,
+        ack_timeout: Option<Duration>,
+    ) -> BoxFuture<'static, Result<Vec<Payload>, AdapterError>> {
+        let data = match msgpack::from_payload(args) {
+            Ok(d) => d,
+            Err(e) => {
+                return futures_util::future::ready(Err(AdapterError::Unavailable(format!(
+                    "serverSideEmit arguments are not JSON: {e}"
+                ))))
+                .boxed()
+            }
+        };
+        let Some(wait) = ack_timeout else {
+            self.publish_request(vec![
+                ("uid", Value::from(self.ns.uid.as_str())),
+                ("type", RequestType::ServerSideEmit.value()),
+                ("data", data),
+            ]);
+            return futures_util::future::ready(Ok(Vec::new())).boxed();
+        };
+        let ns = self.ns.clone();
+        async move {
+            match ns
+                .request(Kind::ServerSideEmit, vec![("data", data)], wait)
+                .await?
+            {
+                Collected::Acks(a) => Ok(a),
+                _ => Ok(Vec::new()),
+            }
+        }
+        .boxed()
+    }
+
+    fn server_count(&self) -> BoxFuture<'static, usize> {
+        let ns = self.ns.clone();
+        async move {
+            ns.link
+                .numsub(&ns.channels.request)
+                .await
+                .unwrap_or(1)
+                .max(1)
+        }
+        .boxed()
+    }
+
+    fn close(&self) -> BoxFuture<'static, ()> {
+        if self.ns.is_closed() {
+            return futures_util::future::ready(()).boxed();
+        }
+        self.ns.close();
+        (self.on_close)(&self.ns)
+    }
+}
+
+impl Drop for RedisAdapter {
+    fn drop(&mut self) {
+        if !self.ns.is_closed() {
+            self.ns.close();
+            let leave = (self.on_close)(&self.ns);
+            self.ns.link.runtime.spawn(leave);
+        }
+    }
+}
