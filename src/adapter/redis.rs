@@ -285,7 +285,15 @@ impl RedisAdapterFactory {
         status: StatusCallback,
     ) -> Result<Arc<RedisAdapterFactory>, String> {
         let runtime = Handle::current();
-        let tracker = StatusTracker::new(status);
+        let server = if cfg.publisher == cfg.subscriber {
+            cfg.publisher.to_string()
+        } else {
+            format!(
+                "{} (publisher) / {} (subscriber)",
+                cfg.publisher, cfg.subscriber
+            )
+        };
+        let tracker = StatusTracker::new(status, server);
 
         let publisher = builder(&cfg.publisher, cfg.requests_timeout)
             .build()
@@ -337,6 +345,9 @@ impl RedisAdapterFactory {
             let _ = subscriber.quit().await;
             return Err(e);
         }
+        // Both are up now, whatever the watchers have seen yet.
+        tracker.set(Role::Publisher, true, String::new);
+        tracker.set(Role::Subscriber, true, String::new);
         tasks.push(subscriber.manage_subscriptions());
 
         let hub = Arc::new(Hub {
@@ -346,7 +357,12 @@ impl RedisAdapterFactory {
             lagged: Throttle::default(),
         });
         tasks.push(runtime.spawn(run_dispatch(messages, Arc::downgrade(&hub))));
-        let (link, publisher_task) = Link::start(publisher.clone(), runtime, cfg.requests_timeout);
+        let (link, publisher_task) = Link::start(
+            publisher.clone(),
+            tracker.clone(),
+            runtime,
+            cfg.requests_timeout,
+        );
         tasks.push(publisher_task);
 
         Ok(Arc::new(RedisAdapterFactory {
@@ -377,7 +393,7 @@ impl RedisAdapterFactory {
     }
 
     fn write_presence(&self, address: &str, connections: usize, ttl: Duration) {
-        if self.closed.load(Ordering::Acquire) {
+        if self.closed.load(Ordering::Acquire) || self.link.check().is_err() {
             return;
         }
         let key = self.presence_key(address);
@@ -436,6 +452,7 @@ impl RedisAdapterFactory {
 
     /// Every live worker's address and connection count, fewest connections first.
     pub async fn servers(&self) -> Result<Vec<(String, usize)>, AdapterError> {
+        self.link.check()?;
         let prefix = self.presence_key("");
         let pattern = format!("{}*", wire::glob_escape(&prefix));
         let client = self.publisher.with_options(&self.link.options());

@@ -72,6 +72,7 @@ struct Outgoing {
 /// The publisher connection shared by every namespace of a factory.
 pub struct Link {
     client: Client,
+    status: Arc<StatusTracker>,
     outbox: mpsc::Sender<Outgoing>,
     /// Runtime the adapter's tasks run on.
     pub runtime: Handle,
@@ -84,6 +85,7 @@ impl Link {
     /// Wraps a connected client and starts the task that drains the publish queue in order.
     pub fn start(
         client: Client,
+        status: Arc<StatusTracker>,
         runtime: Handle,
         requests_timeout: Duration,
     ) -> (Arc<Link>, JoinHandle<()>) {
@@ -96,6 +98,7 @@ impl Link {
         ));
         let link = Link {
             client,
+            status,
             outbox,
             runtime,
             requests_timeout,
@@ -109,9 +112,26 @@ impl Link {
         command_options(self.requests_timeout)
     }
 
+    /// `Err(Unavailable)` at once while the publisher connection is known to be down (the
+    /// client itself only notices when it starts reconnecting, and would queue commands).
+    pub fn check(&self) -> Result<(), AdapterError> {
+        if self.status.is_up(Role::Publisher) {
+            Ok(())
+        } else {
+            Err(AdapterError::Unavailable(
+                "the connection to Redis is down".into(),
+            ))
+        }
+    }
+
     /// Publishes without waiting. When Redis is down the message is dropped and logged;
     /// when the queue is full (Redis slower than the server) likewise.
     pub fn publish(&self, channel: String, body: impl Into<Bytes>) {
+        if self.check().is_err() {
+            self.overflow
+                .log(|| format!("Redis is down, dropped a message for {channel}"));
+            return;
+        }
         let item = Outgoing {
             channel,
             body: body.into(),
@@ -134,6 +154,7 @@ impl Link {
         channel: String,
         body: impl Into<Bytes>,
     ) -> Result<(), AdapterError> {
+        self.check()?;
         let (tx, rx) = oneshot::channel();
         let item = Outgoing {
             channel,
@@ -152,6 +173,7 @@ impl Link {
 
     /// Subscribers of `channel` (`PUBSUB NUMSUB`), i.e. servers in the namespace.
     pub async fn numsub(&self, channel: &str) -> Result<usize, AdapterError> {
+        self.check()?;
         let reply: fred::types::Value = self
             .client
             .with_options(&self.options())
@@ -260,6 +282,7 @@ struct StatusState {
 /// Folds the events of both connections into one status and reports its changes.
 pub struct StatusTracker {
     callback: StatusCallback,
+    server: String,
     state: Mutex<StatusState>,
 }
 
@@ -282,10 +305,11 @@ impl Role {
 }
 
 impl StatusTracker {
-    /// A tracker reporting to `callback`.
-    pub fn new(callback: StatusCallback) -> Arc<StatusTracker> {
+    /// A tracker reporting to `callback` about the connections to `server` (for log lines).
+    pub fn new(callback: StatusCallback, server: String) -> Arc<StatusTracker> {
         Arc::new(StatusTracker {
             callback,
+            server,
             state: Mutex::new(StatusState::default()),
         })
     }
@@ -311,13 +335,21 @@ impl StatusTracker {
             }
         };
         match &change {
-            AdapterStatus::Connected => log("connected to Redis"),
-            AdapterStatus::Disconnected(why) => log(&format!("lost Redis ({why}); reconnecting")),
+            AdapterStatus::Connected => log(&format!("connected to Redis at {}", self.server)),
+            AdapterStatus::Disconnected(why) => log(&format!(
+                "lost Redis at {} ({why}); reconnecting",
+                self.server
+            )),
         }
         let callback = self.callback.clone();
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(change))).is_err() {
             log("status callback panicked");
         }
+    }
+
+    /// Whether `role`'s connection is up, as far as its events tell.
+    pub fn is_up(&self, role: Role) -> bool {
+        self.state.lock().is_ok_and(|s| s.up[role as usize])
     }
 
     /// Stops reporting (the factory is closing).
@@ -328,8 +360,9 @@ impl StatusTracker {
     }
 }
 
-/// Follows one client's connection events (and checks its state every second, as events can
-/// arrive out of order) and feeds them to the tracker.
+/// Follows one client's connection events and feeds them to the tracker. Every event of the
+/// error stream is a failed or lost connection; errors are read before reconnections so that,
+/// when both are waiting, the most recent state wins.
 pub fn watch<C>(
     client: C,
     role: Role,
@@ -339,31 +372,32 @@ pub fn watch<C>(
 where
     C: ClientLike + EventInterface + 'static,
 {
+    use tokio::sync::broadcast::error::RecvError;
     let mut reconnects = client.reconnect_rx();
     let mut errors = client.error_rx();
     runtime.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                event = reconnects.recv() => match event {
-                    Ok(_) => tracker.set(role, true, String::new),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                },
+                biased;
                 event = errors.recv() => match event {
-                    // A stale error that arrives after the reconnection is ignored.
-                    Ok((e, server)) if client.state() != ClientState::Connected => {
-                        let at = server.map(|s| format!(" at {s}")).unwrap_or_default();
+                    Ok((e, server)) => {
+                        let at = server.map(|s| format!(" to {s}")).unwrap_or_default();
                         tracker.set(role, false, || format!("connection{at}: {e}"));
                     }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    Err(RecvError::Lagged(_)) => {
+                        let up = client.state() == ClientState::Connected;
+                        tracker.set(role, up, || "connection lost".to_owned());
+                    }
+                    Err(RecvError::Closed) => break,
                 },
-                _ = tick.tick() => {
-                    let up = client.state() == ClientState::Connected;
-                    tracker.set(role, up, || "connection closed".to_owned());
-                }
+                event = reconnects.recv() => match event {
+                    Ok(_) => tracker.set(role, true, String::new),
+                    Err(RecvError::Lagged(_)) => {
+                        let up = client.state() == ClientState::Connected;
+                        tracker.set(role, up, || "connection lost".to_owned());
+                    }
+                    Err(RecvError::Closed) => break,
+                },
             }
         }
     })
@@ -377,7 +411,7 @@ mod tests {
     fn status_reports_changes_only() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
-        let t = StatusTracker::new(Arc::new(move |s| s2.lock().unwrap().push(s)));
+        let t = StatusTracker::new(Arc::new(move |s| s2.lock().unwrap().push(s)), "test".into());
         t.set(Role::Publisher, true, String::new);
         t.set(Role::Subscriber, true, String::new);
         t.set(Role::Subscriber, true, String::new);

@@ -181,7 +181,7 @@ impl Namespace {
     }
 
     fn respond(&self, fields: Vec<(&str, Value)>) {
-        let body = msgpack::to_json(&wire::map(fields));
+        let body = wire::encode_message(&wire::map(fields));
         self.link.publish(self.channels.response.clone(), body);
     }
 
@@ -438,7 +438,7 @@ impl Namespace {
             ("type", request_type.value()),
         ];
         fields.extend(extra);
-        let body = msgpack::to_json(&wire::map(fields));
+        let body = wire::encode_message(&wire::map(fields));
         if let Err(e) = self
             .link
             .publish_confirmed(self.channels.request.clone(), body)
@@ -482,7 +482,7 @@ impl RedisAdapter {
         if self.ns.is_closed() {
             return;
         }
-        let body = msgpack::to_json(&wire::map(fields));
+        let body = wire::encode_message(&wire::map(fields));
         self.ns.link.publish(self.ns.channels.request.clone(), body);
     }
 

@@ -122,6 +122,27 @@ pub fn decode(body: &[u8]) -> Result<Value, CodecError> {
     }
 }
 
+/// A request or response as Node's adapter reads it: JSON, or MessagePack when it carries
+/// binary (JSON would turn a Buffer into `{"type":"Buffer","data":[...]}`; Node's adapter
+/// decodes either, telling them apart by the first byte).
+pub fn encode_message(message: &Value) -> Vec<u8> {
+    if has_binary(message) {
+        msgpack::encode(message)
+    } else {
+        msgpack::to_json(message).into_bytes()
+    }
+}
+
+fn has_binary(v: &Value) -> bool {
+    match v {
+        Value::Binary(_) => true,
+        Value::Ext(ty, _) => *ty != -1,
+        Value::Array(items) => items.iter().any(has_binary),
+        Value::Map(entries) => entries.iter().any(|(k, v)| has_binary(k) || has_binary(v)),
+        _ => false,
+    }
+}
+
 /// A map's field by name (the last one when repeated, as in JavaScript); nil counts as absent.
 pub fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v.as_map()?
@@ -378,6 +399,25 @@ mod tests {
         );
         assert!(decode(b"{nope").is_err());
         assert_eq!(RequestType::of(&map(vec![("type", 42.into())])), None);
+    }
+
+    #[test]
+    fn messages_are_json_unless_binary() {
+        let plain = map(vec![
+            ("type", 6.into()),
+            ("data", Value::Array(vec!["ev".into()])),
+        ]);
+        assert_eq!(
+            encode_message(&plain),
+            br#"{"type":6,"data":["ev"]}"#.to_vec()
+        );
+        let binary = map(vec![
+            ("type", 6.into()),
+            ("data", Value::Array(vec![Value::Binary(vec![1])])),
+        ]);
+        let body = encode_message(&binary);
+        assert_eq!(body[0], 0x82);
+        assert_eq!(decode(&body).unwrap(), binary);
     }
 
     #[test]

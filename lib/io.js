@@ -1,0 +1,540 @@
+"use strict";
+// socket.io's common server API (Server, Namespace, Socket, BroadcastOperator) over the native
+// server. Sockets, rooms and broadcasts live in Rust; this file only runs handlers.
+const { EventEmitter } = require("node:events");
+const querystring = require("node:querystring");
+const native = require("../binding.js");
+const { encode, decode } = require("./codec");
+
+const emitLocal = EventEmitter.prototype.emit;
+const RESERVED = new Set(["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"]);
+const KIND = { CONNECTION: 0, EVENT: 1, ACK: 2, DISCONNECT: 3, SERVER_SIDE_EMIT: 4, ADAPTER_STATUS: 5 };
+
+function toList(v) {
+  if (v === undefined || v === null) return [];
+  return Array.isArray(v) ? v.map(String) : v instanceof Set ? [...v].map(String) : [String(v)];
+}
+
+function rethrow(err) {
+  process.nextTick(() => {
+    throw err;
+  });
+}
+
+/** Targets of a broadcast: `to`/`in`/`except`, `local`, then `emit` and the bulk operations. */
+class BroadcastOperator {
+  constructor(nsp, rooms = new Set(), exceptRooms = new Set(), flags = {}) {
+    this.nsp = nsp;
+    this.rooms = rooms;
+    this.exceptRooms = exceptRooms;
+    this.flags = flags;
+  }
+  to(room) {
+    const rooms = new Set(this.rooms);
+    for (const r of toList(room)) rooms.add(r);
+    return new BroadcastOperator(this.nsp, rooms, this.exceptRooms, this.flags);
+  }
+  in(room) {
+    return this.to(room);
+  }
+  except(room) {
+    const ex = new Set(this.exceptRooms);
+    for (const r of toList(room)) ex.add(r);
+    return new BroadcastOperator(this.nsp, this.rooms, ex, this.flags);
+  }
+  get local() {
+    return new BroadcastOperator(this.nsp, this.rooms, this.exceptRooms, { ...this.flags, local: true });
+  }
+  get volatile() {
+    return new BroadcastOperator(this.nsp, this.rooms, this.exceptRooms, { ...this.flags, volatile: true });
+  }
+  compress(c) {
+    return new BroadcastOperator(this.nsp, this.rooms, this.exceptRooms, { ...this.flags, compress: !!c });
+  }
+  timeout(ms) {
+    return new BroadcastOperator(this.nsp, this.rooms, this.exceptRooms, { ...this.flags, timeout: ms });
+  }
+  _args() {
+    return [this.rooms.size ? [...this.rooms] : null, this.exceptRooms.size ? [...this.exceptRooms] : null, !!this.flags.local];
+  }
+  /** Emits to every targeted socket of the cluster. Acks are not supported on broadcasts. */
+  emit(ev, ...args) {
+    if (RESERVED.has(ev)) throw new Error(`"${ev}" is a reserved event name`);
+    if (typeof args[args.length - 1] === "function") throw new Error("Callbacks are not supported when broadcasting");
+    const { data, attachments } = encode([ev, ...args]);
+    const [rooms, except, local] = this._args();
+    this.nsp.server._native.broadcast(this.nsp.name, data, attachments, rooms, except, local);
+    return true;
+  }
+  /** The targeted sockets of the cluster (remote ones as plain descriptions that can act). */
+  async fetchSockets() {
+    const [rooms, except, local] = this._args();
+    const json = await this.nsp.server._native.fetchSockets(this.nsp.name, rooms, except, local);
+    return JSON.parse(json).map((d) => new RemoteSocket(this.nsp, d));
+  }
+  socketsJoin(room) {
+    const [rooms, except, local] = this._args();
+    this.nsp.server._native.socketsJoin(this.nsp.name, rooms, except, local, toList(room), true);
+  }
+  socketsLeave(room) {
+    const [rooms, except, local] = this._args();
+    this.nsp.server._native.socketsJoin(this.nsp.name, rooms, except, local, toList(room), false);
+  }
+  disconnectSockets(close = false) {
+    const [rooms, except, local] = this._args();
+    this.nsp.server._native.disconnectSockets(this.nsp.name, rooms, except, local, !!close);
+  }
+}
+
+/** A socket of any server of the cluster, as `fetchSockets()` returns it. */
+class RemoteSocket {
+  constructor(nsp, d) {
+    this.nsp = nsp;
+    this.id = d.id;
+    this.handshake = d.handshake;
+    this.rooms = new Set(d.rooms);
+    this.data = d.data;
+  }
+  emit(ev, ...args) {
+    return new BroadcastOperator(this.nsp, new Set([this.id])).emit(ev, ...args);
+  }
+  join(room) {
+    new BroadcastOperator(this.nsp, new Set([this.id])).socketsJoin(room);
+  }
+  leave(room) {
+    new BroadcastOperator(this.nsp, new Set([this.id])).socketsLeave(room);
+  }
+  disconnect(close = false) {
+    new BroadcastOperator(this.nsp, new Set([this.id])).disconnectSockets(close);
+    return this;
+  }
+}
+
+/** One client in one namespace. `on` hears the client; `emit` talks to it. */
+class Socket extends EventEmitter {
+  constructor(nsp, id, handshakeJson) {
+    super();
+    this.nsp = nsp;
+    this.server = nsp.server;
+    this.id = id;
+    this.connected = true;
+    this.data = {};
+    this._handshakeJson = handshakeJson;
+    this._handshake = null;
+    this._acks = null;
+    this._ackSeq = 0;
+    this._any = null;
+    this._flags = null;
+  }
+  get disconnected() {
+    return !this.connected;
+  }
+  /** socket.io's handshake: headers, query, auth, address, time, issued, url, secure, xdomain. */
+  get handshake() {
+    if (!this._handshake) {
+      const h = JSON.parse(this._handshakeJson);
+      h.query = Object.assign(Object.create(null), querystring.parse(h.query || ""));
+      h.time = new Date(h.issued).toString();
+      this._handshake = h;
+      this._handshakeJson = null;
+    }
+    return this._handshake;
+  }
+  /** A minimal `socket.request`: headers, url, and the peer address as `connection.remoteAddress`. */
+  get request() {
+    const h = this.handshake;
+    const conn = { remoteAddress: h.address, remotePort: h.port };
+    return { headers: h.headers, url: h.url, connection: conn, socket: conn };
+  }
+  get conn() {
+    const h = this.handshake;
+    return { remoteAddress: h.address, protocol: h.eio, close: () => this.disconnect(true) };
+  }
+  get rooms() {
+    if (!this.connected) return new Set();
+    return new Set([this.id, ...this.server._native.socketRooms(this.id)]);
+  }
+  get broadcast() {
+    return new BroadcastOperator(this.nsp, new Set(), new Set([this.id]));
+  }
+  to(room) {
+    return this.broadcast.to(room);
+  }
+  in(room) {
+    return this.to(room);
+  }
+  except(room) {
+    return this.broadcast.except(room);
+  }
+  get volatile() {
+    return this;
+  }
+  compress() {
+    return this;
+  }
+  timeout(ms) {
+    this._flags = { timeout: ms };
+    return this;
+  }
+  /** Emits to this client; a function as last argument receives the client's acknowledgement. */
+  emit(ev, ...args) {
+    if (RESERVED.has(ev)) throw new Error(`"${ev}" is a reserved event name`);
+    let ackId = null;
+    const flags = this._flags;
+    this._flags = null;
+    if (typeof args[args.length - 1] === "function") {
+      let fn = args.pop();
+      ackId = ++this._ackSeq;
+      if (!this._acks) this._acks = new Map();
+      if (flags && flags.timeout !== undefined) {
+        const user = fn;
+        const id = ackId;
+        const timer = setTimeout(() => {
+          if (this._acks && this._acks.delete(id)) user(new Error("operation has timed out"));
+        }, flags.timeout);
+        fn = (...resp) => {
+          clearTimeout(timer);
+          user(null, ...resp);
+        };
+      }
+      this._acks.set(ackId, fn);
+    }
+    const { data, attachments } = encode([ev, ...args]);
+    this.server._native.emit(this.id, data, attachments, ackId);
+    return true;
+  }
+  emitWithAck(ev, ...args) {
+    const flags = this._flags;
+    return new Promise((resolve, reject) => {
+      this._flags = flags;
+      const cb = flags && flags.timeout !== undefined ? (err, ...r) => (err ? reject(err) : resolve(r[0])) : (r) => resolve(r);
+      this.emit(ev, ...args, cb);
+    });
+  }
+  /** Sends without listeners' bookkeeping (socket.io's `send`). */
+  send(...args) {
+    return this.emit("message", ...args);
+  }
+  write(...args) {
+    return this.send(...args);
+  }
+  join(rooms) {
+    if (this.connected) this.server._native.join(this.id, toList(rooms));
+  }
+  leave(room) {
+    if (this.connected) this.server._native.leave(this.id, String(room));
+  }
+  /** Disconnects this socket; `close` also closes the underlying connection. */
+  disconnect(close = false) {
+    if (this.connected) this.server._native.disconnect(this.id, !!close);
+    return this;
+  }
+  onAny(fn) {
+    (this._any || (this._any = [])).push(fn);
+    return this;
+  }
+  prependAny(fn) {
+    (this._any || (this._any = [])).unshift(fn);
+    return this;
+  }
+  offAny(fn) {
+    if (!this._any) return this;
+    if (!fn) this._any = null;
+    else this._any = this._any.filter((f) => f !== fn);
+    return this;
+  }
+  listenersAny() {
+    return this._any ? [...this._any] : [];
+  }
+  _onEvent(data, attachments, id) {
+    const args = decode(data, attachments);
+    if (id !== undefined && id !== null) {
+      let sent = false;
+      args.push((...resp) => {
+        if (sent || !this.connected) return;
+        sent = true;
+        const enc = encode(resp);
+        this.server._native.ack(this.id, id, enc.data, enc.attachments);
+      });
+    }
+    if (this._any) for (const fn of [...this._any]) fn.apply(this, args);
+    emitLocal.apply(this, args);
+  }
+  _onAck(id, data, attachments) {
+    const fn = this._acks && this._acks.get(id);
+    if (!fn) return;
+    this._acks.delete(id);
+    fn.apply(this, decode(data, attachments));
+  }
+  _onDisconnect(reason) {
+    this.connected = false;
+    this._acks = null;
+    emitLocal.call(this, "disconnecting", reason);
+    emitLocal.call(this, "disconnect", reason);
+  }
+}
+
+/** A namespace: `connection` events, broadcasts and cluster-wide operations. */
+class Namespace extends EventEmitter {
+  constructor(server, name) {
+    super();
+    this.server = server;
+    this.name = name;
+    this.sockets = new Map();
+    this.adapter = {
+      nsp: this,
+      allRooms: () => server._native.allRooms(name).then((r) => new Set(r)),
+      serverCount: () => server._native.serverCount(name),
+      sockets: async (rooms) => new Set((await this.in(toList(rooms)).local.fetchSockets()).map((s) => s.id)),
+    };
+  }
+  _op() {
+    return new BroadcastOperator(this);
+  }
+  to(room) {
+    return this._op().to(room);
+  }
+  in(room) {
+    return this._op().in(room);
+  }
+  except(room) {
+    return this._op().except(room);
+  }
+  get local() {
+    return this._op().local;
+  }
+  get volatile() {
+    return this._op().volatile;
+  }
+  compress(c) {
+    return this._op().compress(c);
+  }
+  timeout(ms) {
+    return this._op().timeout(ms);
+  }
+  /** Broadcasts to every socket of this namespace on every server. */
+  emit(ev, ...args) {
+    return this._op().emit(ev, ...args);
+  }
+  send(...args) {
+    return this.emit("message", ...args);
+  }
+  write(...args) {
+    return this.send(...args);
+  }
+  fetchSockets() {
+    return this._op().fetchSockets();
+  }
+  socketsJoin(room) {
+    return this._op().socketsJoin(room);
+  }
+  socketsLeave(room) {
+    return this._op().socketsLeave(room);
+  }
+  disconnectSockets(close) {
+    return this._op().disconnectSockets(close);
+  }
+  /**
+   * Emits to the other servers of the cluster; a function as last argument receives
+   * `(err, responses)` with one response per other server.
+   */
+  serverSideEmit(ev, ...args) {
+    if (RESERVED.has(ev)) throw new Error(`"${ev}" is a reserved event name`);
+    const cb = typeof args[args.length - 1] === "function" ? args.pop() : null;
+    const { data, attachments } = encode([ev, ...args]);
+    const timeout = cb ? (this._flags && this._flags.timeout) || this.server._requestsTimeout : undefined;
+    const p = this.server._native.serverSideEmit(this.name, data, attachments, timeout);
+    if (cb) {
+      p.then(
+        (answers) => cb(null, answers.map((a) => decode(a.data, a.attachments)[0])),
+        (err) => cb(err, []),
+      );
+    } else {
+      p.catch(() => {});
+    }
+    return true;
+  }
+  serverSideEmitWithAck(ev, ...args) {
+    return new Promise((resolve, reject) => this.serverSideEmit(ev, ...args, (err, r) => (err ? reject(err) : resolve(r))));
+  }
+  _connect(sid, handshakeJson) {
+    const socket = new Socket(this, sid, handshakeJson);
+    this.sockets.set(sid, socket);
+    this.server._sockets.set(sid, socket);
+    emitLocal.call(this, "connection", socket);
+    emitLocal.call(this, "connect", socket);
+    return socket;
+  }
+  _serverSideEmit(data, attachments, token) {
+    const args = decode(data, attachments);
+    if (token !== undefined && token !== null) {
+      let sent = false;
+      args.push((...resp) => {
+        if (sent) return;
+        sent = true;
+        const enc = encode(resp);
+        this.server._native.reply(token, enc.data, enc.attachments);
+      });
+    }
+    emitLocal.apply(this, args);
+  }
+}
+
+/** socket.io's Server over the native engine. */
+class Server extends EventEmitter {
+  constructor(opts = {}) {
+    super();
+    this.opts = opts;
+    this._requestsTimeout = opts.requestsTimeout || 5000;
+    this._nsps = new Map();
+    this._sockets = new Map();
+    this._native = new native.NativeServer((batch) => this._onEvents(batch));
+    this._started = false;
+    this.sockets = this.of("/");
+  }
+  of(name) {
+    if (typeof name !== "string") throw new TypeError("namespace name must be a string");
+    if (name[0] !== "/") name = "/" + name;
+    let ns = this._nsps.get(name);
+    if (!ns) {
+      ns = new Namespace(this, name);
+      this._nsps.set(name, ns);
+      if (this._started) this._native.of(name);
+    }
+    return ns;
+  }
+  on(ev, fn) {
+    if (ev === "connection" || ev === "connect") {
+      this.sockets.on(ev, fn);
+      return this;
+    }
+    return super.on(ev, fn);
+  }
+  to(room) {
+    return this.sockets.to(room);
+  }
+  in(room) {
+    return this.sockets.in(room);
+  }
+  except(room) {
+    return this.sockets.except(room);
+  }
+  get local() {
+    return this.sockets.local;
+  }
+  emit(ev, ...args) {
+    if (ev === "error" || ev === "listening" || ev === "close" || ev === "adapter") return super.emit(ev, ...args);
+    return this.sockets.emit(ev, ...args);
+  }
+  send(...args) {
+    return this.sockets.send(...args);
+  }
+  fetchSockets() {
+    return this.sockets.fetchSockets();
+  }
+  socketsJoin(r) {
+    return this.sockets.socketsJoin(r);
+  }
+  socketsLeave(r) {
+    return this.sockets.socketsLeave(r);
+  }
+  disconnectSockets(c) {
+    return this.sockets.disconnectSockets(c);
+  }
+  serverSideEmit(...args) {
+    return this.sockets.serverSideEmit(...args);
+  }
+  /** The socket with this id, on this server. */
+  socket(id) {
+    return this._sockets.get(id);
+  }
+  /** Starts listening; resolves the bound port. Extra native options: `redis`, `host`. */
+  async listen(port, host) {
+    if (this._started) throw new Error("already started");
+    this._started = true;
+    const o = this.opts;
+    const cfg = {
+      path: o.path,
+      pingInterval: o.pingInterval,
+      pingTimeout: o.pingTimeout,
+      upgradeTimeout: o.upgradeTimeout,
+      maxHttpBufferSize: o.maxHttpBufferSize,
+      connectTimeout: o.connectTimeout,
+      transports: o.transports,
+      allowEIO3: o.allowEIO3 === undefined ? true : !!o.allowEIO3,
+      cors: o.cors,
+      redis: o.redis,
+      publicAddress: o.publicAddress,
+      bindRetryMs: o.bindRetryMs,
+      maxQueuedFrames: o.maxQueuedFrames,
+    };
+    try {
+      this.port = await this._native.start(JSON.stringify(cfg), [...this._nsps.keys()], host || o.host || "0.0.0.0", port);
+    } catch (err) {
+      this._started = false;
+      throw err;
+    }
+    return this.port;
+  }
+  async close() {
+    await this._native.close();
+    super.emit("close");
+  }
+  ref() {
+    this._native.ref();
+    return this;
+  }
+  unref() {
+    this._native.unref();
+    return this;
+  }
+  /** Connection counters of this server: `{clients, sockets}`. */
+  stats() {
+    return this._native.stats();
+  }
+  _onEvents(batch) {
+    for (let i = 0; i < batch.length; i++) {
+      const ev = batch[i];
+      try {
+        switch (ev.kind) {
+          case KIND.CONNECTION: {
+            const ns = this._nsps.get(ev.nsp);
+            if (ns) ns._connect(ev.sid, ev.data);
+            break;
+          }
+          case KIND.EVENT: {
+            const s = this._sockets.get(ev.sid);
+            if (s) s._onEvent(ev.data, ev.attachments, ev.id);
+            break;
+          }
+          case KIND.ACK: {
+            const s = this._sockets.get(ev.sid);
+            if (s) s._onAck(ev.id, ev.data, ev.attachments);
+            break;
+          }
+          case KIND.DISCONNECT: {
+            const s = this._sockets.get(ev.sid);
+            if (s) {
+              this._sockets.delete(ev.sid);
+              s.nsp.sockets.delete(ev.sid);
+              s._onDisconnect(ev.reason);
+            }
+            break;
+          }
+          case KIND.SERVER_SIDE_EMIT: {
+            const ns = this._nsps.get(ev.nsp);
+            if (ns) ns._serverSideEmit(ev.data, ev.attachments, ev.id);
+            break;
+          }
+          case KIND.ADAPTER_STATUS:
+            super.emit("adapter", { up: ev.reason === "up", detail: ev.data });
+            break;
+        }
+      } catch (err) {
+        rethrow(err);
+      }
+    }
+  }
+}
+
+module.exports = { Server, Namespace, Socket, BroadcastOperator, RemoteSocket };

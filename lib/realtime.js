@@ -1,0 +1,466 @@
+"use strict";
+// weroll's Realtime API (web/Realtime.js + net/Websocket.js) over the native server.
+const { EventEmitter } = require("node:events");
+const { Server } = require("./io");
+const { workerIndex } = require("./worker");
+const native = require("../binding.js");
+
+const INVOKE_EVENT = "weroll:invoke";
+
+function clone(o) {
+  return o && typeof o === "object" ? JSON.parse(JSON.stringify(o)) : o;
+}
+
+function check(cond, key, what) {
+  if (!cond) throw new TypeError(`Realtime config.${key} ${what}`);
+}
+
+function validate(config) {
+  check(config && typeof config === "object", "", "must be an object");
+  const c = config;
+  const ms = (k) => c[k] === undefined || (Number.isFinite(c[k]) && c[k] > 0);
+  if (c.cluster && c.cluster.enable) {
+    check(c.port !== undefined, "port", "must be set for cluster (must set port number for cluster.)");
+    check(c.cluster.redis && typeof c.cluster.redis === "object", "cluster.redis", "must be an object ({host, port}, {\"*\": {...}}, {pub, sub} or {url})");
+  }
+  check(c.port === undefined || (Number.isInteger(Number(c.port)) && Number(c.port) >= 0 && Number(c.port) <= 65535), "port", `must be an integer in 0..65535, got ${JSON.stringify(c.port)}`);
+  for (const k of ["shakehandTimeout", "pingInterval", "pingTimeout", "connectTimeout", "maxHttpBufferSize", "upgradeTimeout"]) {
+    check(ms(k), k, `must be a positive number, got ${JSON.stringify(c[k])}`);
+  }
+  check(c.session === undefined || c.session === null || typeof c.session.check === "function", "session", "must have a check(auth, callback) function");
+  check(c.path === undefined || (typeof c.path === "string" && c.path[0] === "/"), "path", "must be a string starting with '/'");
+  check(c.transports === undefined || Array.isArray(c.transports), "transports", "must be an array");
+}
+
+function clientIP(socket) {
+  const h = socket.handshake;
+  const fwd = h.headers["x-forwarded-for"];
+  let ip = fwd ? String(fwd).split(",")[0].trim() : h.address || "";
+  if (ip.startsWith("::ffff:")) ip = ip.slice(7);
+  return ip;
+}
+
+function loadDefaultSession() {
+  try {
+    const Session = require("weroll/model/Session");
+    return Session.getSharedInstance ? Session.getSharedInstance() : Session;
+  } catch {
+    return null;
+  }
+}
+
+/** Calls `session.check` in any of weroll's styles; resolves the session payload or null. */
+function checkSession(session, data) {
+  return new Promise((resolve) => {
+    let done = false;
+    const cb = (err, payload) => {
+      if (done) return;
+      done = true;
+      resolve(!err && payload ? payload : null);
+    };
+    try {
+      let ret;
+      if (data._auth !== undefined && data._auth !== null) {
+        ret = session.check(data._auth, cb);
+      } else {
+        const s = data._sess;
+        ret = session.check.length >= 3 ? session.check(s.userid, s.token, cb) : session.check(s, cb);
+      }
+      if (ret && typeof ret.then === "function") {
+        ret.then(
+          (payload) => cb(null, payload),
+          (err) => cb(err || new Error("rejected")),
+        );
+      }
+    } catch (err) {
+      cb(err);
+    }
+  });
+}
+
+/** One Realtime server: weroll's Websocket + Realtime over weroll-native. */
+class RealtimeServer extends EventEmitter {
+  constructor(config) {
+    super();
+    validate(config);
+    this.config = config;
+    this.debug = !!(config.debug || (global.VARS && global.VARS.debug));
+    this.io = null;
+    this.port = undefined;
+    this.__producers = Object.create(null);
+    this._sockets = new Map();
+    this.registerProducer("getClientIDBySocketID", (id) => this.getClientIDBySocketID(id));
+    this.registerProducer("kick", (clientID, data) => this._kickLocal(clientID, data));
+  }
+
+  traceLog(...args) {
+    if (this.debug) console.log("<Realtime>", ...args);
+  }
+  traceError(...args) {
+    if (this.debug) console.error("<Realtime>", ...args);
+  }
+  traceInfo(...args) {
+    if (this.debug) console.info("<Realtime>", ...args);
+  }
+
+  /** The socket.io-style options handed to the native server. */
+  _ioOptions() {
+    const c = this.config;
+    const opts = {
+      path: c.path,
+      pingInterval: c.pingInterval,
+      pingTimeout: c.pingTimeout,
+      upgradeTimeout: c.upgradeTimeout,
+      maxHttpBufferSize: c.maxHttpBufferSize,
+      connectTimeout: c.connectTimeout,
+      transports: c.transports,
+      cors: c.cors,
+      host: c.host,
+      requestsTimeout: c.requestsTimeout,
+      bindRetryMs: c.bindRetryMs,
+    };
+    if (c.cluster && c.cluster.enable) {
+      const redis = clone(c.cluster.redis);
+      redis.key = redis.key || redis.prefix || c.cluster.key || c.cluster.prefix || "realtime";
+      if (c.requestsTimeout && !redis.requestsTimeout) redis.requestsTimeout = c.requestsTimeout;
+      opts.redis = redis;
+      const host = c.publicHost || process.env.WEROLL_PUBLIC_HOST || "127.0.0.1";
+      opts.publicAddress = c.publicAddress || `${host}:${this.port}`;
+    }
+    return opts;
+  }
+
+  /** Starts listening. Resolves the port; a failure rejects and is emitted as `error`. */
+  start() {
+    if (this.io) {
+      const err = new Error("already started");
+      return Promise.reject(err);
+    }
+    const c = this.config;
+    let port = c.port === undefined ? 80 : Number(c.port);
+    if (c.cluster && c.cluster.enable) port += workerIndex(c.cluster);
+    this.port = port;
+    const io = new Server(this._ioOptions());
+    this.io = io;
+    io.fire = (type, ...args) => this._fire(io, type, args);
+    io.on("adapter", (s) => {
+      this.traceInfo(`cluster adapter ${s.up ? "connected" : "disconnected"}: ${s.detail}`);
+      this.emit("adapter", s);
+    });
+    io.on("connection", (socket) => this._onConnection(socket));
+    io.sockets.on(INVOKE_EVENT, (method, args, cb) => this._invokeLocal(method, args).then((r) => cb && cb(r)));
+    return io.listen(port, c.host).then(
+      (bound) => {
+        this.port = bound;
+        this.traceLog(`instance start at port: ${bound}`);
+        this.emit("start", io);
+        return bound;
+      },
+      (cause) => {
+        this.io = null;
+        const err = new Error(`Realtime failed to listen on port ${port}: ${cause.message}`);
+        err.port = port;
+        err.cause = cause;
+        if (/in use/i.test(cause.message)) err.code = "EADDRINUSE";
+        if (this.listenerCount("error")) this.emit("error", err);
+        throw err;
+      },
+    );
+  }
+
+  /** Closes every client, leaves the cluster; the process may then exit. */
+  async close() {
+    if (!this.io) return;
+    const io = this.io;
+    this.io = null;
+    await io.close();
+    this.emit("close");
+  }
+
+  ref() {
+    if (this.io) this.io.ref();
+    return this;
+  }
+  unref() {
+    if (this.io) this.io.unref();
+    return this;
+  }
+
+  /** Encodes arguments as `compress` asks (MessagePack) or leaves them as they are. */
+  _zip(args) {
+    if (!this.config.compress) return args;
+    return args.map((a) => (a === undefined ? a : native.msgpackEncode(JSON.stringify(a === undefined ? null : a))));
+  }
+
+  _fire(target, type, args) {
+    return target.emit(type, ...this._zip(args));
+  }
+
+  _onConnection(socket) {
+    const server = this;
+    const config = this.config;
+    socket.clientID = socket.id;
+    socket.info = {
+      id: socket.id,
+      ip: clientIP(socket),
+      port: socket.handshake.port,
+      connectTime: Date.now(),
+    };
+    socket.fire = (type, ...args) => server._fire(socket, type, args);
+    socket.close = () => socket.disconnect(true);
+    socket.helper = this._helper(socket);
+    this._sockets.set(socket.id, socket);
+    this.traceLog(`client *${socket.id}* connected from ${socket.info.ip}:${socket.info.port}`);
+
+    socket.on("m", (data) => {
+      if (!Array.isArray(data) || typeof data[0] !== "string") return;
+      server.emit(data[0], socket, data[1]);
+    });
+    socket.once("disconnect", () => {
+      clearTimeout(socket.initTimer);
+      this._sockets.delete(socket.id);
+      server.emit("disconnect", socket);
+      socket.clientID = null;
+      socket.info.session = null;
+      socket.info.shakeHandTime = null;
+    });
+
+    this.emit("connection", socket);
+    if (!socket.connected) return;
+
+    if (config.shakehand !== false) {
+      socket.initTimer = setTimeout(() => this._shakehandFail(socket), config.shakehandTimeout || 15000);
+      socket.on("$init", (data, ack) => {
+        if (socket.shaken !== undefined || socket._shaking) return;
+        socket._shaking = true;
+        clearTimeout(socket.initTimer);
+        socket.initTimer = undefined;
+        this.emit("shakeHandStart", socket);
+        this._shakehand(socket, data).then((ok) => {
+          socket._shaking = false;
+          if (!socket.connected) return;
+          this.emit("shakeHandComplete", socket, ok);
+          if (ok) {
+            this._shakehandSuccess(socket, ack);
+          } else {
+            if (typeof ack === "function") ack({ error: "shakehand failed" });
+            this._shakehandFail(socket);
+          }
+        });
+      });
+    } else {
+      this._shakehandSuccess(socket);
+    }
+  }
+
+  async _shakehand(socket, data) {
+    const config = this.config;
+    const hasAuth = data && typeof data === "object" && ((data._auth !== undefined && data._auth !== null && data._auth !== "") || (data._sess && typeof data._sess === "object"));
+    if (!hasAuth) return !!config.allowGuest;
+    const session = config.session || loadDefaultSession();
+    if (!session) {
+      this.traceError("no session checker: set config.session = { check(auth, cb) }");
+      return !!config.allowGuest;
+    }
+    const payload = await checkSession(session, data);
+    if (payload) {
+      socket.info.session = payload;
+      socket.info.shakeHandTime = Date.now();
+      return true;
+    }
+    return !!config.allowGuest;
+  }
+
+  _shakehandSuccess(socket, ack) {
+    clearTimeout(socket.initTimer);
+    socket.initTimer = undefined;
+    const session = socket.info.session;
+    socket.clientID = (session && session.userid !== undefined && session.userid !== null ? String(session.userid) : null) || socket.id;
+    socket.shaken = true;
+    socket.join(`###${socket.clientID}`);
+    const init = { time: Date.now(), socketID: socket.id, clientID: socket.clientID };
+    socket.fire("$init", init);
+    if (typeof ack === "function") ack(init);
+    this.traceLog(`client *${socket.clientID}* shakehand success.`);
+    this.emit("shakeHandSuccess", socket);
+  }
+
+  _shakehandFail(socket) {
+    clearTimeout(socket.initTimer);
+    socket.initTimer = undefined;
+    if (socket.shaken === undefined) socket.shaken = false;
+    this.traceLog(`client *${socket.id}* shakehand failed`);
+    if (!socket.connected) return;
+    this.emit("shakeHandFail", socket);
+    socket.disconnect(true);
+  }
+
+  _helper(socket) {
+    const server = this;
+    const promiseOrCb = (fn, cb) => {
+      let err = null;
+      try {
+        fn();
+      } catch (e) {
+        err = e;
+      }
+      if (typeof cb === "function") {
+        cb(err);
+        return Promise.resolve();
+      }
+      return err ? Promise.reject(err) : Promise.resolve();
+    };
+    return {
+      enterRoom: (room, cb) => promiseOrCb(() => socket.join(room), cb),
+      leaveRoom: (room, cb) => promiseOrCb(() => socket.leave(room), cb),
+      send: (type, ...data) => server.broadcastToRoom(`###${socket.clientID}`, type, ...data),
+      sendTo: (clientID, type, ...data) => server.broadcastToRoom(`###${clientID}`, type, ...data),
+      broadcast: (type, ...data) => server.broadcastToAll(type, ...data),
+      broadcastWithoutSender: (type, ...data) => server._fire(socket.broadcast, type, data),
+      broadcastToRoom: (room, type, ...data) => server.broadcastToRoom(room, type, ...data),
+      broadcastToRoomWithoutSender: (room, type, ...data) => server._fire(socket.broadcast.to(room), type, data),
+      kick: (data) => {
+        socket.fire("$kick", data);
+        setTimeout(() => socket.disconnect(true), 1000).unref();
+      },
+    };
+  }
+
+  _requireStarted() {
+    if (!this.io) throw new Error("Realtime server is not started");
+    return this.io;
+  }
+
+  /** To every connection of `clientID`, on every worker. */
+  sendTo(clientID, type, ...data) {
+    this.broadcastToRoom(`###${clientID}`, type, ...data);
+  }
+  /** To every socket in `room`, on every worker. */
+  broadcastToRoom(room, type, ...data) {
+    this._fire(this._requireStarted().in(room), type, data);
+  }
+  /** To every socket, on every worker. */
+  broadcastToAll(type, ...data) {
+    this._fire(this._requireStarted().sockets, type, data);
+  }
+  /** Sends `$kick` with `data` to every connection of `clientID` on every worker, then disconnects them. */
+  kick(clientID, data) {
+    return this.invoke("kick", [clientID, data]).then(
+      (counts) => counts.reduce((a, b) => a + (b || 0), 0),
+      (err) => {
+        this.traceError("kick error --->", err.message);
+        return 0;
+      },
+    );
+  }
+  _kickLocal(clientID, data) {
+    let n = 0;
+    for (const socket of this._sockets.values()) {
+      if (socket.clientID === String(clientID) || socket.clientID === clientID) {
+        socket.helper.kick(data);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** This worker's connections of `clientID` (socket objects when `needSocketInstance`, else ids). */
+  getConnectionsByClientID(clientID, needSocketInstance) {
+    const out = [];
+    for (const socket of this._sockets.values()) {
+      if (socket.clientID === clientID || socket.clientID === String(clientID)) out.push(needSocketInstance ? socket : socket.id);
+    }
+    return out;
+  }
+  /** Every worker's socket ids of `clientID`. */
+  async getClusterConnectionsByClientID(clientID) {
+    const sockets = await this._requireStarted().in(`###${clientID}`).fetchSockets();
+    return sockets.map((s) => s.id);
+  }
+  /** Every worker's socket ids in `room`. */
+  async getClusterRoomMembers(room) {
+    const sockets = await this._requireStarted().in(room).fetchSockets();
+    return sockets.map((s) => s.id);
+  }
+  getClientIDBySocketID(id) {
+    const s = this._sockets.get(id);
+    return s ? s.clientID : null;
+  }
+  getSocketInstanceBySocketID(id) {
+    return this._sockets.get(id) || null;
+  }
+  getClientConnectionBySocketID(id) {
+    return this._sockets.get(id) || null;
+  }
+  /** Live workers of the cluster: `[{address, connections}]`. */
+  async servers() {
+    const io = this._requireStarted();
+    return JSON.parse(await io._native.servers());
+  }
+  /** The least loaded live worker's address, or null. */
+  async pickServer() {
+    const list = await this.servers();
+    if (!list.length) return null;
+    list.sort((a, b) => a.connections - b.connections);
+    return list[0].address;
+  }
+
+  /** Registers `fn` under `name`, callable from every worker with `invoke`. */
+  registerProducer(name, fn) {
+    if (typeof fn !== "function") throw new TypeError(`registerProducer(${name}): not a function`);
+    this.__producers[name] = fn.bind(this);
+  }
+
+  async _invokeLocal(method, args) {
+    const fn = this.__producers[method];
+    if (!fn) {
+      this.traceError("be invoked error: no such method --->", method);
+      return { error: `no such method: ${method}` };
+    }
+    try {
+      const r = await fn(...(Array.isArray(args) ? args : [args]));
+      return { result: r === undefined ? null : r };
+    } catch (err) {
+      return { error: String((err && err.message) || err) };
+    }
+  }
+
+  /**
+   * Runs producer `method` with `args` on every worker and gathers each worker's result.
+   * Resolves (and calls `callBack(null, results)`) with the results, this worker's first.
+   * An unknown method or a failing producer rejects with its error.
+   */
+  invoke(method, args, callBack) {
+    const io = this.io;
+    const run = async () => {
+      const local = await this._invokeLocal(method, args);
+      let remote = [];
+      if (io) {
+        remote = await new Promise((resolve, reject) =>
+          io.sockets.serverSideEmit(INVOKE_EVENT, method, args === undefined ? [] : args, (err, r) => (err ? reject(err) : resolve(r))),
+        );
+      }
+      const all = [local, ...remote];
+      const failed = all.find((r) => r && r.error);
+      if (failed) throw new Error(`invoke ${method}: ${failed.error}`);
+      return all.map((r) => (r ? r.result : null));
+    };
+    const p = run();
+    if (typeof callBack === "function") {
+      p.then((r) => callBack(null, r), (e) => callBack(e));
+      return p.catch(() => undefined);
+    }
+    return p;
+  }
+}
+
+/** weroll's `Realtime.createServer(config, noGlobal)`. */
+function createServer(config, noGlobal) {
+  const server = new RealtimeServer(config);
+  if (!noGlobal) {
+    Object.defineProperty(global, "Realtime", { configurable: true, enumerable: false, get: () => server });
+  }
+  return server;
+}
+
+module.exports = { createServer, RealtimeServer };

@@ -1,0 +1,127 @@
+//! The server settings JavaScript passes (already validated there; re-checked here).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::engine::{Cors, CorsOrigin, EngineConfig};
+use crate::server::ServerConfig;
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct Raw {
+    path: Option<String>,
+    ping_interval: Option<u64>,
+    ping_timeout: Option<u64>,
+    upgrade_timeout: Option<u64>,
+    max_http_buffer_size: Option<f64>,
+    connect_timeout: Option<u64>,
+    transports: Option<Vec<String>>,
+    allow_eio3: Option<bool>,
+    max_queued_frames: Option<usize>,
+    cors: Option<RawCors>,
+    bind_retry_ms: Option<u64>,
+    redis: Option<serde_json::Value>,
+    public_address: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct RawCors {
+    origin: Option<serde_json::Value>,
+    credentials: Option<bool>,
+    methods: Option<Vec<String>>,
+    allowed_headers: Option<Vec<String>>,
+}
+
+/// Parsed settings.
+pub struct NativeConfig {
+    pub server: ServerConfig,
+    pub bind_retry_ms: u64,
+    pub redis: Option<serde_json::Value>,
+    #[allow(dead_code)]
+    pub public_address: Option<String>,
+}
+
+fn positive(name: &str, v: Option<u64>, default: u64) -> Result<Duration, String> {
+    match v {
+        None => Ok(Duration::from_millis(default)),
+        Some(0) => Err(format!("{name} must be a positive number of milliseconds")),
+        Some(ms) => Ok(Duration::from_millis(ms)),
+    }
+}
+
+/// Parses the JSON settings; errors name the key at fault.
+pub fn parse(json: &str) -> Result<NativeConfig, String> {
+    let raw: Raw =
+        serde_json::from_str(json).map_err(|e| format!("invalid server options: {e}"))?;
+    let mut engine = EngineConfig::default();
+    if let Some(path) = raw.path {
+        let trimmed = path.trim_end_matches('/');
+        if !trimmed.starts_with('/') {
+            return Err(format!("path must start with '/': {path:?}"));
+        }
+        engine.path = format!("{trimmed}/");
+    }
+    engine.ping_interval = positive("pingInterval", raw.ping_interval, 25_000)?;
+    engine.ping_timeout = positive("pingTimeout", raw.ping_timeout, 20_000)?;
+    engine.upgrade_timeout = positive("upgradeTimeout", raw.upgrade_timeout, 10_000)?;
+    if let Some(max) = raw.max_http_buffer_size {
+        if !(max.is_finite() && max >= 1.0) {
+            return Err(format!(
+                "maxHttpBufferSize must be a positive number: {max}"
+            ));
+        }
+        engine.max_payload = max as usize;
+    }
+    if let Some(t) = raw.transports {
+        engine.allow_polling = t.iter().any(|t| t == "polling");
+        engine.allow_websocket = t.iter().any(|t| t == "websocket");
+        if !engine.allow_polling && !engine.allow_websocket {
+            return Err("transports must contain \"polling\" and/or \"websocket\"".into());
+        }
+    }
+    if let Some(v) = raw.allow_eio3 {
+        engine.allow_eio3 = v;
+    }
+    if let Some(n) = raw.max_queued_frames {
+        engine.max_queued_frames = n.max(16);
+    }
+    if let Some(c) = raw.cors {
+        let origin = match c.origin {
+            None | Some(serde_json::Value::Bool(true)) => CorsOrigin::Reflect,
+            Some(serde_json::Value::String(s)) if s == "*" => CorsOrigin::Any,
+            Some(serde_json::Value::String(s)) => CorsOrigin::List(vec![s]),
+            Some(serde_json::Value::Array(a)) => CorsOrigin::List(
+                a.into_iter()
+                    .map(|v| match v {
+                        serde_json::Value::String(s) => Ok(s),
+                        other => Err(format!("cors.origin entries must be strings: {other}")),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            Some(other) => {
+                return Err(format!(
+                    "cors.origin must be a string, array or true: {other}"
+                ))
+            }
+        };
+        engine.cors = Some(Cors {
+            origin,
+            credentials: c.credentials.unwrap_or(false),
+            methods: c
+                .methods
+                .unwrap_or_else(|| vec!["GET".into(), "POST".into(), "OPTIONS".into()]),
+            allowed_headers: c.allowed_headers.unwrap_or_default(),
+        });
+    }
+    Ok(NativeConfig {
+        server: ServerConfig {
+            engine,
+            connect_timeout: positive("connectTimeout", raw.connect_timeout, 45_000)?,
+        },
+        bind_retry_ms: raw.bind_retry_ms.unwrap_or(5_000),
+        redis: raw.redis,
+        public_address: raw.public_address,
+    })
+}

@@ -1,0 +1,474 @@
+//! The Node-API surface. Commands come in as plain synchronous calls (nothing waits on the JS
+//! thread); server events go out in batches through one threadsafe function.
+
+mod config;
+mod events;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::ThreadsafeFunction;
+use napi_derive::napi;
+
+use crate::adapter::local::LocalAdapter;
+use crate::adapter::{AdapterFactory, BroadcastFlags, BroadcastOptions};
+use crate::protocol::Payload;
+use crate::server::{lock, Server};
+use events::{EventPump, NativeEvent};
+
+type EventCallback = ThreadsafeFunction<Vec<NativeEvent>, (), Vec<NativeEvent>, Status, false>;
+
+/// Arguments or ack data crossing the boundary: JSON of the data array (binaries replaced by
+/// placeholders) and the binaries.
+#[napi(object)]
+pub struct NativePayload {
+    pub data: String,
+    pub attachments: Vec<Buffer>,
+}
+
+/// Connection counters.
+#[napi(object)]
+pub struct NativeStats {
+    /// Open Engine.IO sessions.
+    pub clients: u32,
+    /// Connected sockets over all namespaces.
+    pub sockets: u32,
+}
+
+/// One native realtime server.
+#[napi]
+pub struct NativeServer {
+    server: OnceLock<Arc<Server>>,
+    pump: Arc<EventPump>,
+    callback: Arc<Mutex<Option<EventCallback>>>,
+}
+
+fn payload(data: String, attachments: Option<Vec<Buffer>>) -> Payload {
+    Payload {
+        json: data,
+        attachments: attachments
+            .unwrap_or_default()
+            .iter()
+            .map(|b| Bytes::copy_from_slice(b))
+            .collect(),
+    }
+}
+
+fn options(
+    rooms: Option<Vec<String>>,
+    except: Option<Vec<String>>,
+    local: Option<bool>,
+) -> BroadcastOptions {
+    BroadcastOptions {
+        rooms: rooms.unwrap_or_default(),
+        except: except.unwrap_or_default(),
+        flags: BroadcastFlags {
+            local: local.unwrap_or(false),
+            ..Default::default()
+        },
+    }
+}
+
+fn ack_id(id: f64) -> Result<u64> {
+    if id.is_finite() && id >= 0.0 && id.fract() == 0.0 && id <= 9_007_199_254_740_991.0 {
+        Ok(id as u64)
+    } else {
+        Err(Error::new(
+            Status::InvalidArg,
+            format!("invalid ack id {id}"),
+        ))
+    }
+}
+
+fn to_napi<E: std::fmt::Display>(e: E) -> Error {
+    Error::new(Status::GenericFailure, e.to_string())
+}
+
+#[napi]
+impl NativeServer {
+    /// `onEvents(batch)` receives every server event, batched.
+    #[napi(constructor)]
+    pub fn new(on_events: EventCallback) -> Self {
+        NativeServer {
+            server: OnceLock::new(),
+            pump: Arc::new(EventPump::default()),
+            callback: Arc::new(Mutex::new(Some(on_events))),
+        }
+    }
+
+    async fn adapter_factory(&self, cfg: &config::NativeConfig) -> Result<Arc<dyn AdapterFactory>> {
+        if cfg.redis.is_some() {
+            return Err(Error::new(
+                Status::InvalidArg,
+                "cluster.redis: the Redis adapter is not available in this build".to_string(),
+            ));
+        }
+        Ok(Arc::new(LocalAdapter))
+    }
+
+    fn server(&self) -> Result<&Arc<Server>> {
+        self.server
+            .get()
+            .ok_or_else(|| Error::new(Status::GenericFailure, "server is not started".to_string()))
+    }
+
+    /// Creates the server from `config` (JSON), joins the cluster when `config.redis` is set,
+    /// declares `namespaces`, and listens on `host:port`. Resolves to the bound port.
+    #[napi]
+    pub async fn start(
+        &self,
+        config: String,
+        namespaces: Vec<String>,
+        host: String,
+        port: u32,
+    ) -> Result<u32> {
+        if self.server.get().is_some() {
+            return Err(Error::new(
+                Status::GenericFailure,
+                "already started".to_string(),
+            ));
+        }
+        let cfg = config::parse(&config).map_err(|e| Error::new(Status::InvalidArg, e))?;
+        if lock(&self.callback).is_none() {
+            return Err(Error::new(
+                Status::GenericFailure,
+                "server is closed".to_string(),
+            ));
+        }
+        self.pump.start(self.callback.clone());
+        let factory: Arc<dyn AdapterFactory> = self.adapter_factory(&cfg).await?;
+        let server = Arc::new(Server::new(cfg.server, self.pump.clone(), factory));
+        for ns in &namespaces {
+            server.of(ns);
+        }
+        let port = u16::try_from(port)
+            .map_err(|_| Error::new(Status::InvalidArg, format!("invalid port {port}")))?;
+        let ip: std::net::IpAddr = host
+            .parse()
+            .map_err(|_| Error::new(Status::InvalidArg, format!("invalid host {host}")))?;
+        let bound = server
+            .listen(
+                SocketAddr::new(ip, port),
+                Duration::from_millis(cfg.bind_retry_ms),
+            )
+            .await
+            .map_err(|e| {
+                Error::new(
+                    Status::GenericFailure,
+                    format!("listen {host}:{port} failed: {e}"),
+                )
+            })?;
+        let _ = self.server.set(server);
+        Ok(u32::from(bound.port()))
+    }
+
+    /// Closes every client, leaves the cluster and stops emitting events, so the process can exit.
+    #[napi]
+    pub async fn close(&self) -> Result<()> {
+        if let Some(server) = self.server.get() {
+            server.close().await;
+        }
+        self.pump.stop();
+        lock(&self.callback).take();
+        Ok(())
+    }
+
+    /// Stops this server from keeping the process alive (like `net.Server#unref`).
+    #[napi]
+    #[allow(deprecated)]
+    pub fn unref(&self, env: Env) -> Result<()> {
+        if let Some(cb) = lock(&self.callback).as_mut() {
+            cb.unref(&env)?;
+        }
+        Ok(())
+    }
+
+    /// Lets this server keep the process alive again.
+    #[napi(js_name = "ref")]
+    #[allow(deprecated)]
+    pub fn refer(&self, env: Env) -> Result<()> {
+        if let Some(cb) = lock(&self.callback).as_mut() {
+            cb.refer(&env)?;
+        }
+        Ok(())
+    }
+
+    /// Declares a namespace.
+    #[napi]
+    pub fn of(&self, nsp: String) -> Result<()> {
+        self.server()?.of(&nsp);
+        Ok(())
+    }
+
+    /// Emits to one socket; `ack` asks the client to acknowledge with that id.
+    #[napi]
+    pub fn emit(
+        &self,
+        sid: String,
+        data: String,
+        attachments: Option<Vec<Buffer>>,
+        ack: Option<f64>,
+    ) -> Result<bool> {
+        let ack = ack.map(ack_id).transpose()?;
+        Ok(match self.server()?.socket(&sid) {
+            Some(s) => s.emit(&payload(data, attachments), ack),
+            None => false,
+        })
+    }
+
+    /// Acknowledges the client's event `id`.
+    #[napi]
+    pub fn ack(
+        &self,
+        sid: String,
+        id: f64,
+        data: String,
+        attachments: Option<Vec<Buffer>>,
+    ) -> Result<bool> {
+        let id = ack_id(id)?;
+        Ok(match self.server()?.socket(&sid) {
+            Some(s) => s.ack(id, &payload(data, attachments)),
+            None => false,
+        })
+    }
+
+    /// Joins one socket to rooms.
+    #[napi]
+    pub fn join(&self, sid: String, rooms: Vec<String>) -> Result<bool> {
+        Ok(match self.server()?.socket(&sid) {
+            Some(s) => {
+                s.join(&rooms);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Removes one socket from a room.
+    #[napi]
+    pub fn leave(&self, sid: String, room: String) -> Result<bool> {
+        Ok(match self.server()?.socket(&sid) {
+            Some(s) => {
+                s.leave(&room);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Rooms of one socket (its own id excluded).
+    #[napi]
+    pub fn socket_rooms(&self, sid: String) -> Result<Vec<String>> {
+        Ok(self
+            .server()?
+            .socket(&sid)
+            .map(|s| s.rooms())
+            .unwrap_or_default())
+    }
+
+    /// Disconnects one socket; `close` also closes its connection.
+    #[napi]
+    pub fn disconnect(&self, sid: String, close: bool) -> Result<bool> {
+        Ok(self.server()?.disconnect(&sid, close))
+    }
+
+    /// Broadcasts `data` (`["event", ...args]`) in a namespace; resolves local recipients count.
+    #[napi]
+    pub fn broadcast(
+        &self,
+        nsp: String,
+        data: String,
+        attachments: Option<Vec<Buffer>>,
+        rooms: Option<Vec<String>>,
+        except: Option<Vec<String>>,
+        local: Option<bool>,
+    ) -> Result<()> {
+        let server = self.server()?;
+        let ns = server
+            .namespace(&nsp)
+            .ok_or_else(|| Error::new(Status::InvalidArg, format!("unknown namespace {nsp}")))?;
+        ns.broadcast(payload(data, attachments), &options(rooms, except, local));
+        Ok(())
+    }
+
+    /// `socketsJoin` / `socketsLeave` (`join` false) over the cluster.
+    #[napi]
+    pub fn sockets_join(
+        &self,
+        nsp: String,
+        rooms: Option<Vec<String>>,
+        except: Option<Vec<String>>,
+        local: Option<bool>,
+        targets: Vec<String>,
+        join: bool,
+    ) -> Result<()> {
+        let server = self.server()?;
+        if let Some(ns) = server.namespace(&nsp) {
+            let opts = options(rooms, except, local);
+            if join {
+                ns.sockets_join(&opts, &targets);
+            } else {
+                ns.sockets_leave(&opts, &targets);
+            }
+        }
+        Ok(())
+    }
+
+    /// `disconnectSockets` over the cluster.
+    #[napi]
+    pub fn disconnect_sockets(
+        &self,
+        nsp: String,
+        rooms: Option<Vec<String>>,
+        except: Option<Vec<String>>,
+        local: Option<bool>,
+        close: bool,
+    ) -> Result<()> {
+        if let Some(ns) = self.server()?.namespace(&nsp) {
+            ns.disconnect_sockets(&options(rooms, except, local), close);
+        }
+        Ok(())
+    }
+
+    /// Ids of this server's sockets in `room` of `nsp`.
+    #[napi]
+    pub fn room_members(&self, nsp: String, room: String) -> Result<Vec<String>> {
+        Ok(self
+            .server()?
+            .namespace(&nsp)
+            .map(|ns| ns.room_members(&room))
+            .unwrap_or_default())
+    }
+
+    /// `fetchSockets()` over the cluster, as JSON `[{id, rooms, handshake, data}]`.
+    #[napi]
+    pub async fn fetch_sockets(
+        &self,
+        nsp: String,
+        rooms: Option<Vec<String>>,
+        except: Option<Vec<String>>,
+        local: Option<bool>,
+    ) -> Result<String> {
+        let server = self.server()?.clone();
+        let sockets = server
+            .fetch_sockets(&nsp, options(rooms, except, local))
+            .await
+            .map_err(to_napi)?;
+        let list: Vec<serde_json::Value> = sockets
+            .into_iter()
+            .map(|s| {
+                serde_json::json!({"id": s.id, "rooms": s.rooms, "handshake": s.handshake, "data": s.data})
+            })
+            .collect();
+        Ok(serde_json::Value::Array(list).to_string())
+    }
+
+    /// Every room over the cluster.
+    #[napi]
+    pub async fn all_rooms(&self, nsp: String) -> Result<Vec<String>> {
+        let server = self.server()?.clone();
+        server.all_rooms(&nsp).await.map_err(to_napi)
+    }
+
+    /// Number of servers in the cluster.
+    #[napi]
+    pub async fn server_count(&self, nsp: String) -> Result<u32> {
+        let server = self.server()?.clone();
+        Ok(u32::try_from(server.server_count(&nsp).await).unwrap_or(u32::MAX))
+    }
+
+    /// `serverSideEmit` to the other servers; with `timeoutMs`, resolves their answers.
+    #[napi]
+    pub async fn server_side_emit(
+        &self,
+        nsp: String,
+        data: String,
+        attachments: Option<Vec<Buffer>>,
+        timeout_ms: Option<u32>,
+    ) -> Result<Vec<NativePayload>> {
+        let server = self.server()?.clone();
+        let answers = server
+            .server_side_emit(
+                &nsp,
+                payload(data, attachments),
+                timeout_ms.map(|t| Duration::from_millis(u64::from(t))),
+            )
+            .await
+            .map_err(to_napi)?;
+        Ok(answers
+            .into_iter()
+            .map(|p| NativePayload {
+                data: p.json,
+                attachments: p
+                    .attachments
+                    .iter()
+                    .map(|b| Buffer::from(b.to_vec()))
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// Answers another server's `serverSideEmit` (token from the event).
+    #[napi]
+    pub fn reply(
+        &self,
+        token: f64,
+        data: String,
+        attachments: Option<Vec<Buffer>>,
+    ) -> Result<bool> {
+        let token = ack_id(token)?;
+        Ok(self.server()?.reply(token, payload(data, attachments)))
+    }
+
+    /// Connection counters of this server.
+    #[napi]
+    pub fn stats(&self) -> NativeStats {
+        match self.server.get() {
+            Some(s) => NativeStats {
+                clients: u32::try_from(s.client_count()).unwrap_or(u32::MAX),
+                sockets: u32::try_from(s.socket_count()).unwrap_or(u32::MAX),
+            },
+            None => NativeStats {
+                clients: 0,
+                sockets: 0,
+            },
+        }
+    }
+}
+
+/// Encodes a JSON value as MessagePack (weroll's `compress` option).
+#[napi]
+pub fn msgpack_encode(json: String) -> Result<Buffer> {
+    let value: serde_json::Value =
+        serde_json::from_str(&json).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &json_to_msgpack(&value)).map_err(to_napi)?;
+    Ok(Buffer::from(out))
+}
+
+fn json_to_msgpack(v: &serde_json::Value) -> rmpv::Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => rmpv::Value::Nil,
+        J::Bool(b) => rmpv::Value::Boolean(*b),
+        J::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                rmpv::Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                rmpv::Value::from(u)
+            } else {
+                rmpv::Value::F64(n.as_f64().unwrap_or(0.0))
+            }
+        }
+        J::String(s) => rmpv::Value::from(s.as_str()),
+        J::Array(a) => rmpv::Value::Array(a.iter().map(json_to_msgpack).collect()),
+        J::Object(o) => rmpv::Value::Map(
+            o.iter()
+                .map(|(k, v)| (rmpv::Value::from(k.as_str()), json_to_msgpack(v)))
+                .collect(),
+        ),
+    }
+}

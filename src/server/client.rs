@@ -1,0 +1,183 @@
+//! One Engine.IO connection as Socket.IO sees it: the sockets it opened (one per namespace),
+//! binary reassembly, and the connect timeout of v5 clients.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::task::AbortHandle;
+
+use super::{lock, ServerCore, ServerEvent, Socket};
+use crate::engine::{CloseReason, Connection, EioVersion, Frame, Incoming};
+use crate::protocol::{
+    encode_connect_error, AttachmentCollector, Collected, Packet, PacketType, Payload,
+    ProtocolVersion,
+};
+
+/// Per-connection state, stored in the engine's [`Connection`].
+#[derive(Default)]
+pub struct ClientState {
+    inner: Mutex<ClientInner>,
+}
+
+#[derive(Default)]
+struct ClientInner {
+    /// The sockets of this connection, one per namespace (few, so a Vec beats a map).
+    sockets: Vec<Arc<Socket>>,
+    collector: AttachmentCollector,
+    connect_timer: Option<AbortHandle>,
+    closed: bool,
+}
+
+type Conn = Arc<Connection<ClientState>>;
+
+/// The Socket.IO protocol a connection speaks follows from its Engine.IO version.
+pub(crate) fn protocol_of(conn: &Connection<ClientState>) -> ProtocolVersion {
+    match conn.version() {
+        EioVersion::V3 => ProtocolVersion::V4,
+        EioVersion::V4 => ProtocolVersion::V5,
+    }
+}
+
+pub(super) fn on_open(core: &ServerCore, conn: &Conn) {
+    match protocol_of(conn) {
+        // Protocol v4 connects `/` implicitly, right after the Engine.IO open.
+        ProtocolVersion::V4 => connect(core, conn, "/", None),
+        ProtocolVersion::V5 => {
+            let weak = Arc::downgrade(conn);
+            let timeout = core.config.connect_timeout;
+            let timer = tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                if let Some(conn) = weak.upgrade() {
+                    let idle = lock(&conn.data.inner).sockets.is_empty();
+                    if idle {
+                        conn.close(CloseReason::ServerClose);
+                    }
+                }
+            });
+            lock(&conn.data.inner).connect_timer = Some(timer.abort_handle());
+        }
+    }
+}
+
+pub(super) fn on_message(core: &ServerCore, conn: &Conn, msg: Incoming) {
+    let collected = {
+        let mut inner = lock(&conn.data.inner);
+        match msg {
+            Incoming::Text(text) => {
+                Packet::decode(&text, protocol_of(conn)).and_then(|p| inner.collector.packet(p))
+            }
+            Incoming::Binary(data) => inner.collector.attachment(data),
+        }
+    };
+    match collected {
+        Ok(Collected::Complete(packet, attachments)) => dispatch(core, conn, packet, attachments),
+        Ok(Collected::Pending) => {}
+        Err(_) => conn.close(CloseReason::ParseError),
+    }
+}
+
+pub(super) fn on_close(_core: &ServerCore, conn: &Conn, reason: CloseReason) {
+    let sockets = {
+        let mut inner = lock(&conn.data.inner);
+        inner.closed = true;
+        if let Some(t) = inner.connect_timer.take() {
+            t.abort();
+        }
+        std::mem::take(&mut inner.sockets)
+    };
+    for socket in sockets {
+        socket.closed(reason.as_str());
+    }
+}
+
+/// Forgets a socket that left its namespace (its connection stays open).
+pub(crate) fn remove_socket(conn: &Connection<ClientState>, sid: &str) {
+    lock(&conn.data.inner).sockets.retain(|s| &*s.id != sid);
+}
+
+fn socket_for(conn: &Conn, nsp: &str) -> Option<Arc<Socket>> {
+    lock(&conn.data.inner)
+        .sockets
+        .iter()
+        .find(|s| s.nsp.name() == nsp)
+        .cloned()
+}
+
+fn dispatch(core: &ServerCore, conn: &Conn, packet: Packet, attachments: Vec<bytes::Bytes>) {
+    match packet.kind {
+        PacketType::Connect => connect(core, conn, &packet.nsp, packet.data),
+        PacketType::Disconnect => {
+            if let Some(socket) = socket_for(conn, &packet.nsp) {
+                socket.left("client namespace disconnect");
+            }
+        }
+        PacketType::Event | PacketType::BinaryEvent => {
+            if let Some(socket) = socket_for(conn, &packet.nsp) {
+                core.emit(ServerEvent::Event {
+                    sid: socket.id.clone(),
+                    data: Payload {
+                        json: packet.data.unwrap_or_default(),
+                        attachments,
+                    },
+                    ack: packet.id,
+                });
+            }
+        }
+        PacketType::Ack | PacketType::BinaryAck => {
+            let Some(id) = packet.id else {
+                conn.close(CloseReason::ParseError);
+                return;
+            };
+            if let Some(socket) = socket_for(conn, &packet.nsp) {
+                core.emit(ServerEvent::Ack {
+                    sid: socket.id.clone(),
+                    id,
+                    data: Payload {
+                        json: packet.data.unwrap_or_default(),
+                        attachments,
+                    },
+                });
+            }
+        }
+        // Only servers send CONNECT_ERROR.
+        PacketType::ConnectError => conn.close(CloseReason::ParseError),
+    }
+}
+
+fn connect(core: &ServerCore, conn: &Conn, nsp: &str, auth: Option<String>) {
+    let version = protocol_of(conn);
+    let Some(ns) = core.namespace(nsp) else {
+        conn.send(Frame::text(&encode_connect_error(
+            nsp,
+            "Invalid namespace",
+            None,
+            version,
+        )));
+        return;
+    };
+    let sid: Arc<str> = match version {
+        ProtocolVersion::V5 => crate::server::socket::random_id().into(),
+        ProtocolVersion::V4 if nsp == "/" => conn.id().into(),
+        ProtocolVersion::V4 => format!("{nsp}#{}", conn.id()).into(),
+    };
+    let socket = {
+        let mut inner = lock(&conn.data.inner);
+        if inner.closed || inner.sockets.iter().any(|s| s.nsp.name() == nsp) {
+            return;
+        }
+        if let Some(t) = inner.connect_timer.take() {
+            t.abort();
+        }
+        let socket = Arc::new(Socket::new(sid, ns.clone(), conn.clone()));
+        inner.sockets.push(socket.clone());
+        socket
+    };
+    let handshake = super::handshake::to_json(conn, auth.as_deref());
+    ns.add(&socket);
+    core.register(&socket);
+    socket.send_connect();
+    core.emit(ServerEvent::Connection {
+        sid: socket.id.clone(),
+        nsp: ns.name_arc(),
+        handshake,
+    });
+}

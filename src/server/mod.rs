@@ -1,0 +1,328 @@
+//! Socket.IO server core: namespaces, sockets, rooms and broadcasts.
+//!
+//! It sits on the engine ([`crate::engine`]) through [`EngineHandler`], speaks packets through
+//! [`crate::protocol`], and reaches other servers only through each namespace's
+//! [`crate::adapter::Adapter`]. What JavaScript must hear leaves through an [`EventSink`].
+
+mod client;
+mod handshake;
+mod namespace;
+mod socket;
+
+pub use client::ClientState;
+pub use namespace::Namespace;
+pub use socket::Socket;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+
+use crate::adapter::{AdapterError, AdapterFactory, BroadcastOptions, RemoteSocket};
+use crate::engine::{self, CloseReason, Connection, Engine, EngineConfig, EngineHandler, Incoming};
+use crate::protocol::Payload;
+
+/// Settings of the Socket.IO layer.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Engine.IO settings.
+    pub engine: EngineConfig,
+    /// How long a v5 client may take to send its first CONNECT (socket.io `connectTimeout`).
+    pub connect_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            engine: EngineConfig::default(),
+            connect_timeout: Duration::from_millis(45_000),
+        }
+    }
+}
+
+/// What the server reports to JavaScript. Events of one socket arrive in order.
+#[derive(Debug)]
+pub enum ServerEvent {
+    /// A socket connected to a namespace; `handshake` is socket.io's handshake object as JSON.
+    Connection {
+        sid: Arc<str>,
+        nsp: Arc<str>,
+        handshake: String,
+    },
+    /// The client emitted an event; `ack` is set when it asked for an acknowledgement.
+    Event {
+        sid: Arc<str>,
+        data: Payload,
+        ack: Option<u64>,
+    },
+    /// The client acknowledged an event the server emitted with ack id `id`.
+    Ack {
+        sid: Arc<str>,
+        id: u64,
+        data: Payload,
+    },
+    /// The socket left (reason in socket.io's words).
+    Disconnect { sid: Arc<str>, reason: &'static str },
+    /// Another server's `serverSideEmit`; answer with [`Server::reply`] when `reply` is set.
+    ServerSideEmit {
+        nsp: Arc<str>,
+        data: Payload,
+        reply: Option<u64>,
+    },
+}
+
+/// Where server events go (the binding batches them into JavaScript).
+pub trait EventSink: Send + Sync + 'static {
+    /// Queues one event.
+    fn push(&self, event: ServerEvent);
+}
+
+/// Shared state of a server: everything the engine's callbacks and the binding's commands touch.
+pub struct ServerCore {
+    config: ServerConfig,
+    namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
+    sockets: RwLock<HashMap<Arc<str>, Arc<Socket>>>,
+    sink: Arc<dyn EventSink>,
+    adapters: Arc<dyn AdapterFactory>,
+    replies: Mutex<HashMap<u64, oneshot::Sender<Payload>>>,
+    next_reply: AtomicU64,
+}
+
+/// A Socket.IO server: one engine, its namespaces and their adapters.
+pub struct Server {
+    core: Arc<ServerCore>,
+    engine: Arc<Engine<ServerCore>>,
+    shutdown: watch::Sender<bool>,
+    local_addr: OnceLock<SocketAddr>,
+}
+
+pub(crate) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Server {
+    /// A server with the root namespace `/` declared. Nothing listens until [`Server::listen`].
+    pub fn new(
+        config: ServerConfig,
+        sink: Arc<dyn EventSink>,
+        adapters: Arc<dyn AdapterFactory>,
+    ) -> Server {
+        let core = Arc::new(ServerCore {
+            config: config.clone(),
+            namespaces: RwLock::new(HashMap::new()),
+            sockets: RwLock::new(HashMap::new()),
+            sink,
+            adapters,
+            replies: Mutex::new(HashMap::new()),
+            next_reply: AtomicU64::new(1),
+        });
+        core.of("/");
+        let engine = Engine::new(config.engine, core.clone());
+        let (shutdown, _) = watch::channel(false);
+        Server {
+            core,
+            engine,
+            shutdown,
+            local_addr: OnceLock::new(),
+        }
+    }
+
+    /// Binds `addr` and serves it. A port in use is retried for `retry` (a respawned worker
+    /// may start while its predecessor still holds the port). Returns the bound address.
+    pub async fn listen(&self, addr: SocketAddr, retry: Duration) -> std::io::Result<SocketAddr> {
+        if self.local_addr.get().is_some() {
+            return Err(std::io::Error::other("server is already listening"));
+        }
+        let deadline = tokio::time::Instant::now() + retry;
+        let listener = loop {
+            match engine::bind(addr) {
+                Ok(l) => break l,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let bound = listener.local_addr()?;
+        let _ = self.local_addr.set(bound);
+        tokio::spawn(
+            self.engine
+                .clone()
+                .serve(listener, self.shutdown.subscribe()),
+        );
+        Ok(bound)
+    }
+
+    /// Stops listening, closes every client and leaves the cluster.
+    pub async fn close(&self) {
+        let _ = self.shutdown.send(true);
+        self.engine.close_all().await;
+        let namespaces: Vec<Arc<Namespace>> =
+            read(&self.core.namespaces).values().cloned().collect();
+        for ns in namespaces {
+            ns.adapter().close().await;
+        }
+        lock(&self.core.replies).clear();
+    }
+
+    /// Number of open Engine.IO sessions.
+    pub fn client_count(&self) -> usize {
+        self.engine.session_count()
+    }
+
+    /// Declares (or returns) the namespace `name`.
+    pub fn of(&self, name: &str) -> Arc<Namespace> {
+        self.core.of(name)
+    }
+
+    /// The namespace `name`, if declared.
+    pub fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        read(&self.core.namespaces).get(name).cloned()
+    }
+
+    /// The connected socket with id `sid`.
+    pub fn socket(&self, sid: &str) -> Option<Arc<Socket>> {
+        read(&self.core.sockets).get(sid).cloned()
+    }
+
+    /// Number of connected sockets over all namespaces.
+    pub fn socket_count(&self) -> usize {
+        read(&self.core.sockets).len()
+    }
+
+    /// Server-side disconnect of one socket; `close` also closes its connection.
+    pub fn disconnect(&self, sid: &str, close: bool) -> bool {
+        match self.socket(sid) {
+            Some(s) => {
+                s.disconnect(close);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends the answer to another server's `serverSideEmit` (token from the event).
+    pub fn reply(&self, token: u64, data: Payload) -> bool {
+        match lock(&self.core.replies).remove(&token) {
+            Some(tx) => tx.send(data).is_ok(),
+            None => false,
+        }
+    }
+
+    /// `fetchSockets()` over the cluster.
+    pub async fn fetch_sockets(
+        &self,
+        nsp: &str,
+        opts: BroadcastOptions,
+    ) -> Result<Vec<RemoteSocket>, AdapterError> {
+        let ns = self.namespace_or_err(nsp)?;
+        let mut all = crate::adapter::LocalNamespace::local_sockets(&*ns, &opts);
+        if !opts.flags.local {
+            all.extend(ns.adapter().fetch_sockets(&opts).await?);
+        }
+        Ok(all)
+    }
+
+    /// Every room over the cluster (socket ids excluded).
+    pub async fn all_rooms(&self, nsp: &str) -> Result<Vec<String>, AdapterError> {
+        let ns = self.namespace_or_err(nsp)?;
+        let mut rooms = crate::adapter::LocalNamespace::local_rooms(&*ns);
+        rooms.extend(ns.adapter().all_rooms().await?);
+        rooms.sort();
+        rooms.dedup();
+        Ok(rooms)
+    }
+
+    /// `serverSideEmit` to the other servers; with `ack_timeout`, their answers.
+    pub async fn server_side_emit(
+        &self,
+        nsp: &str,
+        data: Payload,
+        ack_timeout: Option<Duration>,
+    ) -> Result<Vec<Payload>, AdapterError> {
+        let ns = self.namespace_or_err(nsp)?;
+        ns.adapter().server_side_emit(&data, ack_timeout).await
+    }
+
+    /// Number of servers in the cluster.
+    pub async fn server_count(&self, nsp: &str) -> usize {
+        match self.namespace(nsp) {
+            Some(ns) => ns.adapter().server_count().await,
+            None => 1,
+        }
+    }
+
+    fn namespace_or_err(&self, nsp: &str) -> Result<Arc<Namespace>, AdapterError> {
+        self.namespace(nsp)
+            .ok_or_else(|| AdapterError::Unavailable(format!("unknown namespace {nsp}")))
+    }
+}
+
+impl ServerCore {
+    fn of(self: &Arc<Self>, name: &str) -> Arc<Namespace> {
+        if let Some(ns) = read(&self.namespaces).get(name) {
+            return ns.clone();
+        }
+        let mut map = write(&self.namespaces);
+        map.entry(name.to_string())
+            .or_insert_with(|| Namespace::new(name, Arc::downgrade(self), &*self.adapters))
+            .clone()
+    }
+
+    fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        read(&self.namespaces).get(name).cloned()
+    }
+
+    pub(crate) fn register(&self, socket: &Arc<Socket>) {
+        write(&self.sockets).insert(socket.id.clone(), socket.clone());
+    }
+
+    pub(crate) fn unregister(&self, sid: &str) {
+        write(&self.sockets).remove(sid);
+    }
+
+    pub(crate) fn emit(&self, event: ServerEvent) {
+        self.sink.push(event);
+    }
+
+    pub(crate) fn await_reply(&self) -> (u64, oneshot::Receiver<Payload>) {
+        let token = self.next_reply.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.replies).insert(token, tx);
+        (token, rx)
+    }
+
+    pub(crate) fn forget_reply(&self, token: u64) {
+        lock(&self.replies).remove(&token);
+    }
+}
+
+impl EngineHandler for ServerCore {
+    type Data = ClientState;
+
+    fn on_open(&self, conn: &Arc<Connection<ClientState>>) {
+        client::on_open(self, conn);
+    }
+
+    fn on_message(&self, conn: &Arc<Connection<ClientState>>, msg: Incoming) {
+        client::on_message(self, conn, msg);
+    }
+
+    fn on_close(&self, conn: &Arc<Connection<ClientState>>, reason: CloseReason) {
+        client::on_close(self, conn, reason);
+    }
+}

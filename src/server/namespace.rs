@@ -1,0 +1,294 @@
+//! A namespace: its sockets, its rooms, local delivery of broadcasts, and its adapter.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::socket::frames;
+use super::{read, write, ServerCore, ServerEvent, Socket};
+use crate::adapter::{Adapter, AdapterFactory, BroadcastOptions, LocalNamespace, RemoteSocket};
+use crate::protocol::{encode_event, Payload};
+
+/// How long a `serverSideEmit` from another server waits for JavaScript's answer.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A Socket.IO namespace (`/`, `/chat`, …).
+pub struct Namespace {
+    name: Arc<str>,
+    sockets: RwLock<HashMap<Arc<str>, Arc<Socket>>>,
+    /// room → socket ids. A socket's own id is a room too, resolved through `sockets` instead
+    /// of being stored here (one entry less per connection).
+    rooms: RwLock<HashMap<Arc<str>, HashSet<Arc<str>>>>,
+    adapter: OnceLock<Arc<dyn Adapter>>,
+    core: Weak<ServerCore>,
+}
+
+impl Namespace {
+    pub(crate) fn new(
+        name: &str,
+        core: Weak<ServerCore>,
+        factory: &dyn AdapterFactory,
+    ) -> Arc<Namespace> {
+        let ns = Arc::new(Namespace {
+            name: name.into(),
+            sockets: RwLock::new(HashMap::new()),
+            rooms: RwLock::new(HashMap::new()),
+            adapter: OnceLock::new(),
+            core,
+        });
+        let weak: Weak<dyn LocalNamespace> = Arc::downgrade(&ns) as Weak<dyn LocalNamespace>;
+        let _ = ns.adapter.set(factory.create(weak));
+        ns
+    }
+
+    /// Namespace name, with its leading slash.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn name_arc(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
+    pub(crate) fn core(&self) -> Option<Arc<ServerCore>> {
+        self.core.upgrade()
+    }
+
+    /// The adapter that reaches this namespace on the other servers.
+    pub fn adapter(&self) -> &Arc<dyn Adapter> {
+        // Set in `new`, before the namespace is shared.
+        self.adapter
+            .get()
+            .expect("adapter is set when the namespace is created")
+    }
+
+    /// Number of local sockets.
+    pub fn socket_count(&self) -> usize {
+        read(&self.sockets).len()
+    }
+
+    pub(crate) fn add(&self, socket: &Arc<Socket>) {
+        write(&self.sockets).insert(socket.id.clone(), socket.clone());
+    }
+
+    pub(crate) fn remove(&self, socket: &Socket) {
+        let joined = std::mem::take(&mut *socket.rooms_lock());
+        if !joined.is_empty() {
+            let mut rooms = write(&self.rooms);
+            for room in joined {
+                if let Some(members) = rooms.get_mut(&room) {
+                    members.remove(&socket.id);
+                    if members.is_empty() {
+                        rooms.remove(&room);
+                    }
+                }
+            }
+        }
+        write(&self.sockets).remove(&socket.id);
+    }
+
+    pub(crate) fn join(&self, socket: &Arc<Socket>, names: &[String]) {
+        let mut rooms = write(&self.rooms);
+        let mut joined = socket.rooms_lock();
+        for name in names {
+            if **name == *socket.id {
+                continue;
+            }
+            let key: Arc<str> = match rooms.get_key_value(name.as_str()) {
+                Some((k, _)) => k.clone(),
+                None => name.as_str().into(),
+            };
+            if rooms
+                .entry(key.clone())
+                .or_default()
+                .insert(socket.id.clone())
+            {
+                joined.push(key);
+            }
+        }
+    }
+
+    pub(crate) fn leave(&self, socket: &Arc<Socket>, name: &str) {
+        let mut rooms = write(&self.rooms);
+        let mut joined = socket.rooms_lock();
+        if let Some(members) = rooms.get_mut(name) {
+            members.remove(&socket.id);
+            if members.is_empty() {
+                rooms.remove(name);
+            }
+        }
+        joined.retain(|r| &**r != name);
+    }
+
+    /// Calls `f` once for every local socket the options target.
+    fn for_each_target(&self, opts: &BroadcastOptions, mut f: impl FnMut(&Arc<Socket>)) {
+        let rooms = read(&self.rooms);
+        let sockets = read(&self.sockets);
+        let mut except: HashSet<&str> = HashSet::new();
+        for room in &opts.except {
+            match rooms.get(room.as_str()) {
+                Some(members) => except.extend(members.iter().map(|m| &**m)),
+                None => {
+                    except.insert(room.as_str());
+                }
+            }
+        }
+        if opts.rooms.is_empty() {
+            for (id, socket) in sockets.iter() {
+                if !except.contains(&**id) {
+                    f(socket);
+                }
+            }
+            return;
+        }
+        let mut seen: HashSet<&str> = HashSet::new();
+        let many = opts.rooms.len() > 1;
+        for room in &opts.rooms {
+            if let Some(members) = rooms.get(room.as_str()) {
+                for id in members {
+                    if except.contains(&**id) || (many && !seen.insert(id)) {
+                        continue;
+                    }
+                    if let Some(socket) = sockets.get(id) {
+                        f(socket);
+                    }
+                }
+            } else if let Some((id, socket)) = sockets.get_key_value(room.as_str()) {
+                if !except.contains(&**id) && (!many || seen.insert(id)) {
+                    f(socket);
+                }
+            }
+        }
+    }
+
+    /// Sockets the options target, collected.
+    fn targets(&self, opts: &BroadcastOptions) -> Vec<Arc<Socket>> {
+        let mut out = Vec::new();
+        self.for_each_target(opts, |s| out.push(s.clone()));
+        out
+    }
+
+    /// Emits `data` (`["event", ...args]`) to the targeted sockets of every server. The packet
+    /// is encoded once and the same frames are queued on every local recipient.
+    pub fn broadcast(&self, data: Payload, opts: &BroadcastOptions) {
+        if !opts.flags.local {
+            self.adapter().broadcast(&data, opts);
+        }
+        self.deliver(&data, opts);
+    }
+
+    /// Local part of a broadcast; returns the number of recipients.
+    pub fn deliver(&self, data: &Payload, opts: &BroadcastOptions) -> usize {
+        let text = encode_event(&self.name, None, &data.json, data.attachments.len());
+        let frames = frames(&text, data);
+        let mut n = 0;
+        self.for_each_target(opts, |s| {
+            if s.send_frames(&frames) {
+                n += 1;
+            }
+        });
+        n
+    }
+
+    /// `socketsJoin` over the cluster.
+    pub fn sockets_join(&self, opts: &BroadcastOptions, rooms: &[String]) {
+        self.apply_join(opts, rooms);
+        if !opts.flags.local {
+            self.adapter().sockets_join(opts, rooms);
+        }
+    }
+
+    /// `socketsLeave` over the cluster.
+    pub fn sockets_leave(&self, opts: &BroadcastOptions, rooms: &[String]) {
+        self.apply_leave(opts, rooms);
+        if !opts.flags.local {
+            self.adapter().sockets_leave(opts, rooms);
+        }
+    }
+
+    /// `disconnectSockets` over the cluster.
+    pub fn disconnect_sockets(&self, opts: &BroadcastOptions, close: bool) {
+        self.apply_disconnect(opts, close);
+        if !opts.flags.local {
+            self.adapter().disconnect_sockets(opts, close);
+        }
+    }
+
+    /// Ids of the local sockets in `room` (a socket id counts as a room).
+    pub fn room_members(&self, room: &str) -> Vec<String> {
+        let opts = BroadcastOptions {
+            rooms: vec![room.to_string()],
+            ..Default::default()
+        };
+        self.targets(&opts)
+            .iter()
+            .map(|s| s.id.to_string())
+            .collect()
+    }
+}
+
+impl LocalNamespace for Namespace {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn apply_broadcast(&self, data: Payload, opts: &BroadcastOptions) {
+        self.deliver(&data, opts);
+    }
+
+    fn apply_join(&self, opts: &BroadcastOptions, rooms: &[String]) {
+        for socket in self.targets(opts) {
+            socket.join(rooms);
+        }
+    }
+
+    fn apply_leave(&self, opts: &BroadcastOptions, rooms: &[String]) {
+        for socket in self.targets(opts) {
+            for room in rooms {
+                socket.leave(room);
+            }
+        }
+    }
+
+    fn apply_disconnect(&self, opts: &BroadcastOptions, close: bool) {
+        for socket in self.targets(opts) {
+            socket.disconnect(close);
+        }
+    }
+
+    fn local_sockets(&self, opts: &BroadcastOptions) -> Vec<RemoteSocket> {
+        self.targets(opts).iter().map(|s| s.describe()).collect()
+    }
+
+    fn local_rooms(&self) -> Vec<String> {
+        read(&self.rooms).keys().map(|r| r.to_string()).collect()
+    }
+
+    fn on_server_side_emit(&self, args: Payload, ack: Option<oneshot::Sender<Payload>>) {
+        let Some(core) = self.core() else { return };
+        let reply = ack.map(|ack| {
+            let (token, rx) = core.await_reply();
+            let weak = Arc::downgrade(&core);
+            tokio::spawn(async move {
+                match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+                    Ok(Ok(answer)) => {
+                        let _ = ack.send(answer);
+                    }
+                    _ => {
+                        if let Some(core) = weak.upgrade() {
+                            core.forget_reply(token);
+                        }
+                    }
+                }
+            });
+            token
+        });
+        core.emit(ServerEvent::ServerSideEmit {
+            nsp: self.name.clone(),
+            data: args,
+            reply,
+        });
+    }
+}

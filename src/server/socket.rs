@@ -1,0 +1,164 @@
+//! A socket: one client connected to one namespace.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+
+use super::client::{protocol_of, remove_socket};
+use super::{lock, ClientState, Namespace, ServerEvent};
+use crate::adapter::RemoteSocket;
+use crate::engine::{CloseReason, Connection, Frame};
+use crate::protocol::{encode_ack, encode_connect, encode_disconnect, encode_event, Payload};
+
+/// A client's membership of one namespace.
+pub struct Socket {
+    /// Socket id: random for v5 clients; the Engine.IO id (or `nsp#id`) for v4 clients.
+    pub id: Arc<str>,
+    /// The namespace it belongs to.
+    pub nsp: Arc<Namespace>,
+    conn: Arc<Connection<ClientState>>,
+    /// Rooms joined, besides the socket's own id.
+    rooms: Mutex<Vec<Arc<str>>>,
+    connected: AtomicBool,
+}
+
+/// 20 characters of base64url over 120 random bits, like socket.io's ids.
+pub(crate) fn random_id() -> String {
+    let bytes: [u8; 15] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The frames of one packet: its text, then its attachments.
+pub(crate) fn frames(text: &str, data: &Payload) -> Vec<Frame> {
+    let mut frames = Vec::with_capacity(1 + data.attachments.len());
+    frames.push(Frame::text(text));
+    frames.extend(data.attachments.iter().cloned().map(Frame::Binary));
+    frames
+}
+
+impl Socket {
+    pub(crate) fn new(
+        id: Arc<str>,
+        nsp: Arc<Namespace>,
+        conn: Arc<Connection<ClientState>>,
+    ) -> Self {
+        Socket {
+            id,
+            nsp,
+            conn,
+            rooms: Mutex::new(Vec::new()),
+            connected: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether the socket is still connected.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// The engine connection under this socket.
+    pub fn connection(&self) -> &Arc<Connection<ClientState>> {
+        &self.conn
+    }
+
+    pub(crate) fn send_connect(&self) {
+        let text = encode_connect(self.nsp.name(), &self.id, protocol_of(&self.conn));
+        self.conn.send(Frame::text(&text));
+    }
+
+    /// Already encoded frames (a broadcast shares them between recipients).
+    pub(crate) fn send_frames(&self, frames: &[Frame]) -> bool {
+        match frames {
+            [one] => self.conn.send(one.clone()),
+            many => self.conn.send_all(many),
+        }
+    }
+
+    /// Emits an event (`data` is `["name", ...args]`); `ack` asks the client to acknowledge.
+    pub fn emit(&self, data: &Payload, ack: Option<u64>) -> bool {
+        if !self.connected() {
+            return false;
+        }
+        let text = encode_event(self.nsp.name(), ack, &data.json, data.attachments.len());
+        self.send_frames(&frames(&text, data))
+    }
+
+    /// Answers the client's event that carried ack id `id`.
+    pub fn ack(&self, id: u64, data: &Payload) -> bool {
+        if !self.connected() {
+            return false;
+        }
+        let text = encode_ack(self.nsp.name(), id, &data.json, data.attachments.len());
+        self.send_frames(&frames(&text, data))
+    }
+
+    /// Joins rooms.
+    pub fn join(self: &Arc<Self>, rooms: &[String]) {
+        if self.connected() {
+            self.nsp.join(self, rooms);
+        }
+    }
+
+    /// Leaves a room.
+    pub fn leave(self: &Arc<Self>, room: &str) {
+        self.nsp.leave(self, room);
+    }
+
+    /// Rooms joined, besides the socket's own id.
+    pub fn rooms(&self) -> Vec<String> {
+        lock(&self.rooms).iter().map(|r| r.to_string()).collect()
+    }
+
+    pub(crate) fn rooms_lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<str>>> {
+        lock(&self.rooms)
+    }
+
+    /// Server-side disconnect: tells the client, then forgets the socket; `close` also closes
+    /// the whole connection.
+    pub fn disconnect(&self, close: bool) {
+        if self.connected() {
+            self.conn
+                .send(Frame::text(&encode_disconnect(self.nsp.name())));
+            self.left("server namespace disconnect");
+        }
+        if close {
+            self.conn.close(CloseReason::ServerClose);
+        }
+    }
+
+    /// The socket left its namespace while its connection stays (client or server DISCONNECT).
+    pub(crate) fn left(&self, reason: &'static str) {
+        remove_socket(&self.conn, &self.id);
+        self.closed(reason);
+    }
+
+    /// The socket is gone: leave every room, tell JavaScript once.
+    pub(crate) fn closed(&self, reason: &'static str) {
+        if !self.connected.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        self.nsp.remove(self);
+        if let Some(core) = self.nsp.core() {
+            core.unregister(&self.id);
+            core.emit(ServerEvent::Disconnect {
+                sid: self.id.clone(),
+                reason,
+            });
+        }
+    }
+
+    /// This socket as other servers see it.
+    pub(crate) fn describe(&self) -> RemoteSocket {
+        let mut rooms = vec![self.id.to_string()];
+        rooms.extend(self.rooms());
+        let handshake = serde_json::from_str(&super::handshake::to_json(&self.conn, None))
+            .unwrap_or(serde_json::Value::Null);
+        RemoteSocket {
+            id: self.id.to_string(),
+            rooms,
+            handshake,
+            data: serde_json::Value::Null,
+        }
+    }
+}
