@@ -6,7 +6,7 @@
 #![deny(clippy::all)]
 
 pub mod adapter;
-mod binding;
+pub mod binding;
 pub mod engine;
 pub mod protocol;
 pub mod server;
