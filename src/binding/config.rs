@@ -39,7 +39,6 @@ pub struct NativeConfig {
     pub server: ServerConfig,
     pub bind_retry_ms: u64,
     pub redis: Option<serde_json::Value>,
-    #[allow(dead_code)]
     pub public_address: Option<String>,
 }
 

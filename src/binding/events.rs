@@ -140,7 +140,6 @@ impl EventPump {
     }
 
     /// Queues a cluster adapter status change.
-    #[allow(dead_code)]
     pub fn push_status(&self, up: bool, detail: String) {
         self.send(Outgoing::Status { up, detail });
     }

@@ -14,6 +14,7 @@ use napi::threadsafe_function::ThreadsafeFunction;
 use napi_derive::napi;
 
 use crate::adapter::local::LocalAdapter;
+use crate::adapter::redis::{AdapterStatus, RedisAdapterFactory, RedisConfig, StatusCallback};
 use crate::adapter::{AdapterFactory, BroadcastFlags, BroadcastOptions};
 use crate::protocol::Payload;
 use crate::server::{lock, Server};
@@ -44,6 +45,7 @@ pub struct NativeServer {
     server: OnceLock<Arc<Server>>,
     pump: Arc<EventPump>,
     callback: Arc<Mutex<Option<EventCallback>>>,
+    presence: Mutex<Option<Arc<RedisAdapterFactory>>>,
 }
 
 fn payload(data: String, attachments: Option<Vec<Buffer>>) -> Payload {
@@ -96,17 +98,27 @@ impl NativeServer {
             server: OnceLock::new(),
             pump: Arc::new(EventPump::default()),
             callback: Arc::new(Mutex::new(Some(on_events))),
+            presence: Mutex::new(None),
         }
     }
 
+    /// The local adapter, or the Redis one when `config.redis` is set (connecting first).
     async fn adapter_factory(&self, cfg: &config::NativeConfig) -> Result<Arc<dyn AdapterFactory>> {
-        if cfg.redis.is_some() {
-            return Err(Error::new(
-                Status::InvalidArg,
-                "cluster.redis: the Redis adapter is not available in this build".to_string(),
-            ));
-        }
-        Ok(Arc::new(LocalAdapter))
+        let Some(raw) = &cfg.redis else {
+            return Ok(Arc::new(LocalAdapter));
+        };
+        let redis_cfg =
+            RedisConfig::from_json(raw).map_err(|e| Error::new(Status::InvalidArg, e))?;
+        let pump = self.pump.clone();
+        let status: StatusCallback = Arc::new(move |s: AdapterStatus| match s {
+            AdapterStatus::Connected => pump.push_status(true, "connected".to_string()),
+            AdapterStatus::Disconnected(why) => pump.push_status(false, why),
+        });
+        let factory = RedisAdapterFactory::connect(redis_cfg, status)
+            .await
+            .map_err(|e| Error::new(Status::GenericFailure, e))?;
+        *lock(&self.presence) = Some(factory.clone());
+        Ok(factory)
     }
 
     fn server(&self) -> Result<&Arc<Server>> {
@@ -161,6 +173,15 @@ impl NativeServer {
                     format!("listen {host}:{port} failed: {e}"),
                 )
             })?;
+        let presence = lock(&self.presence).clone();
+        if let (Some(presence), Some(address)) = (presence, cfg.public_address.clone()) {
+            let weak = Arc::downgrade(&server);
+            presence.start_presence(
+                address,
+                Arc::new(move || weak.upgrade().map(|s| s.client_count()).unwrap_or(0)),
+                Duration::from_secs(5),
+            );
+        }
         let _ = self.server.set(server);
         Ok(u32::from(bound.port()))
     }
@@ -170,6 +191,10 @@ impl NativeServer {
     pub async fn close(&self) -> Result<()> {
         if let Some(server) = self.server.get() {
             server.close().await;
+        }
+        let presence = lock(&self.presence).take();
+        if let Some(presence) = presence {
+            presence.close().await;
         }
         self.pump.stop();
         lock(&self.callback).take();
@@ -421,6 +446,24 @@ impl NativeServer {
     ) -> Result<bool> {
         let token = ack_id(token)?;
         Ok(self.server()?.reply(token, payload(data, attachments)))
+    }
+
+    /// Live servers of the cluster and their connection counts, fewest first, as JSON
+    /// `[{address, connections}]` (empty without Redis).
+    #[napi]
+    pub async fn servers(&self) -> Result<String> {
+        let presence = lock(&self.presence).clone();
+        let list = match presence {
+            Some(p) => p.servers().await.map_err(to_napi)?,
+            None => Vec::new(),
+        };
+        let list: Vec<serde_json::Value> = list
+            .into_iter()
+            .map(|(address, connections)| {
+                serde_json::json!({"address": address, "connections": connections})
+            })
+            .collect();
+        Ok(serde_json::Value::Array(list).to_string())
     }
 
     /// Connection counters of this server.
