@@ -28,6 +28,8 @@ function validate(config) {
     check(ms(k), k, `must be a positive number, got ${JSON.stringify(c[k])}`);
   }
   check(c.session === undefined || c.session === null || typeof c.session.check === "function", "session", "must have a check(auth, callback) function");
+  check(!c.server || c.port !== undefined, "server", "(attaching to an existing http server) is not supported: weroll-native listens on its own port; set config.port");
+  check(c.adpater === undefined || typeof c.adpater === "function", "adpater", "must be a class (constructor)");
   check(c.path === undefined || (typeof c.path === "string" && c.path[0] === "/"), "path", "must be a string starting with '/'");
   check(c.transports === undefined || Array.isArray(c.transports), "transports", "must be an array");
 }
@@ -91,6 +93,15 @@ class RealtimeServer extends EventEmitter {
     this._sockets = new Map();
     this.registerProducer("getClientIDBySocketID", (id) => this.getClientIDBySocketID(id));
     this.registerProducer("kick", (clientID, data) => this._kickLocal(clientID, data));
+    // weroll's extension point: a class whose instance may override the handshake steps
+    // (shakehand(socket, data, cb(flag)), shakehandSuccess(socket), shakehandFail(socket),
+    // connect(socket, cb), disconnect(socket)).
+    this.hooks = config.adpater ? new config.adpater(this) : null;
+  }
+
+  _hook(name, ...args) {
+    const h = this.hooks;
+    return h && typeof h[name] === "function" ? h[name](...args) : undefined;
   }
 
   traceLog(...args) {
@@ -132,13 +143,15 @@ class RealtimeServer extends EventEmitter {
 
   /** Starts listening. Resolves the port; a failure rejects and is emitted as `error`. */
   start() {
-    if (this.io) {
-      const err = new Error("already started");
-      return Promise.reject(err);
-    }
+    if (this.io) throw new Error("already started");
     const c = this.config;
     let port = c.port === undefined ? 80 : Number(c.port);
-    if (c.cluster && c.cluster.enable) port += workerIndex(c.cluster);
+    if (c.cluster && c.cluster.enable) {
+      const index = workerIndex(c.cluster);
+      if (global.workerID === undefined) global.workerID = index;
+      port += index;
+      if (port > 65535) throw new RangeError(`Realtime port ${c.port} + worker index ${index} exceeds 65535`);
+    }
     this.port = port;
     const io = new Server(this._ioOptions());
     this.io = io;
@@ -220,11 +233,13 @@ class RealtimeServer extends EventEmitter {
       clearTimeout(socket.initTimer);
       this._sockets.delete(socket.id);
       server.emit("disconnect", socket);
+      this._hook("disconnect", socket);
       socket.clientID = null;
       socket.info.session = null;
       socket.info.shakeHandTime = null;
     });
 
+    this._hook("connect", socket, () => {});
     this.emit("connection", socket);
     if (!socket.connected) return;
 
@@ -255,6 +270,12 @@ class RealtimeServer extends EventEmitter {
 
   async _shakehand(socket, data) {
     const config = this.config;
+    if (this.hooks && typeof this.hooks.shakehand === "function") {
+      return new Promise((resolve) => {
+        const r = this.hooks.shakehand(socket, data, (flag) => resolve(!!flag));
+        if (r && typeof r.then === "function") r.then((flag) => resolve(!!flag), () => resolve(false));
+      });
+    }
     const hasAuth = data && typeof data === "object" && ((data._auth !== undefined && data._auth !== null && data._auth !== "") || (data._sess && typeof data._sess === "object"));
     if (!hasAuth) return !!config.allowGuest;
     const session = config.session || loadDefaultSession();
@@ -282,6 +303,7 @@ class RealtimeServer extends EventEmitter {
     socket.fire("$init", init);
     if (typeof ack === "function") ack(init);
     this.traceLog(`client *${socket.clientID}* shakehand success.`);
+    this._hook("shakehandSuccess", socket);
     this.emit("shakeHandSuccess", socket);
   }
 
@@ -291,6 +313,7 @@ class RealtimeServer extends EventEmitter {
     if (socket.shaken === undefined) socket.shaken = false;
     this.traceLog(`client *${socket.id}* shakehand failed`);
     if (!socket.connected) return;
+    this._hook("shakehandFail", socket);
     this.emit("shakeHandFail", socket);
     socket.disconnect(true);
   }
