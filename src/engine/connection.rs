@@ -1,9 +1,16 @@
 //! One Engine.IO session as the layer above sees it.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 
+use base64::Engine as _;
 use bytes::Bytes;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::session::Core;
 use super::EioVersion;
 
 /// An outgoing Engine.IO `message`, encoded once and shared by every recipient (cloning is a
@@ -33,9 +40,11 @@ impl Frame {
 }
 
 /// An incoming Engine.IO `message`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
+    /// A text message, without the `4` type prefix.
     Text(String),
+    /// A binary message (v3 websocket frames have their `4` type byte removed).
     Binary(Bytes),
 }
 
@@ -88,19 +97,134 @@ pub struct Handshake {
     pub issued: u64,
 }
 
+/// An Engine.IO session id: 15 random bytes as 20 base64url characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Sid([u8; 20]);
+
+impl Sid {
+    /// A fresh unguessable id from the thread-local CSPRNG.
+    pub(crate) fn random() -> Sid {
+        let raw: [u8; 15] = rand::random();
+        let mut out = [0u8; 20];
+        // 15 bytes always encode to exactly 20 characters.
+        let written = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(raw, &mut out);
+        debug_assert_eq!(written.ok(), Some(20));
+        Sid(out)
+    }
+
+    /// Parses a client-supplied sid; anything not 20 bytes cannot be one of ours.
+    pub(crate) fn parse(s: &str) -> Option<Sid> {
+        s.as_bytes().try_into().ok().map(Sid)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// Picks a shard of the session table; the sid is random, so any byte spreads well.
+    pub(crate) fn shard(&self, shards: usize) -> usize {
+        usize::from(self.0[0]).wrapping_add(usize::from(self.0[19]) << 8) % shards.max(1)
+    }
+}
+
+/// Engine.IO control packets as frames: they travel through the same queue as messages, so
+/// ordering against messages is kept on both transports.
+pub(crate) mod control {
+    use super::{Frame, Utf8Bytes};
+    pub(crate) const CLOSE: Frame = Frame::Text(Utf8Bytes::from_static("1"));
+    pub(crate) const PING: Frame = Frame::Text(Utf8Bytes::from_static("2"));
+    pub(crate) const PONG: Frame = Frame::Text(Utf8Bytes::from_static("3"));
+    pub(crate) const NOOP: Frame = Frame::Text(Utf8Bytes::from_static("6"));
+}
+
+/// Mutable session state, behind one short-held lock (never held across an await or a
+/// handler call).
+#[derive(Default)]
+pub(crate) struct State {
+    /// Frames waiting for the transport (the pending GET, or the websocket writer).
+    pub(crate) queue: VecDeque<Frame>,
+    /// Whoever drains `queue`: the pending polling GET or the websocket task.
+    pub(crate) waker: Option<Waker>,
+    /// Set once, by whichever close comes first; `send` fails from then on.
+    pub(crate) closing: Option<CloseReason>,
+    /// `on_close` has been called (or claimed by the caller about to call it).
+    pub(crate) finalized: bool,
+    /// A handler call (`on_open`, a POST's `on_message`s) is running; `on_close` must wait.
+    pub(crate) dispatching: bool,
+    /// The session lives on a websocket (directly, or after a completed upgrade).
+    pub(crate) websocket: bool,
+    /// A websocket is probing this polling session.
+    pub(crate) upgrading: bool,
+    /// The pending (or next) GET must answer `6` so the client ends its poll cycle.
+    pub(crate) noop_pending: bool,
+    pub(crate) get_busy: bool,
+    pub(crate) post_busy: bool,
+    /// v4: a ping went out and its pong has not come back yet.
+    pub(crate) awaiting_pong: bool,
+}
+
+impl State {
+    /// Marks the session closing; false if it already was. The close packet goes last in the
+    /// queue so a polling client learns why its session ended.
+    fn begin_close(&mut self, reason: CloseReason) -> bool {
+        if self.closing.is_some() {
+            return false;
+        }
+        self.closing = Some(reason);
+        if reason == CloseReason::SlowClient {
+            // Free the memory now: the client is not reading it anyway.
+            self.queue = VecDeque::new();
+        } else {
+            self.queue.push_back(control::CLOSE);
+        }
+        true
+    }
+}
+
 /// One Engine.IO session. `D` is the per-connection state of the layer above.
 pub struct Connection<D> {
-    id: String,
+    id: Sid,
     version: EioVersion,
     handshake: Handshake,
+    pub(crate) state: Mutex<State>,
+    /// Engine-clock ms at which the sweeper must look at this session (next ping, heartbeat
+    /// deadline, or end of the post-close grace). Outside the lock so sweeping is cheap.
+    pub(crate) timer_at: AtomicU64,
+    pub(crate) core: Arc<Core>,
     /// State owned by the layer above.
     pub data: D,
 }
 
 impl<D> Connection<D> {
+    pub(crate) fn new(
+        id: Sid,
+        version: EioVersion,
+        handshake: Handshake,
+        websocket: bool,
+        core: Arc<Core>,
+        data: D,
+    ) -> Connection<D> {
+        Connection {
+            id,
+            version,
+            handshake,
+            state: Mutex::new(State {
+                websocket,
+                ..State::default()
+            }),
+            timer_at: AtomicU64::new(u64::MAX),
+            core,
+            data,
+        }
+    }
+
     /// The Engine.IO session id.
     pub fn id(&self) -> &str {
-        &self.id
+        self.id.as_str()
+    }
+
+    pub(crate) fn sid(&self) -> Sid {
+        self.id
     }
 
     /// Engine.IO revision of this client.
@@ -113,27 +237,102 @@ impl<D> Connection<D> {
         &self.handshake
     }
 
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing that can panic runs under this lock; recover rather than cascade if it did.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Queues one message. Returns false when the session is closed; a full queue closes the
     /// session with [`CloseReason::SlowClient`] and returns false.
     pub fn send(&self, frame: Frame) -> bool {
-        let _ = frame;
-        todo!("engine::Connection::send")
+        self.enqueue(1, std::iter::once(frame))
     }
 
     /// Queues several messages that must stay together (a packet and its attachments).
     pub fn send_all(&self, frames: &[Frame]) -> bool {
-        let _ = frames;
-        todo!("engine::Connection::send_all")
+        self.enqueue(frames.len(), frames.iter().cloned())
+    }
+
+    fn enqueue(&self, n: usize, frames: impl Iterator<Item = Frame>) -> bool {
+        let mut st = self.lock();
+        if st.closing.is_some() {
+            return false;
+        }
+        // An empty queue always takes a group, however large, so a packet with many
+        // attachments is never refused to a client that keeps up.
+        if !st.queue.is_empty() && st.queue.len() + n > self.core.max_queued {
+            st.begin_close(CloseReason::SlowClient);
+            let waker = st.waker.take();
+            let websocket = st.websocket;
+            drop(st);
+            self.after_close(waker, websocket);
+            return false;
+        }
+        st.queue.extend(frames);
+        let waker = st.waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
+    /// Queues an Engine.IO control packet; not counted against the queue bound (the engine
+    /// sends at most a handful per heartbeat).
+    pub(crate) fn push_control(&self, frame: Frame) {
+        let mut st = self.lock();
+        if st.closing.is_some() {
+            return;
+        }
+        st.queue.push_back(frame);
+        let waker = st.waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     /// Closes the session from the server side: queued messages are flushed first.
     pub fn close(&self, reason: CloseReason) {
-        let _ = reason;
-        todo!("engine::Connection::close")
+        let mut st = self.lock();
+        if !st.begin_close(reason) {
+            return;
+        }
+        let waker = st.waker.take();
+        let websocket = st.websocket;
+        drop(st);
+        self.after_close(waker, websocket);
+    }
+
+    /// Wakes the transport, and for polling sessions (which have no task of their own) asks
+    /// the engine task to run `on_close`. Never runs handler code on the caller's thread:
+    /// `close` and `send` may be called with the layer above's locks held.
+    fn after_close(&self, waker: Option<Waker>, websocket: bool) {
+        self.timer_at
+            .store(self.core.now_ms() + self.core.grace_ms, Ordering::Relaxed);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        if !websocket {
+            self.core.request_reap(self.id);
+        }
+    }
+
+    /// Claims the right to call `on_close`: true once per session, and never while a handler
+    /// call is running. Polling finalizers pass `websocket_owner = false` and leave websocket
+    /// sessions to their task.
+    pub(crate) fn claim_close(&self, websocket_owner: bool) -> Option<CloseReason> {
+        let mut st = self.lock();
+        if st.finalized || st.dispatching || (st.websocket && !websocket_owner) {
+            return None;
+        }
+        let reason = st.closing?;
+        st.finalized = true;
+        Some(reason)
     }
 
     /// Whether the session is on a websocket (after the handshake or an upgrade).
     pub fn is_websocket(&self) -> bool {
-        todo!("engine::Connection::is_websocket")
+        self.lock().websocket
     }
 }

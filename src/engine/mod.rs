@@ -7,13 +7,24 @@
 
 mod config;
 mod connection;
+mod http;
 pub mod packet;
+mod session;
+mod websocket;
 
 pub use config::{Cors, CorsOrigin, EngineConfig};
 pub use connection::{CloseReason, Connection, Frame, Handshake, Incoming};
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use connection::control;
+use packet::EnginePacket;
+use session::{Core, Sessions};
 
 /// Engine.IO protocol revision a client speaks (query `EIO=3` or `EIO=4`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,16 +49,48 @@ pub trait EngineHandler: Send + Sync + 'static {
     fn on_close(&self, conn: &Arc<Connection<Self::Data>>, reason: CloseReason);
 }
 
+/// Bytes tungstenite reads per call and keeps allocated per websocket: small, because an idle
+/// connection pays for it all the time; large messages still arrive in one buffer.
+const WS_READ_BUFFER: usize = 1024;
+/// Outgoing frames are gathered up to this size before a write (one syscall per burst).
+const WS_WRITE_BUFFER: usize = 8 * 1024;
+
 /// The Engine.IO server: owns sessions and runs the accept loop.
 pub struct Engine<H: EngineHandler> {
     config: EngineConfig,
     handler: Arc<H>,
+    core: Arc<Core>,
+    sessions: Sessions<H::Data>,
+    ws_config: WebSocketConfig,
+    /// Sessions whose `on_close` has not run yet.
+    open: AtomicUsize,
+    /// Signalled after every `on_close` (for [`Engine::close_all`]).
+    closed: tokio::sync::Notify,
+    /// Set by [`Engine::close_all`]: new handshakes are refused.
+    shutting_down: AtomicBool,
+    ticker_started: AtomicBool,
 }
 
 impl<H: EngineHandler> Engine<H> {
     /// Creates an engine; nothing listens until [`Engine::serve`].
     pub fn new(config: EngineConfig, handler: Arc<H>) -> Arc<Self> {
-        Arc::new(Engine { config, handler })
+        let grace_ms = duration_ms(config.ping_timeout).max(1);
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(WS_READ_BUFFER)
+            .write_buffer_size(WS_WRITE_BUFFER)
+            .max_message_size(Some(config.max_payload))
+            .max_frame_size(Some(config.max_payload));
+        Arc::new(Engine {
+            core: Arc::new(Core::new(config.max_queued_frames, grace_ms)),
+            sessions: Sessions::new(),
+            ws_config,
+            open: AtomicUsize::new(0),
+            closed: tokio::sync::Notify::new(),
+            shutting_down: AtomicBool::new(false),
+            ticker_started: AtomicBool::new(false),
+            config,
+            handler,
+        })
     }
 
     /// Serves connections accepted on `listener` until `shutdown` turns true; then stops
@@ -55,22 +98,240 @@ impl<H: EngineHandler> Engine<H> {
     pub async fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
-        shutdown: tokio::sync::watch::Receiver<bool>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
-        let _ = (listener, shutdown, &self.config, &self.handler);
-        todo!("engine::Engine::serve")
+        self.start_ticker();
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        let mut watch_shutdown = true;
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        // Engine.IO packets are small and latency-bound.
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(self.clone().serve_http(stream, peer));
+                    }
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                },
+                changed = shutdown.changed(), if watch_shutdown => match changed {
+                    Ok(()) => {
+                        if *shutdown.borrow_and_update() {
+                            return;
+                        }
+                    }
+                    // The sender is gone, so nothing can ask us to stop any more.
+                    Err(_) => watch_shutdown = false,
+                },
+            }
+        }
     }
 
     /// Closes every session (sends the Engine.IO close packet where the transport allows) and
     /// waits until their `on_close` ran.
     pub async fn close_all(&self) {
-        todo!("engine::Engine::close_all")
+        self.shutting_down.store(true, Ordering::SeqCst);
+        for conn in self.sessions.snapshot() {
+            conn.close(CloseReason::ServerClose);
+        }
+        loop {
+            let notified = self.closed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.open.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Number of open sessions.
     pub fn session_count(&self) -> usize {
-        todo!("engine::Engine::session_count")
+        self.open.load(Ordering::SeqCst)
     }
+
+    /// Creates a session and makes it reachable by sid. The caller runs `on_open`.
+    fn create_session(
+        &self,
+        version: EioVersion,
+        handshake: Handshake,
+        websocket: bool,
+    ) -> Arc<Connection<H::Data>> {
+        let now = self.core.now_ms();
+        let first_timer = match version {
+            EioVersion::V4 => duration_ms(self.config.ping_interval),
+            EioVersion::V3 => {
+                duration_ms(self.config.ping_interval) + duration_ms(self.config.ping_timeout)
+            }
+        };
+        let conn = self.sessions.insert_new(|sid| {
+            let conn = Connection::new(
+                sid,
+                version,
+                handshake,
+                websocket,
+                self.core.clone(),
+                H::Data::default(),
+            );
+            conn.timer_at
+                .store(now.saturating_add(first_timer), Ordering::Relaxed);
+            Arc::new(conn)
+        });
+        self.open.fetch_add(1, Ordering::SeqCst);
+        conn
+    }
+
+    /// The open packet for a new session.
+    fn open_frame(&self, conn: &Connection<H::Data>, websocket: bool) -> Frame {
+        let v4 = conn.version() == EioVersion::V4;
+        Frame::Text(
+            packet::open_packet(
+                conn.id(),
+                !websocket && self.config.allow_websocket,
+                self.config.ping_interval.as_millis(),
+                self.config.ping_timeout.as_millis(),
+                v4.then_some(self.config.max_payload),
+            )
+            .into(),
+        )
+    }
+
+    /// Acts on one packet from the client. Returns false once the session is closing, so
+    /// the caller stops delivering what follows.
+    fn handle_packet(&self, conn: &Arc<Connection<H::Data>>, packet: EnginePacket) -> bool {
+        let v3 = conn.version() == EioVersion::V3;
+        if v3 {
+            // engine.io 3 counts any packet as a sign of life, not only pings.
+            let deadline = self.core.now_ms()
+                + duration_ms(self.config.ping_interval)
+                + duration_ms(self.config.ping_timeout);
+            conn.timer_at.store(deadline, Ordering::Relaxed);
+        }
+        match packet {
+            EnginePacket::Message(msg) => self.handler.on_message(conn, msg),
+            EnginePacket::Ping(_) if v3 => conn.push_control(control::PONG),
+            EnginePacket::Pong(_) if !v3 => {
+                let mut st = conn.lock();
+                if st.awaiting_pong && st.closing.is_none() {
+                    st.awaiting_pong = false;
+                    let next = self.core.now_ms() + duration_ms(self.config.ping_interval);
+                    conn.timer_at.store(next, Ordering::Relaxed);
+                }
+            }
+            // Heartbeats go one way per revision; engine.io drops a client that reverses them.
+            EnginePacket::Ping(_) | EnginePacket::Pong(_) => {
+                conn.close(CloseReason::TransportError)
+            }
+            EnginePacket::Close => conn.close(CloseReason::ForcedClose),
+            EnginePacket::Open | EnginePacket::Upgrade | EnginePacket::Noop => {}
+        }
+        conn.lock().closing.is_none()
+    }
+
+    /// Runs `on_close` for a polling session if it is closing and no handler call is running.
+    fn finish_polling(&self, conn: &Arc<Connection<H::Data>>) {
+        if let Some(reason) = conn.claim_close(false) {
+            self.closed_session(conn, reason);
+        }
+    }
+
+    fn closed_session(&self, conn: &Arc<Connection<H::Data>>, reason: CloseReason) {
+        self.handler.on_close(conn, reason);
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        self.closed.notify_waiters();
+    }
+
+    /// Ends a handler call started with `dispatching = true`; runs a close that came meanwhile.
+    fn end_dispatch(&self, conn: &Arc<Connection<H::Data>>) {
+        conn.lock().dispatching = false;
+        self.finish_polling(conn);
+    }
+
+    /// One engine task per engine drives every heartbeat and deferred close: no timer per
+    /// connection.
+    fn start_ticker(self: &Arc<Self>) {
+        if self.ticker_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let shortest = self
+            .config
+            .ping_interval
+            .min(self.config.ping_timeout)
+            .max(Duration::from_millis(1));
+        let tick = (shortest / 4).clamp(Duration::from_millis(5), Duration::from_millis(500));
+        let weak = Arc::downgrade(self);
+        let core = self.core.clone();
+        tokio::spawn(ticker(weak, core, tick));
+    }
+
+    /// Heartbeats: sends v4 pings, expires silent sessions, forgets closed polling sessions.
+    fn sweep(&self) {
+        let now = self.core.now_ms();
+        self.sessions
+            .for_each_due(now, |conn| self.on_timer(conn, now));
+    }
+
+    fn on_timer(&self, conn: &Arc<Connection<H::Data>>, now: u64) {
+        let mut st = conn.lock();
+        if st.closing.is_some() {
+            let (finalized, websocket) = (st.finalized, st.websocket);
+            drop(st);
+            if websocket {
+                // Its task removes it; stop looking at it meanwhile.
+                conn.timer_at.store(u64::MAX, Ordering::Relaxed);
+            } else if finalized {
+                self.sessions.remove(&conn.sid());
+            } else {
+                self.finish_polling(conn);
+            }
+            return;
+        }
+        if conn.version() == EioVersion::V4 && !st.awaiting_pong {
+            st.awaiting_pong = true;
+            conn.timer_at.store(
+                now + duration_ms(self.config.ping_timeout),
+                Ordering::Relaxed,
+            );
+            drop(st);
+            conn.push_control(control::PING);
+            return;
+        }
+        drop(st);
+        conn.close(CloseReason::PingTimeout);
+        self.finish_polling(conn);
+    }
+
+    fn reap(&self) {
+        for sid in self.core.take_reaps() {
+            if let Some(conn) = self.sessions.get(&sid) {
+                self.finish_polling(&conn);
+            }
+        }
+    }
+}
+
+async fn ticker<H: EngineHandler>(weak: Weak<Engine<H>>, core: Arc<Core>, tick: Duration) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let sweep = tokio::select! {
+            _ = interval.tick() => true,
+            _ = core.wake.notified() => false,
+        };
+        let Some(engine) = weak.upgrade() else {
+            return;
+        };
+        engine.reap();
+        if sweep {
+            engine.sweep();
+        }
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4)
 }
 
 /// Binds `addr` with `SO_REUSEADDR` (so a respawned worker can take over its port at once).
