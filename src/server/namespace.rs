@@ -74,9 +74,12 @@ impl Namespace {
     }
 
     pub(crate) fn remove(&self, socket: &Socket) {
-        let joined = std::mem::take(&mut *socket.rooms_lock());
-        if !joined.is_empty() {
+        // Rooms are taken under the rooms lock, the lock `join` checks `connected` under: a
+        // join racing with the disconnect either lands before (and is undone here) or sees
+        // the socket gone.
+        {
             let mut rooms = write(&self.rooms);
+            let joined = std::mem::take(&mut *socket.rooms_lock());
             for room in joined {
                 if let Some(members) = rooms.get_mut(&room) {
                     members.remove(&socket.id);
@@ -91,6 +94,9 @@ impl Namespace {
 
     pub(crate) fn join(&self, socket: &Arc<Socket>, names: &[String]) {
         let mut rooms = write(&self.rooms);
+        if !socket.connected() {
+            return;
+        }
         let mut joined = socket.rooms_lock();
         for name in names {
             if **name == *socket.id {
