@@ -56,6 +56,11 @@ export declare class NativeServer {
   serverSideEmit(nsp: string, data: string, attachments?: Array<Buffer> | undefined | null, timeoutMs?: number | undefined | null): Promise<Array<NativePayload>>
   /** Answers another server's `serverSideEmit` (token from the event). */
   reply(token: number, data: string, attachments?: Array<Buffer> | undefined | null): boolean
+  /**
+   * Live servers of the cluster and their connection counts, fewest first, as JSON
+   * `[{address, connections}]` (empty without Redis).
+   */
+  servers(): Promise<string>
   /** Connection counters of this server. */
   stats(): NativeStats
 }
