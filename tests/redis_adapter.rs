@@ -528,6 +528,42 @@ async fn requests_collect_every_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn closing_ends_pending_requests() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = native(&redis, "t", "/").await;
+    let b = native(&redis, "t", "/").await;
+    wait_servers(&a.adapter, 2).await;
+    // b never acknowledges: a's request waits until the factory closes.
+    let waiting = a
+        .adapter
+        .server_side_emit(&payload(r#"["ask"]"#, &[]), Some(Duration::from_secs(30)));
+    let waiting = tokio::spawn(waiting);
+    b.ns.wait_for("serverSideEmit", |e| matches!(e, Event::ServerSideEmit(_)))
+        .await;
+    let started = Instant::now();
+    a.factory.close().await;
+    let result = waiting.await.unwrap();
+    assert!(
+        matches!(result, Err(AdapterError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // After close: nothing is published, requests fail, new namespaces stay local.
+    a.adapter
+        .broadcast(&payload(r#"["late"]"#, &[]), &opts(&[], &[]));
+    assert!(a.adapter.all_rooms().await.is_err());
+    let late = TestNs::new("/late");
+    let weak: Weak<dyn LocalNamespace> = Arc::downgrade(&(late.clone() as Arc<dyn LocalNamespace>));
+    assert_eq!(a.factory.create(weak).server_count().await, 1);
+    wait_servers(&b.adapter, 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!b.ns.events().iter().any(|e| is_broadcast(e, "late")));
+    b.factory.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_messages_are_ignored() {
     let Some(redis) = RedisServer::start() else {
         return;

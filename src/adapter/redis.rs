@@ -39,7 +39,6 @@ use tokio::task::JoinHandle;
 pub use config::{RedisConfig, RedisEndpoint, DEFAULT_KEY, DEFAULT_REQUESTS_TIMEOUT};
 pub use link::{AdapterStatus, StatusCallback};
 pub use namespace::RedisAdapter;
-pub use wire::RequestType;
 
 use self::link::{log, unavailable, Link, Role, StatusTracker, Throttle};
 use self::namespace::{Inbound, Namespace};
@@ -60,6 +59,7 @@ const CLOSE_STEP: Duration = Duration::from_secs(2);
 struct Route {
     uid: String,
     nsp: String,
+    ns: Weak<Namespace>,
     inbox: mpsc::Sender<Inbound>,
     overflow: Arc<Throttle>,
 }
@@ -126,6 +126,7 @@ impl Hub {
         let route = Route {
             uid: ns.uid.clone(),
             nsp: ns.name.clone(),
+            ns: Arc::downgrade(ns),
             inbox,
             overflow: Arc::new(Throttle::default()),
         };
@@ -269,7 +270,11 @@ fn builder(e: &RedisEndpoint, requests_timeout: Duration) -> Builder {
         c.internal_command_timeout = requests_timeout.max(Duration::from_secs(1));
         c.tcp.nodelay = Some(true);
         c.unresponsive = UnresponsiveConfig {
-            max_timeout: Some(requests_timeout.max(Duration::from_secs(2)) * 2),
+            max_timeout: Some(
+                requests_timeout
+                    .max(Duration::from_secs(2))
+                    .saturating_mul(2),
+            ),
             interval: Duration::from_secs(1),
         };
     });
@@ -440,7 +445,7 @@ impl RedisAdapterFactory {
                 };
                 let connections =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load())).unwrap_or(0);
-                factory.write_presence(&address, connections, every * 3);
+                factory.write_presence(&address, connections, every.saturating_mul(3));
             }
         });
         if let Ok(mut p) = self.presence.lock() {
@@ -522,6 +527,12 @@ impl RedisAdapterFactory {
         let _ = tokio::time::timeout(CLOSE_STEP, self.hub.subscriber.unsubscribe_all()).await;
         self.hub.closed.store(true, Ordering::Release);
         if let Ok(mut routes) = self.hub.routes.write() {
+            // Requests still waiting for answers fail now rather than at their timeout.
+            for (_, route) in routes.prefixes.drain(..) {
+                if let Some(ns) = route.ns.upgrade() {
+                    ns.close();
+                }
+            }
             *routes = Routes::default();
         }
         if !keys.is_empty() {

@@ -352,10 +352,11 @@ impl StatusTracker {
         self.state.lock().is_ok_and(|s| s.up[role as usize])
     }
 
-    /// Stops reporting (the factory is closing).
+    /// Stops reporting and counts both connections as down (the factory is closing).
     pub fn close(&self) {
         if let Ok(mut s) = self.state.lock() {
             s.closed = true;
+            s.up = [false, false];
         }
     }
 }
