@@ -34,6 +34,8 @@ export declare class NativeServer {
   join(sid: string, rooms: Array<string>): boolean
   /** Removes one socket from a room. */
   leave(sid: string, room: string): boolean
+  /** socket.io's handshake object of one socket, as JSON. */
+  handshake(sid: string): string | null
   /** Rooms of one socket (its own id excluded). */
   socketRooms(sid: string): Array<string>
   /** Disconnects one socket; `close` also closes its connection. */
@@ -86,6 +88,12 @@ export interface NativeEvent {
   id?: number
   /** Disconnect reason, or `up`/`down` for adapter status. */
   reason?: string
+  /** Connection: the peer address. */
+  address?: string
+  /** Connection: the peer port. */
+  port?: number
+  /** Connection: the `x-forwarded-for` header, when present. */
+  forwarded?: string
 }
 
 /**

@@ -112,14 +112,16 @@ class RemoteSocket {
 
 /** One client in one namespace. `on` hears the client; `emit` talks to it. */
 class Socket extends EventEmitter {
-  constructor(nsp, id, handshakeJson) {
+  constructor(nsp, id, peer) {
     super();
     this.nsp = nsp;
     this.server = nsp.server;
     this.id = id;
     this.connected = true;
     this.data = {};
-    this._handshakeJson = handshakeJson;
+    // {address, port, forwarded}: what every connection needs; the rest of the handshake is
+    // fetched from the native side on first use.
+    this._peer = peer;
     this._handshake = null;
     this._acks = null;
     this._ackSeq = 0;
@@ -132,23 +134,27 @@ class Socket extends EventEmitter {
   /** socket.io's handshake: headers, query, auth, address, time, issued, url, secure, xdomain. */
   get handshake() {
     if (!this._handshake) {
-      const h = JSON.parse(this._handshakeJson);
+      const json = this.connected ? this.server._native.handshake(this.id) : null;
+      const p = this._peer;
+      const h = json ? JSON.parse(json) : { headers: {}, query: "", address: p.address, port: p.port, issued: Date.now(), url: "", secure: false, xdomain: false, auth: {} };
       h.query = Object.assign(Object.create(null), querystring.parse(h.query || ""));
       h.time = new Date(h.issued).toString();
       this._handshake = h;
-      this._handshakeJson = null;
     }
     return this._handshake;
+  }
+  /** The peer: `{address, port, forwarded}` (`forwarded` is the x-forwarded-for header). */
+  get peer() {
+    return this._peer;
   }
   /** A minimal `socket.request`: headers, url, and the peer address as `connection.remoteAddress`. */
   get request() {
     const h = this.handshake;
-    const conn = { remoteAddress: h.address, remotePort: h.port };
+    const conn = { remoteAddress: this._peer.address, remotePort: this._peer.port };
     return { headers: h.headers, url: h.url, connection: conn, socket: conn };
   }
   get conn() {
-    const h = this.handshake;
-    return { remoteAddress: h.address, protocol: h.eio, close: () => this.disconnect(true) };
+    return { remoteAddress: this._peer.address, protocol: this.handshake.eio, close: () => this.disconnect(true) };
   }
   get rooms() {
     if (!this.connected) return new Set();
@@ -257,6 +263,10 @@ class Socket extends EventEmitter {
         this.server._native.ack(this.id, id, enc.data, enc.attachments);
       });
     }
+    this._dispatch(args);
+  }
+  /** Hands a client event (`[name, ...args, ack?]`) to the listeners. */
+  _dispatch(args) {
     if (this._any) for (const fn of [...this._any]) fn.apply(this, args);
     emitLocal.apply(this, args);
   }
@@ -357,8 +367,8 @@ class Namespace extends EventEmitter {
   serverSideEmitWithAck(ev, ...args) {
     return new Promise((resolve, reject) => this.serverSideEmit(ev, ...args, (err, r) => (err ? reject(err) : resolve(r))));
   }
-  _connect(sid, handshakeJson) {
-    const socket = new Socket(this, sid, handshakeJson);
+  _connect(sid, peer) {
+    const socket = new this.server._Socket(this, sid, peer);
     this.sockets.set(sid, socket);
     this.server._sockets.set(sid, socket);
     emitLocal.call(this, "connection", socket);
@@ -388,6 +398,7 @@ class Server extends EventEmitter {
     this._requestsTimeout = opts.requestsTimeout || 5000;
     this._nsps = new Map();
     this._sockets = new Map();
+    this._Socket = opts.socketClass || Socket;
     this._native = new native.NativeServer((batch) => this._onEvents(batch));
     this._started = false;
     this.sockets = this.of("/");
@@ -499,7 +510,7 @@ class Server extends EventEmitter {
         switch (ev.kind) {
           case KIND.CONNECTION: {
             const ns = this._nsps.get(ev.nsp);
-            if (ns) ns._connect(ev.sid, ev.data);
+            if (ns) ns._connect(ev.sid, { address: ev.address, port: ev.port, forwarded: ev.forwarded });
             break;
           }
           case KIND.EVENT: {

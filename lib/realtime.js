@@ -1,7 +1,7 @@
 "use strict";
 // weroll's Realtime API (web/Realtime.js + net/Websocket.js) over the native server.
 const { EventEmitter } = require("node:events");
-const { Server } = require("./io");
+const { Server, Socket } = require("./io");
 const { workerIndex } = require("./worker");
 const native = require("../binding.js");
 
@@ -34,10 +34,8 @@ function validate(config) {
   check(c.transports === undefined || Array.isArray(c.transports), "transports", "must be an array");
 }
 
-function clientIP(socket) {
-  const h = socket.handshake;
-  const fwd = h.headers["x-forwarded-for"];
-  let ip = fwd ? String(fwd).split(",")[0].trim() : h.address || "";
+function clientIP(peer) {
+  let ip = peer.forwarded ? String(peer.forwarded).split(",")[0].trim() : peer.address || "";
   if (ip.startsWith("::ffff:")) ip = ip.slice(7);
   return ip;
 }
@@ -78,6 +76,96 @@ function checkSession(session, data) {
       cb(err);
     }
   });
+}
+
+/** socket.helper: weroll's per-socket helpers (one small object, methods on the prototype). */
+class Helper {
+  constructor(socket) {
+    this.socket = socket;
+  }
+  get _server() {
+    return this.socket.server._realtime;
+  }
+  enterRoom(room, cb) {
+    return settle(() => this.socket.join(room), cb);
+  }
+  leaveRoom(room, cb) {
+    return settle(() => this.socket.leave(room), cb);
+  }
+  /** To every connection of this socket's clientID, on every worker. */
+  send(type, ...data) {
+    this._server.broadcastToRoom(`###${this.socket.clientID}`, type, ...data);
+  }
+  /** To every connection of `clientID`, on every worker. */
+  sendTo(clientID, type, ...data) {
+    this._server.broadcastToRoom(`###${clientID}`, type, ...data);
+  }
+  broadcast(type, ...data) {
+    this._server.broadcastToAll(type, ...data);
+  }
+  broadcastWithoutSender(type, ...data) {
+    this._server._fire(this.socket.broadcast, type, data);
+  }
+  broadcastToRoom(room, type, ...data) {
+    this._server.broadcastToRoom(room, type, ...data);
+  }
+  broadcastToRoomWithoutSender(room, type, ...data) {
+    this._server._fire(this.socket.broadcast.to(room), type, data);
+  }
+  /** Sends `$kick` with `data`, then disconnects about a second later. */
+  kick(data) {
+    const socket = this.socket;
+    socket.fire("$kick", data);
+    setTimeout(() => socket.disconnect(true), 1000).unref();
+  }
+}
+
+function settle(fn, cb) {
+  let err = null;
+  try {
+    fn();
+  } catch (e) {
+    err = e;
+  }
+  if (typeof cb === "function") {
+    cb(err);
+    return Promise.resolve();
+  }
+  return err ? Promise.reject(err) : Promise.resolve();
+}
+
+/** A socket as weroll apps see it: socket.io's socket plus clientID, info, helper and fire. */
+class RealtimeSocket extends Socket {
+  constructor(nsp, id, peer) {
+    super(nsp, id, peer);
+    this.clientID = id;
+    this.info = { id, ip: clientIP(peer), port: peer.port, connectTime: Date.now() };
+    this._helper = null;
+  }
+  get helper() {
+    return this._helper || (this._helper = new Helper(this));
+  }
+  /** Emits through the `compress` codec (MessagePack per argument when on). */
+  fire(type, ...args) {
+    return this.server._realtime._fire(this, type, args);
+  }
+  close() {
+    return this.disconnect(true);
+  }
+  _dispatch(args) {
+    // weroll's message routing: client `m` with [type, data] -> server.emit(type, socket, data)
+    if (args[0] === "m") {
+      const msg = args[1];
+      if (Array.isArray(msg) && typeof msg[0] === "string") this.server._realtime._route(this, msg);
+    } else if (args[0] === "$init") {
+      this.server._realtime._onInit(this, args[1], typeof args[2] === "function" ? args[2] : undefined);
+    }
+    super._dispatch(args);
+  }
+  _onDisconnect(reason) {
+    super._onDisconnect(reason);
+    this.server._realtime._onDisconnect(this);
+  }
 }
 
 /** One Realtime server: weroll's Websocket + Realtime over weroll-native. */
@@ -153,7 +241,8 @@ class RealtimeServer extends EventEmitter {
       if (port > 65535) throw new RangeError(`Realtime port ${c.port} + worker index ${index} exceeds 65535`);
     }
     this.port = port;
-    const io = new Server(this._ioOptions());
+    const io = new Server({ ...this._ioOptions(), socketClass: RealtimeSocket });
+    io._realtime = this;
     this.io = io;
     io.fire = (type, ...args) => this._fire(io, type, args);
     io.on("adapter", (s) => {
@@ -210,62 +299,54 @@ class RealtimeServer extends EventEmitter {
   }
 
   _onConnection(socket) {
-    const server = this;
-    const config = this.config;
-    socket.clientID = socket.id;
-    socket.info = {
-      id: socket.id,
-      ip: clientIP(socket),
-      port: socket.handshake.port,
-      connectTime: Date.now(),
-    };
-    socket.fire = (type, ...args) => server._fire(socket, type, args);
-    socket.close = () => socket.disconnect(true);
-    socket.helper = this._helper(socket);
     this._sockets.set(socket.id, socket);
     this.traceLog(`client *${socket.id}* connected from ${socket.info.ip}:${socket.info.port}`);
-
-    socket.on("m", (data) => {
-      if (!Array.isArray(data) || typeof data[0] !== "string") return;
-      server.emit(data[0], socket, data[1]);
-    });
-    socket.once("disconnect", () => {
-      clearTimeout(socket.initTimer);
-      this._sockets.delete(socket.id);
-      server.emit("disconnect", socket);
-      this._hook("disconnect", socket);
-      socket.clientID = null;
-      socket.info.session = null;
-      socket.info.shakeHandTime = null;
-    });
-
     this._hook("connect", socket, () => {});
+    const config = this.config;
     this.emit("connection", socket);
     if (!socket.connected) return;
 
     if (config.shakehand !== false) {
       socket.initTimer = setTimeout(() => this._shakehandFail(socket), config.shakehandTimeout || 15000);
-      socket.on("$init", (data, ack) => {
-        if (socket.shaken !== undefined || socket._shaking) return;
-        socket._shaking = true;
-        clearTimeout(socket.initTimer);
-        socket.initTimer = undefined;
-        this.emit("shakeHandStart", socket);
-        this._shakehand(socket, data).then((ok) => {
-          socket._shaking = false;
-          if (!socket.connected) return;
-          this.emit("shakeHandComplete", socket, ok);
-          if (ok) {
-            this._shakehandSuccess(socket, ack);
-          } else {
-            if (typeof ack === "function") ack({ error: "shakehand failed" });
-            this._shakehandFail(socket);
-          }
-        });
-      });
     } else {
       this._shakehandSuccess(socket);
     }
+  }
+
+  /** The client's `$init` (shakehand request): `{_auth}` or `{_sess}`, maybe with an ack. */
+  _onInit(socket, data, ack) {
+    if (this.config.shakehand === false || socket.shaken !== undefined || socket._shaking) return;
+    socket._shaking = true;
+    clearTimeout(socket.initTimer);
+    socket.initTimer = undefined;
+    this.emit("shakeHandStart", socket);
+    this._shakehand(socket, data).then((ok) => {
+      socket._shaking = false;
+      if (!socket.connected) return;
+      this.emit("shakeHandComplete", socket, ok);
+      if (ok) {
+        this._shakehandSuccess(socket, ack);
+      } else {
+        if (typeof ack === "function") ack({ error: "shakehand failed" });
+        this._shakehandFail(socket);
+      }
+    });
+  }
+
+  _route(socket, msg) {
+    this.traceLog(`get message from client *${socket.id}*`);
+    this.emit(msg[0], socket, msg[1]);
+  }
+
+  _onDisconnect(socket) {
+    clearTimeout(socket.initTimer);
+    this._sockets.delete(socket.id);
+    this.traceLog(`client *${socket.id}* disconnected...`);
+    this.emit("disconnect", socket);
+    this._hook("disconnect", socket);
+    socket.clientID = null;
+    socket.info.session = null;
+    socket.info.shakeHandTime = null;
   }
 
   async _shakehand(socket, data) {
@@ -316,37 +397,6 @@ class RealtimeServer extends EventEmitter {
     this._hook("shakehandFail", socket);
     this.emit("shakeHandFail", socket);
     socket.disconnect(true);
-  }
-
-  _helper(socket) {
-    const server = this;
-    const promiseOrCb = (fn, cb) => {
-      let err = null;
-      try {
-        fn();
-      } catch (e) {
-        err = e;
-      }
-      if (typeof cb === "function") {
-        cb(err);
-        return Promise.resolve();
-      }
-      return err ? Promise.reject(err) : Promise.resolve();
-    };
-    return {
-      enterRoom: (room, cb) => promiseOrCb(() => socket.join(room), cb),
-      leaveRoom: (room, cb) => promiseOrCb(() => socket.leave(room), cb),
-      send: (type, ...data) => server.broadcastToRoom(`###${socket.clientID}`, type, ...data),
-      sendTo: (clientID, type, ...data) => server.broadcastToRoom(`###${clientID}`, type, ...data),
-      broadcast: (type, ...data) => server.broadcastToAll(type, ...data),
-      broadcastWithoutSender: (type, ...data) => server._fire(socket.broadcast, type, data),
-      broadcastToRoom: (room, type, ...data) => server.broadcastToRoom(room, type, ...data),
-      broadcastToRoomWithoutSender: (room, type, ...data) => server._fire(socket.broadcast.to(room), type, data),
-      kick: (data) => {
-        socket.fire("$kick", data);
-        setTimeout(() => socket.disconnect(true), 1000).unref();
-      },
-    };
   }
 
   _requireStarted() {
@@ -486,4 +536,4 @@ function createServer(config, noGlobal) {
   return server;
 }
 
-module.exports = { createServer, RealtimeServer };
+module.exports = { createServer, RealtimeServer, RealtimeSocket };

@@ -40,6 +40,12 @@ pub struct NativeEvent {
     pub id: Option<f64>,
     /// Disconnect reason, or `up`/`down` for adapter status.
     pub reason: Option<String>,
+    /// Connection: the peer address.
+    pub address: Option<String>,
+    /// Connection: the peer port.
+    pub port: Option<u32>,
+    /// Connection: the `x-forwarded-for` header, when present.
+    pub forwarded: Option<String>,
 }
 
 /// What travels through the queue.
@@ -71,15 +77,22 @@ impl From<Outgoing> for NativeEvent {
             attachments: None,
             id: None,
             reason: None,
+            address: None,
+            port: None,
+            forwarded: None,
         };
         match o {
             Outgoing::Server(ServerEvent::Connection {
                 sid,
                 nsp,
-                handshake,
+                address,
+                port,
+                forwarded,
             }) => NativeEvent {
                 nsp: Some(nsp.to_string()),
-                data: Some(handshake),
+                address: Some(address),
+                port: Some(u32::from(port)),
+                forwarded,
                 ..blank(CONNECTION, &sid)
             },
             Outgoing::Server(ServerEvent::Event { sid, data, ack }) => NativeEvent {

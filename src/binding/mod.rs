@@ -284,6 +284,12 @@ impl NativeServer {
         })
     }
 
+    /// socket.io's handshake object of one socket, as JSON.
+    #[napi]
+    pub fn handshake(&self, sid: String) -> Result<Option<String>> {
+        Ok(self.server()?.socket(&sid).map(|s| s.handshake_json()))
+    }
+
     /// Rooms of one socket (its own id excluded).
     #[napi]
     pub fn socket_rooms(&self, sid: String) -> Result<Vec<String>> {

@@ -167,17 +167,25 @@ fn connect(core: &ServerCore, conn: &Conn, nsp: &str, auth: Option<String>) {
         if let Some(t) = inner.connect_timer.take() {
             t.abort();
         }
-        let socket = Arc::new(Socket::new(sid, ns.clone(), conn.clone()));
+        let socket = Arc::new(Socket::new(sid, ns.clone(), conn.clone(), auth));
         inner.sockets.push(socket.clone());
         socket
     };
-    let handshake = super::handshake::to_json(conn, auth.as_deref());
+    let hs = conn.handshake();
+    let address = super::handshake::address(hs);
+    let forwarded = hs
+        .headers
+        .iter()
+        .find(|(k, _)| k == "x-forwarded-for")
+        .map(|(_, v)| v.clone());
     ns.add(&socket);
     core.register(&socket);
     socket.send_connect();
     core.emit(ServerEvent::Connection {
         sid: socket.id.clone(),
         nsp: ns.name_arc(),
-        handshake,
+        address,
+        port: hs.address.port(),
+        forwarded,
     });
 }

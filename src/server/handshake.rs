@@ -3,7 +3,18 @@
 use serde_json::{Map, Value};
 
 use super::ClientState;
-use crate::engine::{Connection, EioVersion};
+use crate::engine::{Connection, EioVersion, Handshake};
+
+/// The peer address as socket.io prints it (`::ffff:` kept for v4-mapped v6 peers).
+pub(crate) fn address(hs: &Handshake) -> String {
+    match hs.address.ip() {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(|v4| format!("::ffff:{v4}"))
+            .unwrap_or_else(|| v6.to_string()),
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+    }
+}
 
 /// `{headers, query, address, time, issued, url, secure, xdomain, auth, eio}`; `query` stays the
 /// raw query string (the JS side parses it).
@@ -25,14 +36,7 @@ pub(crate) fn to_json(conn: &Connection<ClientState>, auth: Option<&str>) -> Str
     let auth: Value = auth
         .and_then(|a| serde_json::from_str(a).ok())
         .unwrap_or_else(|| Value::Object(Map::new()));
-    let ip = hs.address.ip();
-    let address = match ip {
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(|v4| format!("::ffff:{v4}"))
-            .unwrap_or_else(|| v6.to_string()),
-        std::net::IpAddr::V4(v4) => v4.to_string(),
-    };
+    let address = address(hs);
     let value = serde_json::json!({
         "headers": headers,
         "query": hs.query,

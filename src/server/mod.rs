@@ -46,11 +46,15 @@ impl Default for ServerConfig {
 /// What the server reports to JavaScript. Events of one socket arrive in order.
 #[derive(Debug)]
 pub enum ServerEvent {
-    /// A socket connected to a namespace; `handshake` is socket.io's handshake object as JSON.
+    /// A socket connected to a namespace. Only what weroll reads on every connection travels
+    /// here (peer address, port, `x-forwarded-for`); the full handshake is fetched on demand
+    /// with [`Socket::handshake_json`].
     Connection {
         sid: Arc<str>,
         nsp: Arc<str>,
-        handshake: String,
+        address: String,
+        port: u16,
+        forwarded: Option<String>,
     },
     /// The client emitted an event; `ack` is set when it asked for an acknowledgement.
     Event {

@@ -21,6 +21,8 @@ pub struct Socket {
     /// Rooms joined, besides the socket's own id.
     rooms: Mutex<Vec<Arc<str>>>,
     connected: AtomicBool,
+    /// The v5 CONNECT auth payload (raw JSON), kept for `handshake.auth`.
+    auth: Option<Box<str>>,
 }
 
 /// 20 characters of base64url over 120 random bits, like socket.io's ids.
@@ -42,6 +44,7 @@ impl Socket {
         id: Arc<str>,
         nsp: Arc<Namespace>,
         conn: Arc<Connection<ClientState>>,
+        auth: Option<String>,
     ) -> Self {
         Socket {
             id,
@@ -49,7 +52,13 @@ impl Socket {
             conn,
             rooms: Mutex::new(Vec::new()),
             connected: AtomicBool::new(true),
+            auth: auth.map(String::into_boxed_str),
         }
+    }
+
+    /// socket.io's `handshake` object as JSON (built on demand; nothing is kept per socket).
+    pub fn handshake_json(&self) -> String {
+        super::handshake::to_json(&self.conn, self.auth.as_deref())
     }
 
     /// Whether the socket is still connected.
@@ -152,8 +161,8 @@ impl Socket {
     pub(crate) fn describe(&self) -> RemoteSocket {
         let mut rooms = vec![self.id.to_string()];
         rooms.extend(self.rooms());
-        let handshake = serde_json::from_str(&super::handshake::to_json(&self.conn, None))
-            .unwrap_or(serde_json::Value::Null);
+        let handshake =
+            serde_json::from_str(&self.handshake_json()).unwrap_or(serde_json::Value::Null);
         RemoteSocket {
             id: self.id.to_string(),
             rooms,
