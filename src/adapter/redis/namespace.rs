@@ -627,3 +627,137 @@ impl Drop for RedisAdapter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::redis::link::StatusTracker;
+    use std::sync::atomic::AtomicUsize;
+
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl LocalNamespace for Counting {
+        fn name(&self) -> &str {
+            "/"
+        }
+        fn apply_broadcast(&self, _: Payload, _: &BroadcastOptions) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn apply_join(&self, _: &BroadcastOptions, _: &[String]) {}
+        fn apply_leave(&self, _: &BroadcastOptions, _: &[String]) {}
+        fn apply_disconnect(&self, _: &BroadcastOptions, _: bool) {}
+        fn local_sockets(&self, _: &BroadcastOptions) -> Vec<RemoteSocket> {
+            vec![RemoteSocket {
+                id: "s".into(),
+                rooms: vec!["s".into()],
+                handshake: serde_json::json!({}),
+                data: serde_json::Value::Null,
+            }]
+        }
+        fn local_rooms(&self) -> Vec<String> {
+            vec!["r".into()]
+        }
+        fn on_server_side_emit(&self, args: Payload, ack: Option<oneshot::Sender<Payload>>) {
+            if let Some(ack) = ack {
+                let _ = ack.send(args);
+            }
+        }
+    }
+
+    /// Random and mutated messages of every kind go through the whole handling path without
+    /// a panic (a stand-in for a fuzz target; the connection is down, so answers are dropped).
+    #[tokio::test]
+    async fn arbitrary_messages_never_panic() {
+        let client = fred::types::Builder::default_centralized().build().unwrap();
+        let status = StatusTracker::new(Arc::new(|_| {}), "nowhere".into());
+        let (link, _task) = Link::start(
+            client,
+            status,
+            tokio::runtime::Handle::current(),
+            Duration::from_millis(10),
+        );
+        let counting = Arc::new(Counting::default());
+        let local: Arc<dyn LocalNamespace> = counting.clone();
+        let ns = Namespace::new("/".into(), "k", Arc::downgrade(&local), link);
+
+        let seeds: Vec<Vec<u8>> = vec![
+            br#"{"uid":"x","requestId":"r","type":0,"rooms":["a"]}"#.to_vec(),
+            br#"{"uid":"x","requestId":"r","type":1}"#.to_vec(),
+            br#"{"uid":"x","type":2,"opts":{"rooms":["a"],"except":[]},"rooms":["b"]}"#.to_vec(),
+            br#"{"requestId":"r","type":3,"sid":"s","room":"b"}"#.to_vec(),
+            br#"{"requestId":"r","type":4,"sid":"s","close":true}"#.to_vec(),
+            br#"{"uid":"x","requestId":"r","type":5,"opts":{"rooms":[],"except":[]}}"#.to_vec(),
+            br#"{"uid":"x","requestId":"r","type":6,"data":["ev",1,{"a":[null]}]}"#.to_vec(),
+            br#"{"requestId":"r","sockets":[{"id":"s","rooms":["s"],"handshake":{},"data":1}]}"#
+                .to_vec(),
+            wire::encode_message(&wire::map(vec![
+                ("uid", "x".into()),
+                ("requestId", "r".into()),
+                ("type", 7.into()),
+                (
+                    "packet",
+                    wire::map(vec![
+                        ("type", 2.into()),
+                        (
+                            "data",
+                            Value::Array(vec!["ev".into(), Value::Binary(vec![1, 2])]),
+                        ),
+                        ("nsp", "/".into()),
+                    ]),
+                ),
+                (
+                    "opts",
+                    wire::options_value(&BroadcastOptions::default(), true),
+                ),
+            ])),
+            wire::encode_broadcast(
+                "x",
+                "/",
+                &Payload {
+                    json: r#"["ev",{"_placeholder":true,"num":0},1.5,"é"]"#.into(),
+                    attachments: vec![Bytes::from_static(b"bin")],
+                },
+                &BroadcastOptions::default(),
+            )
+            .unwrap(),
+        ];
+
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..30_000u32 {
+            let mut bytes = seeds[(next() % seeds.len() as u64) as usize].clone();
+            match round % 4 {
+                0 => {
+                    let n = (next() % 64) as usize;
+                    bytes = (0..n).map(|_| next() as u8).collect();
+                }
+                1 => {
+                    let len = bytes.len();
+                    bytes.truncate((next() % (len as u64 + 1)) as usize);
+                }
+                _ => {
+                    for _ in 0..=(next() % 4) {
+                        if !bytes.is_empty() {
+                            let i = (next() % bytes.len() as u64) as usize;
+                            bytes[i] = next() as u8;
+                        }
+                    }
+                }
+            }
+            let body = Bytes::from(bytes);
+            ns.handle(Inbound::Broadcast(body.clone()));
+            ns.handle(Inbound::Request(body.clone()));
+            ns.handle(Inbound::Response(body));
+        }
+        // An intact broadcast is still served.
+        let before = counting.0.load(Ordering::Relaxed);
+        ns.handle(Inbound::Broadcast(Bytes::from(seeds[9].clone())));
+        assert_eq!(counting.0.load(Ordering::Relaxed), before + 1);
+    }
+}
