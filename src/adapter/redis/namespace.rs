@@ -635,7 +635,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     #[derive(Default)]
-    struct Counting(AtomicUsize);
+    struct Counting(AtomicUsize, Mutex<Vec<String>>);
 
     impl LocalNamespace for Counting {
         fn name(&self) -> &str {
@@ -644,9 +644,18 @@ mod tests {
         fn apply_broadcast(&self, _: Payload, _: &BroadcastOptions) {
             self.0.fetch_add(1, Ordering::Relaxed);
         }
-        fn apply_join(&self, _: &BroadcastOptions, _: &[String]) {}
-        fn apply_leave(&self, _: &BroadcastOptions, _: &[String]) {}
-        fn apply_disconnect(&self, _: &BroadcastOptions, _: bool) {}
+        fn apply_join(&self, opts: &BroadcastOptions, rooms: &[String]) {
+            let mut log = self.1.lock().unwrap();
+            log.push(format!("join {:?} {rooms:?}", opts.rooms));
+        }
+        fn apply_leave(&self, opts: &BroadcastOptions, rooms: &[String]) {
+            let mut log = self.1.lock().unwrap();
+            log.push(format!("leave {:?} {rooms:?}", opts.rooms));
+        }
+        fn apply_disconnect(&self, opts: &BroadcastOptions, close: bool) {
+            let mut log = self.1.lock().unwrap();
+            log.push(format!("disconnect {:?} {close}", opts.rooms));
+        }
         fn local_sockets(&self, _: &BroadcastOptions) -> Vec<RemoteSocket> {
             vec![RemoteSocket {
                 id: "s".into(),
@@ -759,5 +768,24 @@ mod tests {
         let before = counting.0.load(Ordering::Relaxed);
         ns.handle(Inbound::Broadcast(Bytes::from(seeds[9].clone())));
         assert_eq!(counting.0.load(Ordering::Relaxed), before + 1);
+
+        // The 6.x forms naming one socket: served only by the server that has it.
+        counting.1.lock().unwrap().clear();
+        for body in [
+            r#"{"requestId":"1","type":2,"sid":"s","room":"b"}"#,
+            r#"{"requestId":"2","type":3,"sid":"s","room":"b"}"#,
+            r#"{"requestId":"3","type":4,"sid":"s","close":true}"#,
+            r#"{"requestId":"4","type":2,"sid":"not-here","room":"b"}"#,
+        ] {
+            ns.handle(Inbound::Request(Bytes::from(body)));
+        }
+        assert_eq!(
+            *counting.1.lock().unwrap(),
+            [
+                r#"join ["s"] ["b"]"#,
+                r#"leave ["s"] ["b"]"#,
+                r#"disconnect ["s"] true"#
+            ]
+        );
     }
 }
