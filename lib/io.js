@@ -476,6 +476,7 @@ class Server extends EventEmitter {
       cors: o.cors,
       redis: o.redis,
       publicAddress: o.publicAddress,
+      presenceInterval: o.presenceInterval,
       bindRetryMs: o.bindRetryMs,
       maxQueuedFrames: o.maxQueuedFrames,
     };

@@ -21,6 +21,8 @@ function validate(config) {
   const ms = (k) => c[k] === undefined || (Number.isFinite(c[k]) && c[k] > 0);
   if (c.cluster && c.cluster.enable) {
     check(c.port !== undefined, "port", "must be set for cluster (must set port number for cluster.)");
+    const every = c.cluster.presenceInterval;
+    check(every === undefined || (Number.isInteger(every) && every > 0), "cluster.presenceInterval", `must be a positive integer (ms), got ${JSON.stringify(every)}`);
     check(c.cluster.redis && typeof c.cluster.redis === "object", "cluster.redis", "must be an object ({host, port}, {\"*\": {...}}, {pub, sub} or {url})");
   }
   check(c.port === undefined || (Number.isInteger(Number(c.port)) && Number(c.port) >= 0 && Number(c.port) <= 65535), "port", `must be an integer in 0..65535, got ${JSON.stringify(c.port)}`);
@@ -225,6 +227,7 @@ class RealtimeServer extends EventEmitter {
       opts.redis = redis;
       const host = c.publicHost || process.env.WEROLL_PUBLIC_HOST || "127.0.0.1";
       opts.publicAddress = c.publicAddress || `${host}:${this.port}`;
+      opts.presenceInterval = c.cluster.presenceInterval;
     }
     return opts;
   }

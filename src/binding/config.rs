@@ -23,6 +23,7 @@ struct Raw {
     bind_retry_ms: Option<u64>,
     redis: Option<serde_json::Value>,
     public_address: Option<String>,
+    presence_interval: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -40,6 +41,9 @@ pub struct NativeConfig {
     pub bind_retry_ms: u64,
     pub redis: Option<serde_json::Value>,
     pub public_address: Option<String>,
+    /// How often this worker reports its load to the presence registry (the entry lives
+    /// three periods), default 5 s.
+    pub presence_interval: Duration,
 }
 
 fn positive(name: &str, v: Option<u64>, default: u64) -> Result<Duration, String> {
@@ -122,5 +126,6 @@ pub fn parse(json: &str) -> Result<NativeConfig, String> {
         bind_retry_ms: raw.bind_retry_ms.unwrap_or(5_000),
         redis: raw.redis,
         public_address: raw.public_address,
+        presence_interval: positive("presenceInterval", raw.presence_interval, 5_000)?,
     })
 }

@@ -179,7 +179,7 @@ impl NativeServer {
             presence.start_presence(
                 address,
                 Arc::new(move || weak.upgrade().map(|s| s.client_count()).unwrap_or(0)),
-                Duration::from_secs(5),
+                cfg.presence_interval,
             );
         }
         let _ = self.server.set(server);
