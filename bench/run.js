@@ -1,0 +1,398 @@
+#!/usr/bin/env node
+"use strict";
+// `npm run bench`: socket.io 4.8 and weroll-native, each as a Redis-clustered group of workers
+// with the same app, under the Rust loadgen (bench/loadgen). Writes bench/RESULTS.md (and
+// bench/ratios.svg); `--quick` runs small numbers and writes to bench/out/ instead.
+//
+//   node bench/run.js [--quick] [--servers socketio,weroll] [--scenarios idle,bcast,echo,xworker,max]
+//                     [--out FILE] [--<setting> N ...]      (settings: see DEFAULTS; env BENCH_<SETTING>)
+//
+// The figures trusted are the kernel's: CPU seconds (utime+stime) and VmRSS of every worker's
+// process tree, read from /proc before and after each phase. Every wait is bounded; nothing
+// here asserts on time.
+const { execFileSync } = require("node:child_process");
+const fs = require("node:fs");
+const os = require("node:os");
+const path = require("node:path");
+const { sample, delta, cpuSeconds, rssBytes } = require("./lib/proc");
+const { startRedis, startCluster, startLoadgen, redisVersion, sleep, LOADGEN, BENCH } = require("./lib/spawn");
+const { writeReport, TARGETS } = require("./lib/report");
+
+const DEFAULTS = {
+  // scenario 1: idle connections on 2 workers, held for idleHold seconds
+  idleConns: 10000,
+  idleHold: 10,
+  // scenario 2: broadcast fan-out: bcastConns receivers, one sender at bcastRate/s for bcastDuration s
+  bcastConns: 5000,
+  bcastRate: 20,
+  bcastDuration: 15,
+  // scenario 3: echo through the JS handler: echoConns clients, echoDepth requests in flight each
+  echoConns: 100,
+  echoDepth: 1,
+  echoDuration: 15,
+  // scenario 4: cross-worker broadcast: sender on worker 0, xConns receivers on worker 1
+  xConns: 10,
+  xRate: 100,
+  xDuration: 20,
+  // scenario 5: the most connections, on maxWorkers workers, held for maxHold seconds
+  maxConns: 76000,
+  maxWorkers: 4,
+  maxHold: 60,
+  // payload padding (bytes) in bcast/echo events
+  pad: 0,
+  // loadgen: connections per process (the fd limit bounds it), per source address, in flight
+  perProc: 15000,
+  perSource: 10000,
+  connectConcurrency: 128,
+  // seconds to let servers settle before and after connecting, before RSS is read
+  settle: 3,
+  // seconds to wait for broadcasts/echoes still in flight after the sending stops
+  drain: 20,
+};
+
+const QUICK = {
+  idleConns: 1000,
+  idleHold: 3,
+  bcastConns: 500,
+  bcastDuration: 4,
+  echoConns: 50,
+  echoDuration: 4,
+  xConns: 5,
+  xDuration: 4,
+  maxConns: 4000,
+  maxHold: 3,
+  settle: 1,
+  drain: 10,
+};
+
+const SERVERS = { socketio: "socket.io", weroll: "weroll-native" };
+const SCENARIOS = ["idle", "bcast", "echo", "xworker", "max"];
+
+const kebab = (k) => k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
+const snake = (k) => k.replace(/[A-Z]/g, (c) => "_" + c).toUpperCase();
+
+function parseArgs(argv) {
+  const o = { quick: false, servers: Object.keys(SERVERS), scenarios: SCENARIOS, out: null, set: {} };
+  const byFlag = new Map(Object.keys(DEFAULTS).map((k) => [kebab(k), k]));
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = () => {
+      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+      return argv[++i];
+    };
+    if (a === "--quick") o.quick = true;
+    else if (a === "--servers") o.servers = value().split(",");
+    else if (a === "--scenarios") o.scenarios = value().split(",");
+    else if (a === "--out") o.out = path.resolve(value());
+    else if (a.startsWith("--") && byFlag.has(a.slice(2))) o.set[byFlag.get(a.slice(2))] = Number(value());
+    else throw new Error(`unknown argument ${a}; settings: ${[...byFlag.keys()].map((k) => "--" + k).join(" ")}`);
+  }
+  for (const s of o.servers) if (!SERVERS[s]) throw new Error(`unknown server ${s}: use ${Object.keys(SERVERS).join(",")}`);
+  for (const s of o.scenarios) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s}: use ${SCENARIOS.join(",")}`);
+  const cfg = { ...DEFAULTS, ...(o.quick ? QUICK : {}) };
+  for (const k of Object.keys(DEFAULTS)) {
+    const env = process.env[`BENCH_${snake(k)}`];
+    if (env !== undefined && env !== "") cfg[k] = Number(env);
+  }
+  Object.assign(cfg, o.set);
+  for (const [k, v] of Object.entries(cfg)) if (!Number.isFinite(v) || v < 0) throw new Error(`setting ${k} must be a non-negative number, got ${v}`);
+  o.cfg = cfg;
+  return o;
+}
+
+const log = (...a) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...a);
+const MiB = 1024 * 1024;
+const sum = (xs, f) => xs.reduce((a, x) => a + f(x), 0);
+
+function sh(cmd, args, opts = {}) {
+  try {
+    return execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], ...opts }).trim();
+  } catch {
+    return null;
+  }
+}
+
+function machine() {
+  const cpuinfo = fs.readFileSync("/proc/cpuinfo", "utf8");
+  const model = (/^model name\s*:\s*(.*)$/m.exec(cpuinfo) || [])[1] || "unknown";
+  const memKb = Number((/^MemTotal:\s+(\d+)/m.exec(fs.readFileSync("/proc/meminfo", "utf8")) || [])[1] || 0);
+  const pkg = (name) => {
+    const p = path.join(BENCH, "..", "node_modules", ...name.split("/"), "package.json");
+    return fs.existsSync(p) ? JSON.parse(fs.readFileSync(p, "utf8")).version : "missing";
+  };
+  const root = path.join(BENCH, "..");
+  const rev = sh("git", ["rev-parse", "--short", "HEAD"], { cwd: root });
+  const dirty = sh("git", ["status", "--porcelain", "--", "src", "lib", "index.js", "Cargo.toml", "Cargo.lock"], { cwd: root });
+  return {
+    nproc: os.availableParallelism ? os.availableParallelism() : os.cpus().length,
+    model,
+    memGiB: memKb / 1024 / 1024,
+    kernel: os.release(),
+    fdLimit: sh("sh", ["-c", "ulimit -n"]),
+    node: process.version,
+    socketio: pkg("socket.io"),
+    redisAdapter: pkg("@socket.io/redis-adapter"),
+    redisClient: pkg("redis"),
+    redisServer: redisVersion(),
+    weroll: rev ? `${rev}${dirty ? " (+ uncommitted changes)" : ""}` : "unknown",
+    rustc: sh("rustc", ["--version"]),
+  };
+}
+
+function buildLoadgen() {
+  const manifest = path.join(BENCH, "loadgen", "Cargo.toml");
+  log("building loadgen: cargo build --release --manifest-path bench/loadgen/Cargo.toml");
+  execFileSync("cargo", ["build", "--release", "--quiet", "--manifest-path", manifest], { stdio: "inherit" });
+  if (!fs.existsSync(LOADGEN)) throw new Error(`loadgen binary missing after build: ${LOADGEN}`);
+}
+
+/** The seconds to allow for `conns` connections to open (a floor of 500 per second). */
+const connectBudget = (conns) => Math.min(900, 60 + conns / 500) * 1000;
+
+/** Starts a cluster, runs `fn(cluster)`, always stops it. */
+async function withCluster(ctx, kind, workers, fn) {
+  const cluster = await startCluster(kind, workers, ctx.redis);
+  try {
+    return await fn(cluster);
+  } finally {
+    await cluster.stop();
+  }
+}
+
+function loadgenOpts(ctx, conns, ports, flags, phaseSeconds) {
+  const c = ctx.cfg;
+  return {
+    conns,
+    ports,
+    perProc: c.perProc,
+    perSource: c.perSource,
+    flags: { concurrency: c.connectConcurrency, "max-life": Math.ceil(connectBudget(conns) / 1000 + phaseSeconds + c.drain + 120), ...flags },
+  };
+}
+
+/** Scenarios 1 and 5: open `conns`, read RSS, hold, check nobody was dropped. */
+async function idle(ctx, kind, { conns, workers, hold }) {
+  const c = ctx.cfg;
+  return withCluster(ctx, kind, workers, async (cluster) => {
+    await sleep(c.settle * 1000);
+    const before = sample(cluster.pids);
+    const lg = startLoadgen("idle", loadgenOpts(ctx, conns, cluster.ports, { duration: hold, pad: c.pad }, hold));
+    try {
+      const ready = await lg.ready(connectBudget(conns));
+      const connected = sum(ready, (r) => r.connected);
+      const connectS = Math.max(...ready.map((r) => r.connect_s));
+      log(`  ${kind}: ${connected}/${conns} connected in ${connectS.toFixed(1)} s${ready.some((r) => r.error) ? "; first error: " + ready.find((r) => r.error).error : ""}`);
+      await sleep(c.settle * 1000);
+      const after = sample(cluster.pids);
+      const statsAfter = await cluster.stats();
+      const res = await lg.go((hold + 60) * 1000);
+      const afterHold = sample(cluster.pids);
+      const statsHold = await cluster.stats();
+      const held = sum(res, (r) => r.held);
+      const dropped = sum(res, (r) => r.dropped);
+      return {
+        workers,
+        requested: conns,
+        connected,
+        failed: sum(ready, (r) => r.failed),
+        firstError: (ready.find((r) => r.error) || {}).error || null,
+        connectSeconds: connectS,
+        connectRate: connected / connectS,
+        serverClients: sum(statsAfter, (s) => s.clients),
+        serverClientsAfterHold: sum(statsHold, (s) => s.clients),
+        held,
+        dropped,
+        holdSeconds: hold,
+        rssBefore: before.rss,
+        rssAfter: after.rss,
+        rssAfterHold: afterHold.rss,
+        rssPerConn: connected ? (after.rss - before.rss) / connected : null,
+        rssPerConnAfterHold: connected ? (afterHold.rss - before.rss) / connected : null,
+        cpuConnect: delta(before, after).cpu,
+        workersAlive: cluster.alive(),
+      };
+    } finally {
+      await lg.stop();
+    }
+  });
+}
+
+/** Measures CPU of the servers, Redis and the loadgen around `go`. */
+async function measured(ctx, cluster, lg, ms) {
+  const pids = { server: cluster.pids, redis: [ctx.redis.pid], loadgen: lg.pids };
+  const t0 = process.hrtime.bigint();
+  const c0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, cpuSeconds(p)]));
+  const res = await lg.go(ms);
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, cpuSeconds(p) - c0[k]]));
+  return { res, wall, cpu, rss: rssBytes(cluster.pids) };
+}
+
+/** Scenarios 2 and 4: a sender on worker 0 broadcasts; receivers count and time deliveries. */
+async function broadcast(ctx, kind, { conns, rate, duration, receiverPorts }) {
+  const c = ctx.cfg;
+  return withCluster(ctx, kind, 2, async (cluster) => {
+    const ports = receiverPorts(cluster.ports);
+    const flags = { "sender-port": cluster.ports[0], rate, duration, drain: c.drain, pad: c.pad };
+    const lg = startLoadgen("bcast", loadgenOpts(ctx, conns, ports, flags, duration));
+    try {
+      const [ready] = await lg.ready(connectBudget(conns));
+      if (ready.failed) log(`  ${kind}: ${ready.failed} connections failed; first error: ${ready.error}`);
+      await sleep(c.settle * 1000);
+      const m = await measured(ctx, cluster, lg, (duration + c.drain * 2 + 60) * 1000);
+      const r = m.res[0];
+      const millions = r.received / 1e6;
+      return {
+        clients: r.clients,
+        connected: r.connected,
+        failed: r.failed,
+        firstError: r.error,
+        dropped: r.dropped,
+        rate,
+        duration,
+        sent: r.sent,
+        toSend: r.to_send,
+        sendRate: r.send_rate,
+        expected: r.expected,
+        received: r.received,
+        missing: r.missing,
+        clientsShort: r.clients_short,
+        clientsExtra: r.clients_extra,
+        windowSeconds: r.window_s,
+        deliveriesPerSecond: r.rate,
+        p50: r.p50_us,
+        p90: r.p90_us,
+        p99: r.p99_us,
+        p999: r.p999_us,
+        max: r.max_us,
+        serverCpu: m.cpu.server,
+        redisCpu: m.cpu.redis,
+        loadgenCpu: m.cpu.loadgen,
+        phaseWall: m.wall,
+        loadgenBusy: m.cpu.loadgen / m.wall,
+        serverCpuPerMillion: millions ? m.cpu.server / millions : null,
+        workersAlive: cluster.alive(),
+      };
+    } finally {
+      await lg.stop();
+    }
+  });
+}
+
+/** Scenario 3: closed-loop echo through the JS handler. */
+async function echo(ctx, kind) {
+  const c = ctx.cfg;
+  return withCluster(ctx, kind, 2, async (cluster) => {
+    const flags = { duration: c.echoDuration, depth: c.echoDepth, drain: c.drain, pad: c.pad };
+    const lg = startLoadgen("echo", loadgenOpts(ctx, c.echoConns, cluster.ports, flags, c.echoDuration));
+    try {
+      const [ready] = await lg.ready(connectBudget(c.echoConns));
+      if (ready.failed) log(`  ${kind}: ${ready.failed} connections failed; first error: ${ready.error}`);
+      await sleep(c.settle * 1000);
+      const m = await measured(ctx, cluster, lg, (c.echoDuration + c.drain + 60) * 1000);
+      const r = m.res[0];
+      return {
+        conns: c.echoConns,
+        connected: r.connected,
+        failed: ready.failed,
+        firstError: r.error,
+        dropped: r.dropped,
+        depth: c.echoDepth,
+        roundTrips: r.round_trips,
+        elapsed: r.elapsed_s,
+        rate: r.rate,
+        unanswered: r.unanswered,
+        p50: r.p50_us,
+        p90: r.p90_us,
+        p99: r.p99_us,
+        p999: r.p999_us,
+        max: r.max_us,
+        serverCpu: m.cpu.server,
+        loadgenCpu: m.cpu.loadgen,
+        phaseWall: m.wall,
+        loadgenBusy: m.cpu.loadgen / m.wall,
+        cpuPer100k: r.round_trips ? m.cpu.server / (r.round_trips / 1e5) : null,
+        roundTripsPerCpuSecond: m.cpu.server ? r.round_trips / m.cpu.server : null,
+        workersAlive: cluster.alive(),
+      };
+    } finally {
+      await lg.stop();
+    }
+  });
+}
+
+const RUNNERS = {
+  idle: (ctx, kind) => idle(ctx, kind, { conns: ctx.cfg.idleConns, workers: 2, hold: ctx.cfg.idleHold }),
+  bcast: (ctx, kind) => broadcast(ctx, kind, { conns: ctx.cfg.bcastConns, rate: ctx.cfg.bcastRate, duration: ctx.cfg.bcastDuration, receiverPorts: (p) => p }),
+  echo,
+  xworker: (ctx, kind) => broadcast(ctx, kind, { conns: ctx.cfg.xConns, rate: ctx.cfg.xRate, duration: ctx.cfg.xDuration, receiverPorts: (p) => [p[1]] }),
+  max: (ctx, kind) => idle(ctx, kind, { conns: ctx.cfg.maxConns, workers: ctx.cfg.maxWorkers, hold: ctx.cfg.maxHold }),
+};
+
+function summary(scenario, r) {
+  if (r.error) return `error: ${r.error}`;
+  switch (scenario) {
+    case "idle":
+    case "max":
+      return `${r.connected}/${r.requested} connected, ${r.held} held, ${r.dropped} dropped, RSS/conn ${(r.rssPerConn / 1024).toFixed(1)} KiB`;
+    case "bcast":
+    case "xworker":
+      return `${r.received}/${r.expected} delivered (${r.missing} missing), ${Math.round(r.deliveriesPerSecond)}/s, p50 ${r.p50} µs, p99 ${r.p99} µs, server CPU ${r.serverCpu.toFixed(2)} s, ${r.serverCpuPerMillion && r.serverCpuPerMillion.toFixed(2)} s per million, loadgen ${(r.loadgenBusy * 100).toFixed(0)} % busy`;
+    case "echo":
+      return `${r.roundTrips} round trips, ${Math.round(r.rate)}/s, p50 ${r.p50} µs, p99 ${r.p99} µs, server CPU ${r.serverCpu.toFixed(2)} s, ${Math.round(r.roundTripsPerCpuSecond)} per CPU s, loadgen ${(r.loadgenBusy * 100).toFixed(0)} % busy`;
+  }
+  return JSON.stringify(r);
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const started = Date.now();
+  const outFile = opts.out || (opts.quick ? path.join(BENCH, "out", "RESULTS-quick.md") : path.join(BENCH, "RESULTS.md"));
+  const command = `npm run bench${process.argv.length > 2 ? " -- " + process.argv.slice(2).join(" ") : ""}`;
+  log(`${opts.quick ? "quick" : "full"} run: servers ${opts.servers.join(",")}, scenarios ${opts.scenarios.join(",")}; writing ${path.relative(process.cwd(), outFile)}`);
+  if (!process.env.BENCH_SKIP_BUILD) buildLoadgen();
+  const ctx = { cfg: opts.cfg, redis: await startRedis() };
+  log(`redis-server on 127.0.0.1:${ctx.redis.port}`);
+  const results = {};
+  try {
+    for (const scenario of opts.scenarios) {
+      results[scenario] = {};
+      for (const kind of opts.servers) {
+        log(`${scenario} on ${SERVERS[kind]} ...`);
+        let r;
+        try {
+          r = await RUNNERS[scenario](ctx, kind);
+        } catch (err) {
+          r = { error: err.message };
+        }
+        results[scenario][kind] = r;
+        log(`  ${SERVERS[kind]}: ${summary(scenario, r)}`);
+      }
+    }
+  } finally {
+    await ctx.redis.stop();
+  }
+  const report = {
+    mode: opts.quick ? "quick" : "full",
+    command,
+    date: new Date().toISOString(),
+    seconds: (Date.now() - started) / 1000,
+    machine: machine(),
+    cfg: opts.cfg,
+    servers: opts.servers,
+    results,
+  };
+  const written = writeReport(report, outFile);
+  fs.mkdirSync(path.join(BENCH, "out"), { recursive: true });
+  fs.writeFileSync(path.join(BENCH, "out", `results-${report.mode}.json`), JSON.stringify(report, null, 2) + "\n");
+  log(`done in ${report.seconds.toFixed(0)} s; wrote ${written.map((f) => path.relative(process.cwd(), f)).join(", ")}`);
+  for (const t of TARGETS) {
+    const v = t.evaluate(results);
+    if (v) log(`target ${t.name}: ${v.status}${v.ratio !== null && v.ratio !== undefined ? ` (ratio ${v.ratio.toFixed(3)})` : ""}`);
+  }
+}
+
+main().catch((err) => {
+  console.error(`bench: ${err.stack || err}`);
+  process.exit(1);
+});

@@ -1,0 +1,24 @@
+"use strict";
+// Benchmark worker: weroll-native's Realtime API, clustered over Redis. WEROLL_WORKER_INDEX
+// picks the port (BENCH_PORT + index). The app: client event `m` with ["bcast", d] broadcasts
+// `bcast` d to everyone; ["echo", d] emits `echo` d back to the sender.
+const { Realtime } = require("weroll-native");
+const { workerEnv, serveControl } = require("./control");
+
+async function main() {
+  const { base, redisHost, redisPort } = workerEnv();
+  const server = Realtime.createServer({
+    port: base,
+    shakehand: false,
+    cluster: { enable: true, redis: { host: redisHost, port: redisPort, key: "bench" } },
+  });
+  server.on("bcast", (socket, d) => server.broadcastToAll("bcast", d));
+  server.on("echo", (socket, d) => socket.emit("echo", d));
+  const port = await server.start();
+  serveControl(port, () => server.io.stats());
+}
+
+main().catch((err) => {
+  console.error(`weroll-native worker: ${err.stack || err}`);
+  process.exit(1);
+});
