@@ -1,0 +1,298 @@
+"use strict";
+// The Redis cluster adapter end to end: 4 native workers (weroll-native/cluster launcher, one
+// redis-server), socket.io-client 4.x and 2.x clients spread over the 4 ports. Every
+// cluster-wide Realtime method delivers exactly once to the right clients and to no one else;
+// Redis going away and coming back does not stop local delivery, cross-worker delivery resumes,
+// no worker dies; pickServer() follows the workers' load and forgets a dead worker.
+const { describe, test, before, after } = require("node:test");
+const assert = require("node:assert/strict");
+const { isDeepStrictEqual } = require("node:util");
+const u = require("./fixtures/cluster-util.js");
+
+const redisBin = u.needBinary("redis-server");
+const children = new u.Children();
+let redis = null;
+
+before(async () => {
+  if (redisBin.skip) return;
+  redis = await new u.RedisServer(children).start();
+});
+after(() => children.killAll());
+
+describe("4 workers through the launcher", { skip: redisBin.skip, timeout: 60000 }, () => {
+  let base;
+  let launcher;
+  let all = [];
+  const byName = {};
+  // name, user, worker index, client version, transports
+  const LAYOUT = [
+    ["a1", 1, 0, 4, ["websocket"]],
+    ["a2", 1, 2, 2, ["polling", "websocket"]], // same clientID as a1, other worker
+    ["b", 2, 1, 2, ["websocket"]],
+    ["c", 3, 2, 4, ["polling", "websocket"]],
+    ["d", 4, 3, 4, ["websocket"]],
+    ["e", 5, 3, 2, ["polling", "websocket"]],
+    ["f", 6, 0, 2, ["websocket"]],
+    ["g", 7, 1, 4, ["polling"]],
+  ];
+  let tagSeq = 0;
+  const tag = (what) => `${what}-${++tagSeq}`;
+  const evt = (t) => ({ type: "evt", data: { tag: t } });
+  const except = (...skip) => all.filter((c) => !skip.includes(c));
+
+  before(async () => {
+    base = await u.freePorts(4);
+    launcher = await u.startLauncher(children, { base, redisPort: redis.port });
+    for (const [name, user, index, version, transports] of LAYOUT) {
+      const c = u.client(version, base + index, { transports });
+      c.label = name;
+      byName[name] = c;
+      all.push(c);
+    }
+    await Promise.all(all.map((c, i) => u.shake(c, LAYOUT[i][1])));
+  });
+  after(async () => {
+    u.closeAll(all);
+    all = [];
+  });
+
+  test("worker i listens on base + i and every client shook hands with its clientID", async () => {
+    const ports = launcher.seen("ready").map((m) => m.port).sort((x, y) => x - y);
+    assert.deepEqual(ports, [base, base + 1, base + 2, base + 3]);
+    for (const [name, user, index] of LAYOUT) {
+      const c = byName[name];
+      assert.equal(c.clientID, `u${user}`, name);
+      const info = await u.op(c, "info");
+      assert.equal(info.port, base + index, `${name} is served by worker ${index}`);
+      assert.equal(info.socketID, c.socketID);
+    }
+  });
+
+  test("sendTo(clientID) reaches each connection of that clientID on every worker once", async () => {
+    const { a1, a2, b, f } = byName;
+    let t = tag("sendTo-remote");
+    await u.op(b, "sendTo", { clientID: "u1", ...evt(t) }); // from a worker without u1
+    await u.expectDelivery(assert, all, [a1, a2], t);
+    t = tag("sendTo-local");
+    await u.op(f, "sendTo", { clientID: "u1", ...evt(t) }); // from a1's worker
+    await u.expectDelivery(assert, all, [a1, a2], t);
+    t = tag("sendTo-nobody");
+    await u.op(f, "sendTo", { clientID: "u404", ...evt(t) });
+    await u.delay(300);
+    assert.deepEqual(all.map((c) => u.count(c, t)), all.map(() => 0));
+  });
+
+  test("socket.helper.send / helper.sendTo reach every connection of the clientID", async () => {
+    const { a1, a2, b, d } = byName;
+    let t = tag("helper-send");
+    await u.op(a1, "send", evt(t));
+    await u.expectDelivery(assert, all, [a1, a2], t);
+    t = tag("helper-sendTo");
+    await u.op(d, "helperSendTo", { clientID: "u2", ...evt(t) });
+    await u.expectDelivery(assert, all, [b], t);
+  });
+
+  test("broadcastToRoom reaches the room's members on every worker", async () => {
+    const { a1, b, c, e, g } = byName;
+    for (const m of [a1, c, e, g]) await u.op(m, "enterRoom", { room: "room-x" });
+    let t = tag("room");
+    await u.op(b, "broadcastToRoom", { room: "room-x", ...evt(t) }); // b is not a member
+    await u.expectDelivery(assert, all, [a1, c, e, g], t);
+    t = tag("helper-room");
+    await u.op(c, "helperBroadcastToRoom", { room: "room-x", ...evt(t) });
+    await u.expectDelivery(assert, all, [a1, c, e, g], t);
+  });
+
+  test("broadcastToAll / helper.broadcast reach every client once", async () => {
+    const { b, d } = byName;
+    let t = tag("all");
+    await u.op(d, "broadcastToAll", evt(t));
+    await u.expectDelivery(assert, all, all, t);
+    t = tag("helper-all");
+    await u.op(b, "helperBroadcast", evt(t));
+    await u.expectDelivery(assert, all, all, t);
+  });
+
+  test("broadcastWithoutSender skips only the sender (same clientID elsewhere still gets it)", async () => {
+    const { a1, c } = byName;
+    let t = tag("without-sender");
+    await u.op(c, "broadcastWithoutSender", evt(t));
+    await u.expectDelivery(assert, all, except(c), t);
+    t = tag("without-sender-a1");
+    await u.op(a1, "broadcastWithoutSender", evt(t)); // a2 shares a1's clientID, and gets it
+    await u.expectDelivery(assert, all, except(a1), t);
+  });
+
+  test("broadcastToRoomWithoutSender skips only the sender", async () => {
+    const { a1, c, e, g } = byName;
+    const t = tag("room-without-sender");
+    await u.op(a1, "broadcastToRoomWithoutSender", { room: "room-x", ...evt(t) });
+    await u.expectDelivery(assert, all, [c, e, g], t);
+  });
+
+  test("getClusterConnectionsByClientID / getClusterRoomMembers list every worker's sockets", async () => {
+    const { a1, a2, b, c, d, e, f, g } = byName;
+    const sorted = (...cs) => cs.map((x) => x.socketID).sort();
+    assert.deepEqual(await u.op(d, "getClusterConnectionsByClientID", { clientID: "u1" }), sorted(a1, a2));
+    assert.deepEqual(await u.op(f, "getClusterConnectionsByClientID", { clientID: "u1" }), sorted(a1, a2));
+    assert.deepEqual(await u.op(f, "getConnectionsByClientID", { clientID: "u1" }), sorted(a1), "local only");
+    assert.deepEqual(await u.op(b, "getClusterConnectionsByClientID", { clientID: "u404" }), []);
+    assert.deepEqual(await u.op(b, "getClusterRoomMembers", { room: "room-x" }), sorted(a1, c, e, g));
+    assert.deepEqual(await u.op(e, "getClusterRoomMembers", { room: "nobody-here" }), []);
+  });
+
+  test("invoke runs a producer on every worker; unknown or failing methods are errors", async () => {
+    const { b, d } = byName;
+    const ports = [base, base + 1, base + 2, base + 3];
+    const r = await u.op(b, "invoke", { method: "port" });
+    assert.equal(r.length, 4, JSON.stringify(r));
+    assert.equal(r[0], base + 1, "the invoking worker's own result first");
+    assert.deepEqual([...r].sort((x, y) => x - y), ports);
+    const viaCallback = await u.op(d, "invokeCallback", { method: "port" });
+    assert.deepEqual([...viaCallback].sort((x, y) => x - y), ports);
+    await assert.rejects(u.op(d, "invoke", { method: "noSuchMethod" }), /no such method: noSuchMethod/);
+    await assert.rejects(u.op(d, "invokeCallback", { method: "noSuchMethod" }), /no such method/);
+    await assert.rejects(u.op(b, "invoke", { method: "fail" }), /producer failed on/);
+  });
+
+  test("Redis stopped and restarted: local delivery goes on, cross-worker delivery resumes, no worker dies", { timeout: 45000 }, async () => {
+    const { a1, d, e, f } = byName;
+    const pids = launcher.seen("ready").map((m) => m.pid);
+    const mark = launcher.messages.length;
+    const after = () => launcher.messages.slice(mark).filter((m) => m && m.ev === "adapter");
+
+    await redis.stop();
+    await u.until(() => new Set(after().filter((m) => !m.up).map((m) => m.port)).size === 4, "every worker reports the adapter down", 10000);
+
+    // Local delivery while Redis is down: a worker's own clients, several times.
+    for (let i = 0; i < 3; i++) {
+      let t = tag("down-local-sendTo");
+      await u.op(a1, "sendTo", { clientID: "u6", ...evt(t) });
+      await u.until(() => u.count(f, t) === 1, `${t} reached f on a1's worker`, 3000);
+      t = tag("down-local-all");
+      await u.op(d, "broadcastToAll", evt(t));
+      await u.until(() => u.count(d, t) === 1 && u.count(e, t) === 1, `${t} reached d and e on their own worker`, 3000);
+      await u.delay(200);
+    }
+
+    await redis.start(); // same port
+    const restarted = Date.now();
+    await u.until(
+      () => {
+        const seen = after();
+        const up = new Set();
+        for (const port of [base, base + 1, base + 2, base + 3]) {
+          const down = seen.findIndex((m) => m.port === port && !m.up);
+          if (down >= 0 && seen.slice(down + 1).some((m) => m.port === port && m.up)) up.add(port);
+        }
+        return up.size === 4;
+      },
+      "every worker reports the adapter down, then up again",
+      20000,
+    );
+
+    // Cross-worker: a broadcast from worker 0 reaches worker 3's client again.
+    const probes = [];
+    await u.until(
+      async () => {
+        const t = tag("resume");
+        probes.push(t);
+        await u.op(f, "broadcastToAll", evt(t));
+        await u.delay(200);
+        return probes.some((p) => u.count(d, p) > 0);
+      },
+      "cross-worker delivery resumes",
+      15000,
+      0,
+    );
+    const resumedAfter = Date.now() - restarted;
+    assert.ok(resumedAfter < 15000, `resumed after ${resumedAfter} ms`);
+    await u.delay(300);
+
+    // Once back: exactly once again (no duplicate subscriptions), requests answered.
+    const t = tag("after-restart");
+    await u.op(byName.b, "broadcastToAll", evt(t));
+    await u.expectDelivery(assert, all, all, t);
+    const t2 = tag("after-restart-sendTo");
+    await u.op(d, "sendTo", { clientID: "u1", ...evt(t2) });
+    await u.expectDelivery(assert, all, [a1, byName.a2], t2);
+    const r = await u.op(e, "invoke", { method: "port" });
+    assert.equal(r.length, 4);
+
+    assert.deepEqual(launcher.seen("exit"), [], "no worker exited");
+    assert.ok(pids.every(u.alive), "every worker process is alive");
+    assert.ok(all.every((c) => c.connected), "every client is still connected");
+  });
+
+  test("kick(clientID) sends $kick to each of its connections on every worker, then disconnects them", async () => {
+    const { a1, a2, e } = byName;
+    const t = tag("kick");
+    const closed = [a1, a2].map((c) => u.nextEvent(c, "disconnect", () => true, 5000));
+    const kicked = await u.op(e, "kick", { clientID: "u1", data: { tag: t } });
+    assert.equal(kicked, 2, "kick counts both connections");
+    await u.expectDelivery(assert, all, [a1, a2], t, { ev: "$kick" });
+    await Promise.all(closed);
+    await u.delay(300);
+    assert.deepEqual(
+      all.filter((c) => c.connected).map((c) => c.label),
+      except(a1, a2).map((c) => c.label),
+      "only u1's connections are gone",
+    );
+    assert.deepEqual(await u.op(e, "getClusterConnectionsByClientID", { clientID: "u1" }), []);
+    for (const c of all) for (const g of c.got) assert.ok(g.ev !== "$kick" || g.data.tag === t, `${c.label}: stray $kick`);
+  });
+});
+
+describe("pickServer() with workers reporting their load", { skip: redisBin.skip, timeout: 30000 }, () => {
+  // Forked directly (no launcher, so a killed worker stays dead), on their own key prefix.
+  const PRESENCE_MS = 200;
+  let base;
+  let workers = [];
+  const clients = [];
+  const addr = (i) => `127.0.0.1:${base + i}`;
+  const connectTo = async (i, n) => {
+    for (let k = 0; k < n; k++) {
+      const c = u.client(4, base + i);
+      clients.push(c);
+      await u.shake(c, `${i}x${k}`);
+    }
+  };
+
+  before(async () => {
+    base = await u.freePorts(4);
+    workers = await Promise.all([0, 1, 2, 3].map((i) => u.forkWorker(children, i, { base, redisPort: redis.port, key: "picktest", presenceMs: PRESENCE_MS })));
+  });
+  after(async () => {
+    u.closeAll(clients);
+    await Promise.all(workers.map((w) => u.stopChild(w.child)));
+  });
+
+  test("prefers the worker with the fewest connections; a SIGKILLed worker disappears once its entry lapses", async () => {
+    await connectTo(0, 3); // clients[0] asks
+    await connectTo(1, 2);
+    await connectTo(2, 1);
+    const asker = clients[0];
+    const load = async () => Object.fromEntries((await u.op(asker, "servers")).map((s) => [s.address, s.connections]));
+    const want1 = { [addr(0)]: 3, [addr(1)]: 2, [addr(2)]: 1, [addr(3)]: 0 };
+    await u.until(async () => isDeepStrictEqual(await load(), want1), `servers() reports ${JSON.stringify(want1)}`, 5000, 50).catch(async (err) => {
+      err.message += `; last: ${JSON.stringify(await load())}`;
+      throw err;
+    });
+    assert.equal(await u.op(asker, "pickServer"), addr(3));
+
+    await connectTo(3, 3);
+    await u.until(async () => (await load())[addr(3)] === 3, "worker 3's load is reported", 5000, 50);
+    assert.equal(await u.op(asker, "pickServer"), addr(2));
+
+    const victim = workers[2];
+    const gone = new Promise((resolve) => victim.child.once("exit", resolve));
+    victim.child.kill("SIGKILL");
+    await u.within(gone, 5000, "worker 2 exits");
+    const killedAt = Date.now();
+    await u.until(async () => !(addr(2) in (await load())), "worker 2 drops out of servers()", 5000, 50);
+    const lapse = Date.now() - killedAt;
+    assert.ok(lapse <= 3 * PRESENCE_MS + 1500, `the entry lapsed after ${lapse} ms`);
+    assert.deepEqual(Object.keys(await load()).sort(), [addr(0), addr(1), addr(3)].sort());
+    assert.equal(await u.op(asker, "pickServer"), addr(1));
+  });
+});
