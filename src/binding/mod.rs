@@ -491,33 +491,7 @@ impl NativeServer {
 /// Encodes a JSON value as MessagePack (weroll's `compress` option).
 #[napi]
 pub fn msgpack_encode(json: String) -> Result<Buffer> {
-    let value: serde_json::Value =
-        serde_json::from_str(&json).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
-    let mut out = Vec::new();
-    rmpv::encode::write_value(&mut out, &json_to_msgpack(&value)).map_err(to_napi)?;
-    Ok(Buffer::from(out))
-}
-
-fn json_to_msgpack(v: &serde_json::Value) -> rmpv::Value {
-    use serde_json::Value as J;
-    match v {
-        J::Null => rmpv::Value::Nil,
-        J::Bool(b) => rmpv::Value::Boolean(*b),
-        J::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                rmpv::Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                rmpv::Value::from(u)
-            } else {
-                rmpv::Value::F64(n.as_f64().unwrap_or(0.0))
-            }
-        }
-        J::String(s) => rmpv::Value::from(s.as_str()),
-        J::Array(a) => rmpv::Value::Array(a.iter().map(json_to_msgpack).collect()),
-        J::Object(o) => rmpv::Value::Map(
-            o.iter()
-                .map(|(k, v)| (rmpv::Value::from(k.as_str()), json_to_msgpack(v)))
-                .collect(),
-        ),
-    }
+    let value = crate::adapter::msgpack::from_json(&json)
+        .map_err(|e| Error::new(Status::InvalidArg, e.0))?;
+    Ok(Buffer::from(crate::adapter::msgpack::encode(&value)))
 }
