@@ -831,9 +831,11 @@ const show = (a) => (Buffer.isBuffer(a) || a instanceof ArrayBuffer ? { bin: Buf
     if (cb) cb({ pong: "node", args: args.map(show) });
   });
   io.on("connection", (socket) => socket.join("noderoom"));
-  io.listen(Number(process.env.PORT));
+  const httpServer = require("http").createServer();
+  io.attach(httpServer);
+  const port = await new Promise((resolve) => httpServer.listen(0, "127.0.0.1", () => resolve(httpServer.address().port)));
 
-  const client = connect(`http://127.0.0.1:${process.env.PORT}`, { transports: ["websocket"], reconnection: false });
+  const client = connect(`http://127.0.0.1:${port}`, { transports: ["websocket"], reconnection: false });
   const clientEvents = [];
   client.onAny((ev, ...args) => {
     const cb = typeof args[args.length - 1] === "function" ? args.pop() : null;
@@ -907,7 +909,6 @@ impl NodePeer {
             .env("NODE_PATH", &node_modules)
             .env("REDIS_URL", redis.url())
             .env("KEY", key)
-            .env("PORT", free_port().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
