@@ -1,0 +1,498 @@
+// Types of weroll-native: weroll's Realtime API, and the socket.io-style server under it.
+
+import { EventEmitter } from "node:events";
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+/** One Redis endpoint: `{host, port}`, a `url` (`redis://user:pass@host:port/db`), or both. */
+export interface RedisEndpoint {
+  host?: string;
+  port?: number | string;
+  url?: string;
+  username?: string;
+  password?: string;
+  db?: number;
+  /** node_redis-style options as weroll passed them (`auth_pass`, `db`…). */
+  option?: Record<string, unknown>;
+}
+
+/**
+ * `config.cluster.redis`: one endpoint for both connections, `{"*": endpoint}`, or
+ * `{pub, sub}`; `key` / `prefix` name the channel prefix (default `"realtime"`; use
+ * `"socket.io"` to share a cluster with Node servers on @socket.io/redis-adapter's default).
+ */
+export type RealtimeRedisConfig = (RedisEndpoint | { "*": RedisEndpoint } | { pub: RedisEndpoint; sub: RedisEndpoint }) & {
+  key?: string;
+  prefix?: string;
+  /** How long cluster requests (fetchSockets, serverSideEmit with ack, invoke) wait, ms. */
+  requestsTimeout?: number;
+};
+
+/** `config.cluster`. */
+export interface RealtimeClusterConfig {
+  /** Listen on `port + worker index` and join the other workers through Redis. */
+  enable: boolean;
+  redis?: RealtimeRedisConfig;
+  /** Channel prefix when `redis` does not name one. */
+  key?: string;
+  prefix?: string;
+  /** Overrides the worker index (see {@link workerIndex}). */
+  workerIndex?: number;
+  /** pm2's `instance_var`, when it is not `NODE_APP_INSTANCE`. */
+  instanceVar?: string;
+  /** How often a worker reports its load for `servers()` / `pickServer()`, ms (default 5000). */
+  presenceInterval?: number;
+}
+
+/** Checks a shakehand's credentials; may answer through `callback` or a returned Promise. */
+export interface RealtimeSession {
+  check(auth: any, callback: (err: any, payload?: RealtimeSessionPayload | null) => void): void | Promise<RealtimeSessionPayload | null | undefined>;
+}
+
+/** What a session check yields; `userid` becomes the socket's `clientID`. */
+export interface RealtimeSessionPayload {
+  userid?: string | number;
+  [key: string]: any;
+}
+
+/** CORS for the polling transport and the websocket handshake. */
+export interface CorsOptions {
+  /** `true` reflects the request's origin; `"*"` allows any; else the allowed origins. */
+  origin?: boolean | string | string[];
+  credentials?: boolean;
+  methods?: string[];
+  allowedHeaders?: string[];
+}
+
+/** Options of the native server, shared by {@link RealtimeConfig} and {@link ServerOptions}. */
+export interface EngineOptions {
+  /** Request path of the server, default `"/socket.io/"`. */
+  path?: string;
+  /** ms between pings, default 25000. */
+  pingInterval?: number;
+  /** ms to wait for a pong, default 20000. */
+  pingTimeout?: number;
+  /** ms an upgrade to websocket may take, default 10000. */
+  upgradeTimeout?: number;
+  /** Largest message accepted, bytes, default 1e6. */
+  maxHttpBufferSize?: number;
+  /** ms a client has to join a namespace after connecting, default 45000. */
+  connectTimeout?: number;
+  cors?: CorsOptions;
+  /** Allowed transports, default both. */
+  transports?: Array<"polling" | "websocket">;
+  /** Interface to listen on, default `"0.0.0.0"`. */
+  host?: string;
+  /** ms cluster requests wait for the other servers, default 5000. */
+  requestsTimeout?: number;
+  /** How long to retry a bind while the port is still in use (pm2 reload, fast respawn), ms, default 5000. */
+  bindRetryMs?: number;
+}
+
+/** `Realtime.createServer(config)`: weroll's keys and the native server's options. */
+export interface RealtimeConfig extends EngineOptions {
+  /** Listening port; in cluster mode the base port (worker i listens on `port + i`). Default 80. */
+  port?: number;
+  /** Trace logging (falls back to `global.VARS.debug`). */
+  debug?: boolean;
+  /** Accept clients without a valid session as guests. Default false. */
+  allowGuest?: boolean;
+  /** Require the `$init` shakehand after connecting (default true; false: shaken at once). */
+  shakehand?: boolean;
+  /** ms to wait for `$init`, default 15000. */
+  shakehandTimeout?: number;
+  /** Send `fire`d arguments and broadcasts as MessagePack instead of JSON. */
+  compress?: boolean;
+  cluster?: RealtimeClusterConfig;
+  /** Session checker; default weroll's `model/Session` when it is installed. */
+  session?: RealtimeSession | null;
+  /**
+   * Attaching to an existing Node http server is not supported: with `server` set, `port` is
+   * required and the Realtime server listens there.
+   */
+  server?: unknown;
+  /** weroll's extension point (sic): a class whose instance may override the handshake steps. */
+  adpater?: new (server: RealtimeServer) => RealtimeHooks;
+  /** Address other workers and `pickServer()` report for this one, default `host:port`. */
+  publicAddress?: string;
+  /** Host part of the default `publicAddress` (also env `WEROLL_PUBLIC_HOST`), default `127.0.0.1`. */
+  publicHost?: string;
+}
+
+/** What a `config.adpater` instance may implement; each is optional. */
+export interface RealtimeHooks {
+  /** Decides the shakehand: call `callback(ok)` or resolve a boolean. */
+  shakehand?(socket: RealtimeSocket, data: any, callback: (ok: boolean) => void): void | Promise<boolean>;
+  shakehandSuccess?(socket: RealtimeSocket): void;
+  shakehandFail?(socket: RealtimeSocket): void;
+  connect?(socket: RealtimeSocket, callback: () => void): void;
+  disconnect?(socket: RealtimeSocket): void;
+}
+
+// ---------------------------------------------------------------------------------------------
+// socket.io-style server (lib/io.js)
+
+/** `socket.handshake`, as in socket.io. */
+export interface Handshake {
+  headers: Record<string, string | undefined>;
+  query: Record<string, string | string[] | undefined>;
+  auth: Record<string, any>;
+  /** The peer address (`::ffff:` kept for IPv4-mapped peers). */
+  address: string;
+  port: number;
+  /** `new Date(issued).toString()`. */
+  time: string;
+  issued: number;
+  url: string;
+  secure: boolean;
+  xdomain: boolean;
+  /** Engine.IO protocol of the client: 3 (socket.io-client 2.x) or 4. */
+  eio: 3 | 4;
+}
+
+/** Options of `new Server(opts)`. */
+export interface ServerOptions extends EngineOptions {
+  /** Accept Engine.IO v3 (socket.io-client 2.x) clients, default true. */
+  allowEIO3?: boolean;
+  /** Join a cluster through Redis (same shape as weroll's `cluster.redis`). */
+  redis?: RealtimeRedisConfig;
+  /** Address the other servers see for this one. */
+  publicAddress?: string;
+  /** Frames queued per client before it is dropped as too slow. */
+  maxQueuedFrames?: number;
+  /** How often this server reports its load to the cluster, ms. */
+  presenceInterval?: number;
+  /** The class of the sockets this server creates (a subclass of {@link Socket}). */
+  socketClass?: new (nsp: Namespace, id: string, peer: Peer) => Socket;
+}
+
+/** The peer of a connection, known without fetching the whole handshake. */
+export interface Peer {
+  address: string;
+  port: number;
+  /** The `x-forwarded-for` header, if any. */
+  forwarded?: string;
+}
+
+/** Cluster adapter status, from the `adapter` event. */
+export interface AdapterStatus {
+  up: boolean;
+  detail: string;
+}
+
+/** One server of the cluster, as `servers()` lists it. */
+export interface ClusterServer {
+  address: string;
+  connections: number;
+}
+
+type RoomList = string | string[] | Set<string>;
+
+/** Targets of a broadcast: rooms, exceptions, flags. */
+export declare class BroadcastOperator {
+  readonly nsp: Namespace;
+  readonly rooms: Set<string>;
+  readonly exceptRooms: Set<string>;
+  to(room: RoomList): BroadcastOperator;
+  in(room: RoomList): BroadcastOperator;
+  except(room: RoomList): BroadcastOperator;
+  /** Only this server's sockets. */
+  readonly local: BroadcastOperator;
+  readonly volatile: BroadcastOperator;
+  compress(compress: boolean): BroadcastOperator;
+  timeout(ms: number): BroadcastOperator;
+  /** Emits to every targeted socket of the cluster (no acknowledgements). */
+  emit(event: string, ...args: any[]): true;
+  fetchSockets(): Promise<RemoteSocket[]>;
+  socketsJoin(room: RoomList): void;
+  socketsLeave(room: RoomList): void;
+  disconnectSockets(close?: boolean): void;
+}
+
+/** A socket of any server of the cluster, as `fetchSockets()` returns it. */
+export interface RemoteSocket {
+  readonly id: string;
+  readonly handshake: Handshake;
+  readonly rooms: Set<string>;
+  readonly data: any;
+  emit(event: string, ...args: any[]): true;
+  join(room: RoomList): void;
+  leave(room: RoomList): void;
+  disconnect(close?: boolean): this;
+}
+
+/** One client in one namespace: `on` hears the client, `emit` talks to it. */
+export declare class Socket extends EventEmitter {
+  readonly id: string;
+  readonly nsp: Namespace;
+  readonly server: Server;
+  readonly connected: boolean;
+  readonly disconnected: boolean;
+  /** Free storage, also visible through `fetchSockets()`. */
+  data: any;
+  /** socket.io's handshake (fetched from the native side on first use). */
+  readonly handshake: Handshake;
+  readonly peer: Peer;
+  readonly request: {
+    headers: Handshake["headers"];
+    url: string;
+    connection: { remoteAddress: string; remotePort: number };
+    socket: { remoteAddress: string; remotePort: number };
+  };
+  readonly conn: { remoteAddress: string; protocol: 3 | 4; close(): void };
+  /** Its own id and every room it joined. */
+  readonly rooms: Set<string>;
+  /** Every other socket. */
+  readonly broadcast: BroadcastOperator;
+  to(room: RoomList): BroadcastOperator;
+  in(room: RoomList): BroadcastOperator;
+  except(room: RoomList): BroadcastOperator;
+  readonly volatile: this;
+  compress(compress?: boolean): this;
+  /** The next `emit` with a callback gives up after `ms` (the callback gets an error first). */
+  timeout(ms: number): this;
+  /** Emits to this client; a function as last argument receives its acknowledgement. */
+  emit(event: string, ...args: any[]): boolean;
+  emitWithAck(event: string, ...args: any[]): Promise<any>;
+  send(...args: any[]): boolean;
+  write(...args: any[]): boolean;
+  join(rooms: string | string[]): void;
+  leave(room: string): void;
+  /** Leaves the namespace; `close` also closes the connection. */
+  disconnect(close?: boolean): this;
+  onAny(listener: (event: string, ...args: any[]) => void): this;
+  prependAny(listener: (event: string, ...args: any[]) => void): this;
+  offAny(listener?: (event: string, ...args: any[]) => void): this;
+  listenersAny(): Array<(event: string, ...args: any[]) => void>;
+  on(event: "disconnect" | "disconnecting", listener: (reason: string) => void): this;
+  on(event: string, listener: (...args: any[]) => void): this;
+  once(event: "disconnect" | "disconnecting", listener: (reason: string) => void): this;
+  once(event: string, listener: (...args: any[]) => void): this;
+}
+
+/** A namespace: its sockets, broadcasts and cluster-wide operations. */
+export declare class Namespace extends EventEmitter {
+  readonly name: string;
+  readonly server: Server;
+  /** This server's sockets of the namespace. */
+  readonly sockets: Map<string, Socket>;
+  readonly adapter: {
+    readonly nsp: Namespace;
+    allRooms(): Promise<Set<string>>;
+    serverCount(): Promise<number>;
+    sockets(rooms: RoomList): Promise<Set<string>>;
+  };
+  to(room: RoomList): BroadcastOperator;
+  in(room: RoomList): BroadcastOperator;
+  except(room: RoomList): BroadcastOperator;
+  readonly local: BroadcastOperator;
+  readonly volatile: BroadcastOperator;
+  compress(compress: boolean): BroadcastOperator;
+  timeout(ms: number): BroadcastOperator;
+  /** Broadcasts to every socket of the namespace on every server. */
+  emit(event: string, ...args: any[]): boolean;
+  send(...args: any[]): boolean;
+  write(...args: any[]): boolean;
+  fetchSockets(): Promise<RemoteSocket[]>;
+  socketsJoin(room: RoomList): void;
+  socketsLeave(room: RoomList): void;
+  disconnectSockets(close?: boolean): void;
+  /** To the other servers; a function as last argument gets `(err, responses)`. */
+  serverSideEmit(event: string, ...args: any[]): true;
+  serverSideEmitWithAck(event: string, ...args: any[]): Promise<any[]>;
+  on(event: "connection" | "connect", listener: (socket: Socket) => void): this;
+  on(event: string, listener: (...args: any[]) => void): this;
+}
+
+/** socket.io's `Server`, over the native engine. */
+export declare class Server extends EventEmitter {
+  constructor(opts?: ServerOptions);
+  readonly opts: ServerOptions;
+  /** The main namespace `/`. */
+  readonly sockets: Namespace;
+  /** The bound port, once `listen` resolved. */
+  readonly port?: number;
+  of(name: string): Namespace;
+  to(room: RoomList): BroadcastOperator;
+  in(room: RoomList): BroadcastOperator;
+  except(room: RoomList): BroadcastOperator;
+  readonly local: BroadcastOperator;
+  /** Broadcasts to every socket of `/` (`error`, `listening`, `close`, `adapter` are local events). */
+  emit(event: string, ...args: any[]): boolean;
+  send(...args: any[]): boolean;
+  fetchSockets(): Promise<RemoteSocket[]>;
+  socketsJoin(room: RoomList): void;
+  socketsLeave(room: RoomList): void;
+  disconnectSockets(close?: boolean): void;
+  serverSideEmit(event: string, ...args: any[]): true;
+  /** This server's socket with that id. */
+  socket(id: string): Socket | undefined;
+  /** Starts listening; resolves the bound port (0 picks a free one). */
+  listen(port: number, host?: string): Promise<number>;
+  /** Closes every client and leaves the cluster. */
+  close(): Promise<void>;
+  ref(): this;
+  unref(): this;
+  /** Open Engine.IO sessions and connected sockets of this server. */
+  stats(): { clients: number; sockets: number };
+  on(event: "connection" | "connect", listener: (socket: Socket) => void): this;
+  on(event: "adapter", listener: (status: AdapterStatus) => void): this;
+  on(event: "close", listener: () => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+// ---------------------------------------------------------------------------------------------
+// weroll Realtime (lib/realtime.js)
+
+/** `socket.info`. */
+export interface RealtimeSocketInfo {
+  id: string;
+  /** Client address; `x-forwarded-for` wins, `::ffff:` stripped. */
+  ip: string;
+  port: number;
+  connectTime: number;
+  /** The session payload after a successful shakehand. */
+  session?: RealtimeSessionPayload | null;
+  shakeHandTime?: number | null;
+}
+
+/** `socket.helper`: weroll's per-socket shortcuts (all broadcasts are cluster-wide). */
+export interface RealtimeHelper {
+  enterRoom(room: string, callback?: (err: Error | null) => void): Promise<void>;
+  leaveRoom(room: string, callback?: (err: Error | null) => void): Promise<void>;
+  /** To every connection of this socket's clientID. */
+  send(type: string, ...data: any[]): void;
+  /** To every connection of another clientID. */
+  sendTo(clientID: string, type: string, ...data: any[]): void;
+  broadcast(type: string, ...data: any[]): void;
+  broadcastWithoutSender(type: string, ...data: any[]): void;
+  broadcastToRoom(room: string, type: string, ...data: any[]): void;
+  broadcastToRoomWithoutSender(room: string, type: string, ...data: any[]): void;
+  /** Emits `$kick` with `data`, then disconnects about a second later. */
+  kick(data?: any): void;
+}
+
+/** A Realtime connection: a {@link Socket} with weroll's additions. */
+export interface RealtimeSocket extends Socket {
+  /** `session.userid` after a shakehand, else the socket id; null once disconnected. */
+  clientID: string | null;
+  info: RealtimeSocketInfo;
+  helper: RealtimeHelper;
+  /** true after a successful shakehand, false after a failed one. */
+  shaken?: boolean;
+  /** Emits through the `compress` codec. */
+  fire(type: string, ...args: any[]): boolean;
+  /** Disconnects and closes the connection. */
+  close(): void;
+}
+
+/** The error `start()` rejects with (and emits as `error`) when it cannot listen. */
+export interface RealtimeListenError extends Error {
+  port: number;
+  code?: "EADDRINUSE";
+  cause: Error;
+}
+
+/** A producer registered with `registerProducer`, run on every worker by `invoke`. */
+export type RealtimeProducer = (...args: any[]) => any;
+
+/** One Realtime server (weroll's `Realtime` object). */
+export declare class RealtimeServer extends EventEmitter {
+  constructor(config: RealtimeConfig);
+  readonly config: RealtimeConfig;
+  debug: boolean;
+  /** The `config.adpater` instance, or null. */
+  readonly hooks: RealtimeHooks | null;
+  /** The socket.io-style server, once started. */
+  readonly io: Server | null;
+  /** The listening port (base + worker index in cluster mode). */
+  readonly port: number | undefined;
+  /**
+   * Starts listening; resolves the port. Rejects (and emits `error`) when it cannot listen;
+   * throws when already started.
+   */
+  start(): Promise<number>;
+  /** Closes every client and leaves the cluster. */
+  close(): Promise<void>;
+  ref(): this;
+  unref(): this;
+  traceLog(...args: any[]): void;
+  traceError(...args: any[]): void;
+  traceInfo(...args: any[]): void;
+  /** To every connection of `clientID`, on every worker. */
+  sendTo(clientID: string, type: string, ...data: any[]): void;
+  /** To every socket in `room`, on every worker. */
+  broadcastToRoom(room: string, type: string, ...data: any[]): void;
+  /** To every socket, on every worker. */
+  broadcastToAll(type: string, ...data: any[]): void;
+  /** `$kick` then disconnect every connection of `clientID` on every worker; resolves how many. */
+  kick(clientID: string, data?: any): Promise<number>;
+  /** This worker's connections of `clientID`. */
+  getConnectionsByClientID(clientID: string, needSocketInstance: true): RealtimeSocket[];
+  getConnectionsByClientID(clientID: string, needSocketInstance?: false): string[];
+  /** Every worker's socket ids of `clientID`. */
+  getClusterConnectionsByClientID(clientID: string): Promise<string[]>;
+  /** Every worker's socket ids in `room`. */
+  getClusterRoomMembers(room: string): Promise<string[]>;
+  getClientIDBySocketID(id: string): string | null;
+  getSocketInstanceBySocketID(id: string): RealtimeSocket | null;
+  getClientConnectionBySocketID(id: string): RealtimeSocket | null;
+  /** Live workers of the cluster (empty without Redis). */
+  servers(): Promise<ClusterServer[]>;
+  /** Address (`host:port`) of the least loaded live worker, or null. */
+  pickServer(): Promise<string | null>;
+  /** Registers `fn` under `name`, callable on every worker with `invoke`. */
+  registerProducer(name: string, fn: RealtimeProducer): void;
+  /** Runs producer `method` on every worker; resolves their results, this worker's first. */
+  invoke(method: string, args?: any, callBack?: (err: Error | null, results?: any[]) => void): Promise<any[]>;
+
+  on(event: "start", listener: (io: Server) => void): this;
+  on(event: "connection" | "disconnect" | "shakeHandStart" | "shakeHandSuccess" | "shakeHandFail", listener: (socket: RealtimeSocket) => void): this;
+  on(event: "shakeHandComplete", listener: (socket: RealtimeSocket, ok: boolean) => void): this;
+  on(event: "error", listener: (err: RealtimeListenError) => void): this;
+  on(event: "adapter", listener: (status: AdapterStatus) => void): this;
+  on(event: "close", listener: () => void): this;
+  /** A client's `emit("m", [type, data])`. */
+  on(type: string, listener: (socket: RealtimeSocket, data: any) => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+  once(event: "start", listener: (io: Server) => void): this;
+  once(event: "connection" | "disconnect" | "shakeHandStart" | "shakeHandSuccess" | "shakeHandFail", listener: (socket: RealtimeSocket) => void): this;
+  once(event: "shakeHandComplete", listener: (socket: RealtimeSocket, ok: boolean) => void): this;
+  once(event: "error", listener: (err: RealtimeListenError) => void): this;
+  once(event: "adapter", listener: (status: AdapterStatus) => void): this;
+  once(event: "close", listener: () => void): this;
+  once(type: string, listener: (socket: RealtimeSocket, data: any) => void): this;
+  once(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+/** weroll's `Realtime.createServer(config, noGlobal)`; unless `noGlobal`, also the global `Realtime`. */
+export declare function createServer(config: RealtimeConfig, noGlobal?: boolean): RealtimeServer;
+
+type RealtimeServerClass = typeof RealtimeServer;
+type RealtimeServerInstance = RealtimeServer;
+
+/** weroll's Realtime module (`require("weroll/web/Realtime")`). */
+export declare namespace Realtime {
+  function createServer(config: RealtimeConfig, noGlobal?: boolean): RealtimeServerInstance;
+  const RealtimeServer: RealtimeServerClass;
+  type RealtimeServer = RealtimeServerInstance;
+}
+
+/** Options of {@link workerIndex}. */
+export interface WorkerIndexOptions {
+  workerIndex?: number;
+  instanceVar?: string;
+}
+
+/**
+ * This process's stable slot in the cluster, first defined of: `options.workerIndex`,
+ * `WEROLL_WORKER_INDEX` (weroll-native/cluster), pm2's `NODE_APP_INSTANCE` (or `instanceVar`),
+ * `global.workerID`, the Node cluster id modulo `WEROLL_WORKER_COUNT`, else 0.
+ */
+export declare function workerIndex(options?: WorkerIndexOptions): number;
+
+declare global {
+  /** The last server `Realtime.createServer` made without `noGlobal` (weroll's global). */
+  var Realtime: RealtimeServer;
+}
