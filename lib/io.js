@@ -455,6 +455,9 @@ class Server extends EventEmitter {
   serverSideEmit(...args) {
     return this.sockets.serverSideEmit(...args);
   }
+  serverSideEmitWithAck(...args) {
+    return this.sockets.serverSideEmitWithAck(...args);
+  }
   /** The socket with this id, on this server. */
   socket(id) {
     return this._sockets.get(id);
