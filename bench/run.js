@@ -24,8 +24,8 @@ const DEFAULTS = {
   idleHold: 10,
   // scenario 2: broadcast fan-out: bcastConns receivers, one sender at bcastRate/s for bcastDuration s
   bcastConns: 5000,
-  bcastRate: 20,
-  bcastDuration: 15,
+  bcastRate: 10,
+  bcastDuration: 20,
   // scenario 3: echo through the JS handler: echoConns clients, echoDepth requests in flight each
   echoConns: 100,
   echoDepth: 1,
@@ -54,6 +54,7 @@ const QUICK = {
   idleConns: 1000,
   idleHold: 3,
   bcastConns: 500,
+  bcastRate: 20,
   bcastDuration: 4,
   echoConns: 50,
   echoDuration: 4,
@@ -152,6 +153,7 @@ const connectBudget = (conns) => Math.min(900, 60 + conns / 500) * 1000;
 /** Starts a cluster, runs `fn(cluster)`, always stops it. */
 async function withCluster(ctx, kind, workers, fn) {
   const cluster = await startCluster(kind, workers, ctx.redis);
+  log(`  ${SERVERS[kind]} workers: pids ${cluster.pids.join(" ")}, ports ${cluster.ports.join(" ")}`);
   try {
     return await fn(cluster);
   } finally {
@@ -184,6 +186,7 @@ async function idle(ctx, kind, { conns, workers, hold }) {
       log(`  ${kind}: ${connected}/${conns} connected in ${connectS.toFixed(1)} s${ready.some((r) => r.error) ? "; first error: " + ready.find((r) => r.error).error : ""}`);
       await sleep(c.settle * 1000);
       const after = sample(cluster.pids);
+      const loadgenRss = rssBytes(lg.pids);
       const statsAfter = await cluster.stats();
       const res = await lg.go((hold + 60) * 1000);
       const afterHold = sample(cluster.pids);
@@ -209,6 +212,8 @@ async function idle(ctx, kind, { conns, workers, hold }) {
         rssPerConn: connected ? (after.rss - before.rss) / connected : null,
         rssPerConnAfterHold: connected ? (afterHold.rss - before.rss) / connected : null,
         cpuConnect: delta(before, after).cpu,
+        loadgenProcs: lg.procs,
+        loadgenRssPerConn: connected ? loadgenRss / connected : null,
         workersAlive: cluster.alive(),
       };
     } finally {

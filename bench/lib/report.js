@@ -79,6 +79,7 @@ function idleRows(holdLabel) {
     ["**server RSS per connection, KiB**", (r) => num(r.rssPerConn / KiB, 2), (r) => r.rssPerConn],
     ["server RSS per connection after the hold, KiB", (r) => num(r.rssPerConnAfterHold / KiB, 2), (r) => r.rssPerConnAfterHold],
     ["server CPU to accept, ms per 1000 connections", (r) => num((r.cpuConnect / r.connected) * 1e6, 1), (r) => r.cpuConnect / r.connected],
+    ["loadgen processes, RSS per connection, KiB", (r) => `${num(r.loadgenProcs)}, ${num(r.loadgenRssPerConn / KiB, 2)}`],
   ];
 }
 const latencyRows = [
