@@ -11,13 +11,17 @@ const u = require("./fixtures/cluster-util.js");
 
 const redisBin = u.needBinary("redis-server");
 const children = new u.Children();
+const redisProcess = new u.Children(); // stopped last, after the workers left it
 let redis = null;
 
 before(async () => {
   if (redisBin.skip) return;
-  redis = await new u.RedisServer(children).start();
+  redis = await new u.RedisServer(redisProcess).start();
 });
-after(() => children.killAll());
+after(async () => {
+  await children.killAll();
+  await redisProcess.killAll();
+});
 
 describe("4 workers through the launcher", { skip: redisBin.skip, timeout: 60000 }, () => {
   let base;
