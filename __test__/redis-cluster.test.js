@@ -24,6 +24,7 @@ after(async () => {
 });
 
 describe("4 workers through the launcher", { skip: redisBin.skip, timeout: 60000 }, () => {
+  const PRESENCE_MS = 300;
   let base;
   let launcher;
   let all = [];
@@ -46,7 +47,7 @@ describe("4 workers through the launcher", { skip: redisBin.skip, timeout: 60000
 
   before(async () => {
     base = await u.freePorts(4);
-    launcher = await u.startLauncher(children, { base, redisPort: redis.port });
+    launcher = await u.startLauncher(children, { base, redisPort: redis.port, presenceMs: PRESENCE_MS });
     for (const [name, user, index, version, transports] of LAYOUT) {
       const c = u.client(version, base + index, { transports });
       c.label = name;
@@ -145,6 +146,20 @@ describe("4 workers through the launcher", { skip: redisBin.skip, timeout: 60000
     assert.deepEqual(await u.op(e, "getClusterRoomMembers", { room: "nobody-here" }), []);
   });
 
+  test("a burst of messages to a client on another worker arrives complete and in order", async () => {
+    const { a1, a2, d } = byName;
+    const n = 300;
+    const t = tag("burst");
+    await u.op(d, "burst", { clientID: "u1", type: "evt", tag: t, n });
+    const seq = (c) => c.got.filter((g) => g.ev === "evt" && g.data.tag === t).map((g) => g.data.i);
+    await u.until(() => seq(a1).length >= n && seq(a2).length >= n, `${n} messages reach a1 and a2`, 10000);
+    await u.delay(300);
+    const want = Array.from({ length: n }, (_, i) => i);
+    assert.deepEqual(seq(a1), want, "a1 (v4, other worker): every message once, in order");
+    assert.deepEqual(seq(a2), want, "a2 (v2, other worker): every message once, in order");
+    for (const c of except(a1, a2)) assert.equal(u.count(c, t), 0, c.label);
+  });
+
   test("invoke runs a producer on every worker; unknown or failing methods are errors", async () => {
     const { b, d } = byName;
     const ports = [base, base + 1, base + 2, base + 3];
@@ -162,6 +177,10 @@ describe("4 workers through the launcher", { skip: redisBin.skip, timeout: 60000
   test("Redis stopped and restarted: local delivery goes on, cross-worker delivery resumes, no worker dies", { timeout: 45000 }, async () => {
     const { a1, d, e, f } = byName;
     const pids = launcher.seen("ready").map((m) => m.pid);
+    // A client to kick while Redis is down (on the same worker as d).
+    const doomed = u.client(4, base + 3);
+    doomed.label = "doomed";
+    await u.shake(doomed, 99);
     const mark = launcher.messages.length;
     const after = () => launcher.messages.slice(mark).filter((m) => m && m.ev === "adapter");
 
@@ -178,6 +197,11 @@ describe("4 workers through the launcher", { skip: redisBin.skip, timeout: 60000
       await u.until(() => u.count(d, t) === 1 && u.count(e, t) === 1, `${t} reached d and e on their own worker`, 3000);
       await u.delay(200);
     }
+    // kick() still kicks (and counts) the worker's own connections.
+    const doomedGone = u.nextEvent(doomed, "disconnect", () => true, 5000);
+    assert.equal(await u.op(d, "kick", { clientID: "u99", data: { tag: "down-kick" } }), 1, "kick counts the local connection");
+    await doomedGone;
+    assert.equal(u.count(doomed, "down-kick", "$kick"), 1);
 
     await redis.start(); // same port
     const restarted = Date.now();
@@ -222,6 +246,8 @@ describe("4 workers through the launcher", { skip: redisBin.skip, timeout: 60000
     await u.expectDelivery(assert, all, [a1, byName.a2], t2);
     const r = await u.op(e, "invoke", { method: "port" });
     assert.equal(r.length, 4);
+    // The restarted Redis lost the presence entries; the workers write them again.
+    await u.until(async () => (await u.op(e, "servers")).length === 4, "servers() lists the 4 workers again", 3000, 100);
 
     assert.deepEqual(launcher.seen("exit"), [], "no worker exited");
     assert.ok(pids.every(u.alive), "every worker process is alive");

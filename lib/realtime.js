@@ -421,11 +421,13 @@ class RealtimeServer extends EventEmitter {
   }
   /** Sends `$kick` with `data` to every connection of `clientID` on every worker, then disconnects them. */
   kick(clientID, data) {
-    return this.invoke("kick", [clientID, data]).then(
-      (counts) => counts.reduce((a, b) => a + (b || 0), 0),
+    // This worker's connections are kicked even when the other workers cannot be reached.
+    const local = this._kickLocal(clientID, data);
+    return this._invokeRemote("kick", [clientID, data]).then(
+      (remote) => remote.reduce((n, r) => n + ((r && r.result) || 0), local),
       (err) => {
         this.traceError("kick error --->", err.message);
-        return 0;
+        return local;
       },
     );
   }
@@ -501,21 +503,24 @@ class RealtimeServer extends EventEmitter {
     }
   }
 
+  /** The other workers' `{result}` / `{error}` answers to producer `method`. */
+  _invokeRemote(method, args) {
+    const io = this.io;
+    if (!io) return Promise.resolve([]);
+    return new Promise((resolve, reject) =>
+      io.sockets.serverSideEmit(INVOKE_EVENT, method, args === undefined ? [] : args, (err, r) => (err ? reject(err) : resolve(r))),
+    );
+  }
+
   /**
    * Runs producer `method` with `args` on every worker and gathers each worker's result.
    * Resolves (and calls `callBack(null, results)`) with the results, this worker's first.
    * An unknown method or a failing producer rejects with its error.
    */
   invoke(method, args, callBack) {
-    const io = this.io;
     const run = async () => {
       const local = await this._invokeLocal(method, args);
-      let remote = [];
-      if (io) {
-        remote = await new Promise((resolve, reject) =>
-          io.sockets.serverSideEmit(INVOKE_EVENT, method, args === undefined ? [] : args, (err, r) => (err ? reject(err) : resolve(r))),
-        );
-      }
+      const remote = await this._invokeRemote(method, args);
       const all = [local, ...remote];
       const failed = all.find((r) => r && r.error);
       if (failed) throw new Error(`invoke ${method}: ${failed.error}`);
