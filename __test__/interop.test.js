@@ -135,6 +135,38 @@ describe("native workers, a Node socket.io server and the emitter on one Redis",
     await u.expectDelivery(assert, all, [n0, n2, m0], t);
   });
 
+  test("binary and Date payloads cross between Node, the emitter and native workers", async () => {
+    const bin = Buffer.from([0, 1, 2, 253, 254, 255]);
+    const when = new Date(Date.UTC(2020, 1, 2, 3, 4, 5, 678));
+    const check = (t, source) => {
+      for (const c of all) {
+        const got = c.got.filter((g) => g.ev === "evt" && g.data.tag === t);
+        assert.equal(got.length, 1, `${c.label} got ${t} once`);
+        const d = got[0].data;
+        assert.ok(Buffer.isBuffer(d.bin) || d.bin instanceof ArrayBuffer, `${c.label}: binary from ${source} is binary, got ${JSON.stringify(d.bin)}`);
+        assert.deepEqual(Buffer.from(d.bin), bin, `${c.label}: bytes from ${source}`);
+        if ("when" in d) assert.equal(d.when, when.toISOString(), `${c.label}: Date from ${source} arrives as socket.io serializes it`);
+      }
+    };
+    let t = tag("bin-node");
+    io.emit("evt", { tag: t, bin, when });
+    await u.until(() => all.every((c) => u.count(c, t) >= 1), `${t} reaches everyone`, 5000);
+    await u.delay(300);
+    check(t, "Node");
+
+    t = tag("bin-emitter");
+    emitter.emit("evt", { tag: t, bin, when });
+    await u.until(() => all.every((c) => u.count(c, t) >= 1), `${t} reaches everyone`, 5000);
+    await u.delay(300);
+    check(t, "the emitter");
+
+    t = tag("bin-native");
+    await u.op(clients.n1, "broadcastToAll", { type: "evt", data: { tag: t, bin } }); // n1 is a 2.x client
+    await u.until(() => all.every((c) => u.count(c, t) >= 1), `${t} reaches everyone`, 5000);
+    await u.delay(300);
+    check(t, "a native worker");
+  });
+
   test("Node io.fetchSockets() includes the native sockets, with their rooms, in time", async () => {
     const { n0, n1, n2, m0, m1 } = clients;
     const sockets = await u.within(io.fetchSockets(), ANSWER_WITHIN, "Node io.fetchSockets()");
