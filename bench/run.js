@@ -9,12 +9,13 @@
 //
 // The figures trusted are the kernel's: CPU seconds (utime+stime) and VmRSS of every worker's
 // process tree, read from /proc before and after each phase. Every wait is bounded; nothing
-// here asserts on time.
-const { execFileSync } = require("node:child_process");
+// here asserts on time. BENCH_PERF=DIR records a `perf` profile of the workers in each measured
+// phase (bcast, echo, xworker) into DIR.
+const { execFileSync, spawn } = require("node:child_process");
 const fs = require("node:fs");
 const os = require("node:os");
 const path = require("node:path");
-const { sample, delta, cpuSeconds, rssBytes } = require("./lib/proc");
+const { sample, delta, cpuTimes, rssBytes } = require("./lib/proc");
 const { startRedis, startCluster, startLoadgen, redisVersion, sleep, LOADGEN, BENCH } = require("./lib/spawn");
 const { writeReport, TARGETS } = require("./lib/report");
 
@@ -178,6 +179,7 @@ async function idle(ctx, kind, { conns, workers, hold }) {
   return withCluster(ctx, kind, workers, async (cluster) => {
     await sleep(c.settle * 1000);
     const before = sample(cluster.pids);
+    const statsBefore = await cluster.stats();
     const lg = startLoadgen("idle", loadgenOpts(ctx, conns, cluster.ports, { duration: hold, pad: c.pad }, hold));
     try {
       const ready = await lg.ready(connectBudget(conns));
@@ -192,6 +194,15 @@ async function idle(ctx, kind, { conns, workers, hold }) {
       const afterHold = sample(cluster.pids);
       const statsHold = await cluster.stats();
       const held = sum(res, (r) => r.held);
+      // Where the growth sits, per connection: V8's heap (used, and reserved) and the rest.
+      const mem = (stats, k) => sum(stats, (s) => s.memory[k]);
+      const perConn = (k) => (connected ? (mem(statsAfter, k) - mem(statsBefore, k)) / connected : null);
+      const breakdown = {
+        heapUsed: perConn("heapUsed"),
+        heapTotal: perConn("heapTotal"),
+        external: perConn("external"),
+        outsideHeap: connected ? (after.rss - before.rss) / connected - perConn("heapUsed") : null,
+      };
       const dropped = sum(res, (r) => r.dropped);
       return {
         workers,
@@ -212,6 +223,7 @@ async function idle(ctx, kind, { conns, workers, hold }) {
         rssPerConn: connected ? (after.rss - before.rss) / connected : null,
         rssPerConnAfterHold: connected ? (afterHold.rss - before.rss) / connected : null,
         cpuConnect: delta(before, after).cpu,
+        breakdown,
         loadgenProcs: lg.procs,
         loadgenRssPerConn: connected ? loadgenRss / connected : null,
         workersAlive: cluster.alive(),
@@ -222,19 +234,43 @@ async function idle(ctx, kind, { conns, workers, hold }) {
   });
 }
 
-/** Measures CPU of the servers, Redis and the loadgen around `go`. */
-async function measured(ctx, cluster, lg, ms) {
+/**
+ * Measures CPU of the servers, Redis and the loadgen around `go`. With BENCH_PERF=DIR, the
+ * workers are also sampled by `perf record` into DIR/<label>.data for the phase.
+ */
+async function measured(ctx, cluster, lg, ms, label) {
   const pids = { server: cluster.pids, redis: [ctx.redis.pid], loadgen: lg.pids };
+  const perf = process.env.BENCH_PERF ? await startPerf(cluster.pids, label) : null;
   const t0 = process.hrtime.bigint();
-  const c0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, cpuSeconds(p)]));
+  const c0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, cpuTimes(p)]));
   const res = await lg.go(ms);
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
-  const cpu = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, cpuSeconds(p) - c0[k]]));
-  return { res, wall, cpu, rss: rssBytes(cluster.pids) };
+  const c1 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, cpuTimes(p)]));
+  if (perf) await perf.stop();
+  const cpu = Object.fromEntries(Object.keys(pids).map((k) => [k, c1[k].total - c0[k].total]));
+  const serverSys = c1.server.sys - c0.server.sys;
+  return { res, wall, cpu, serverSysShare: cpu.server ? serverSys / cpu.server : null, rss: rssBytes(cluster.pids) };
+}
+
+/** `perf record` (call graphs from frame pointers, 499 Hz) of `pids` until `stop()`. */
+async function startPerf(pids, label) {
+  const dir = path.resolve(process.env.BENCH_PERF);
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `${label}.data`);
+  const child = spawn("perf", ["record", "-F", "499", "-g", "-p", pids.join(","), "-o", file], { stdio: "ignore" });
+  await sleep(500);
+  return {
+    stop: async () => {
+      const gone = new Promise((r) => child.once("exit", r));
+      child.kill("SIGINT");
+      await Promise.race([gone, sleep(30000)]);
+      log(`  perf profile: ${file}`);
+    },
+  };
 }
 
 /** Scenarios 2 and 4: a sender on worker 0 broadcasts; receivers count and time deliveries. */
-async function broadcast(ctx, kind, { conns, rate, duration, receiverPorts }) {
+async function broadcast(ctx, kind, { label, conns, rate, duration, receiverPorts }) {
   const c = ctx.cfg;
   return withCluster(ctx, kind, 2, async (cluster) => {
     const ports = receiverPorts(cluster.ports);
@@ -244,7 +280,7 @@ async function broadcast(ctx, kind, { conns, rate, duration, receiverPorts }) {
       const [ready] = await lg.ready(connectBudget(conns));
       if (ready.failed) log(`  ${kind}: ${ready.failed} connections failed; first error: ${ready.error}`);
       await sleep(c.settle * 1000);
-      const m = await measured(ctx, cluster, lg, (duration + c.drain * 2 + 60) * 1000);
+      const m = await measured(ctx, cluster, lg, (duration + c.drain * 2 + 60) * 1000, `${label}-${kind}`);
       const r = m.res[0];
       const millions = r.received / 1e6;
       return {
@@ -271,6 +307,7 @@ async function broadcast(ctx, kind, { conns, rate, duration, receiverPorts }) {
         p999: r.p999_us,
         max: r.max_us,
         serverCpu: m.cpu.server,
+        serverSysShare: m.serverSysShare,
         redisCpu: m.cpu.redis,
         loadgenCpu: m.cpu.loadgen,
         phaseWall: m.wall,
@@ -294,7 +331,7 @@ async function echo(ctx, kind) {
       const [ready] = await lg.ready(connectBudget(c.echoConns));
       if (ready.failed) log(`  ${kind}: ${ready.failed} connections failed; first error: ${ready.error}`);
       await sleep(c.settle * 1000);
-      const m = await measured(ctx, cluster, lg, (c.echoDuration + c.drain + 60) * 1000);
+      const m = await measured(ctx, cluster, lg, (c.echoDuration + c.drain + 60) * 1000, `echo-${kind}`);
       const r = m.res[0];
       return {
         conns: c.echoConns,
@@ -313,6 +350,7 @@ async function echo(ctx, kind) {
         p999: r.p999_us,
         max: r.max_us,
         serverCpu: m.cpu.server,
+        serverSysShare: m.serverSysShare,
         loadgenCpu: m.cpu.loadgen,
         phaseWall: m.wall,
         loadgenBusy: m.cpu.loadgen / m.wall,
@@ -328,9 +366,9 @@ async function echo(ctx, kind) {
 
 const RUNNERS = {
   idle: (ctx, kind) => idle(ctx, kind, { conns: ctx.cfg.idleConns, workers: 2, hold: ctx.cfg.idleHold }),
-  bcast: (ctx, kind) => broadcast(ctx, kind, { conns: ctx.cfg.bcastConns, rate: ctx.cfg.bcastRate, duration: ctx.cfg.bcastDuration, receiverPorts: (p) => p }),
+  bcast: (ctx, kind) => broadcast(ctx, kind, { label: "bcast", conns: ctx.cfg.bcastConns, rate: ctx.cfg.bcastRate, duration: ctx.cfg.bcastDuration, receiverPorts: (p) => p }),
   echo,
-  xworker: (ctx, kind) => broadcast(ctx, kind, { conns: ctx.cfg.xConns, rate: ctx.cfg.xRate, duration: ctx.cfg.xDuration, receiverPorts: (p) => [p[1]] }),
+  xworker: (ctx, kind) => broadcast(ctx, kind, { label: "xworker", conns: ctx.cfg.xConns, rate: ctx.cfg.xRate, duration: ctx.cfg.xDuration, receiverPorts: (p) => [p[1]] }),
   max: (ctx, kind) => idle(ctx, kind, { conns: ctx.cfg.maxConns, workers: ctx.cfg.maxWorkers, hold: ctx.cfg.maxHold }),
 };
 

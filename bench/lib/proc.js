@@ -28,8 +28,9 @@ function stat(pid) {
   const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
   // f[0] is field 3 (state): ppid is field 4, utime 14, stime 15, cutime 16, cstime 17.
   const ppid = Number(f[1]);
-  const cpuTicks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
-  return { ppid, cpuTicks };
+  const user = Number(f[11]) + Number(f[13]);
+  const sys = Number(f[12]) + Number(f[14]);
+  return { ppid, user, sys, cpuTicks: user + sys };
 }
 
 /** `roots` and all their live descendants. */
@@ -55,14 +56,24 @@ function tree(roots) {
   return out;
 }
 
-/** CPU seconds (user + system, reaped children included) used so far by the trees of `pids`. */
-function cpuSeconds(pids) {
-  let t = 0;
+/** CPU seconds `{user, sys, total}` (reaped children included) used so far by the trees of `pids`. */
+function cpuTimes(pids) {
+  let user = 0;
+  let sys = 0;
   for (const pid of tree(pids)) {
     const s = stat(pid);
-    if (s) t += s.cpuTicks;
+    if (s) {
+      user += s.user;
+      sys += s.sys;
+    }
   }
-  return t / clockTicks();
+  const hz = clockTicks();
+  return { user: user / hz, sys: sys / hz, total: (user + sys) / hz };
+}
+
+/** CPU seconds (user + system) used so far by the trees of `pids`. */
+function cpuSeconds(pids) {
+  return cpuTimes(pids).total;
 }
 
 function rssOf(pid) {
@@ -91,4 +102,4 @@ function delta(a, b) {
   return { cpu: b.cpu - a.cpu, wall: Number(b.at - a.at) / 1e9 };
 }
 
-module.exports = { cpuSeconds, rssBytes, sample, delta };
+module.exports = { cpuTimes, cpuSeconds, rssBytes, sample, delta };

@@ -160,7 +160,9 @@ async function startCluster(kind, count, redis) {
   const stopAll = () => Promise.all(workers.map((w) => stopChild(w.child)));
   try {
     for (let i = 0; i < count; i++) {
-      const child = spawn(process.execPath, [script], {
+      // Under BENCH_PERF, V8 writes /tmp/perf-<pid>.map so perf can name JIT-compiled JS.
+      const nodeArgs = process.env.BENCH_PERF ? ["--perf-basic-prof"] : [];
+      const child = spawn(process.execPath, [...nodeArgs, script], {
         cwd: BENCH,
         stdio: ["pipe", "pipe", "pipe"],
         env: { ...process.env, BENCH_PORT: String(base), WEROLL_WORKER_INDEX: String(i), WEROLL_WORKER_COUNT: String(count), BENCH_REDIS_PORT: String(redis.port) },

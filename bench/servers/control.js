@@ -23,7 +23,7 @@ function serveControl(port, stats) {
   process.stdout.write(`READY ${port}\n`);
   const rl = readline.createInterface({ input: process.stdin });
   rl.on("line", (line) => {
-    if (line.trim() === "stats") process.stdout.write(`STATS ${JSON.stringify(stats())}\n`);
+    if (line.trim() === "stats") process.stdout.write(`STATS ${JSON.stringify({ ...stats(), memory: process.memoryUsage() })}\n`);
   });
   // The runner going away (stdin closed) ends the worker.
   rl.on("close", () => process.exit(0));
