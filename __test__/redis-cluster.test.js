@@ -2,8 +2,9 @@
 // The Redis cluster adapter end to end: 4 native workers (weroll-native/cluster launcher, one
 // redis-server), socket.io-client 4.x and 2.x clients spread over the 4 ports. Every
 // cluster-wide Realtime method delivers exactly once to the right clients and to no one else;
-// Redis going away and coming back does not stop local delivery, cross-worker delivery resumes,
-// no worker dies; pickServer() follows the workers' load and forgets a dead worker.
+// Redis going away and coming back (or freezing) does not stop local delivery, cross-worker
+// delivery resumes exactly once, no worker dies; pickServer() follows the workers' load and
+// forgets a dead worker.
 const { describe, test, before, after } = require("node:test");
 const assert = require("node:assert/strict");
 const { isDeepStrictEqual } = require("node:util");
@@ -30,6 +31,7 @@ describe("4 workers through the launcher", { skip: redisBin.skip, timeout: 60000
   let base;
   let launcher;
   let all = [];
+  const extra = []; // clients outside `all`, closed with it
   const byName = {};
   // name, user, worker index, client version, transports
   const LAYOUT = [
@@ -59,7 +61,7 @@ describe("4 workers through the launcher", { skip: redisBin.skip, timeout: 60000
     await Promise.all(all.map((c, i) => u.shake(c, LAYOUT[i][1])));
   });
   after(async () => {
-    u.closeAll(all);
+    u.closeAll(all.concat(extra));
     all = [];
   });
 
@@ -182,6 +184,7 @@ describe("4 workers through the launcher", { skip: redisBin.skip, timeout: 60000
     // A client to kick while Redis is down (on the same worker as d).
     const doomed = u.client(4, base + 3);
     doomed.label = "doomed";
+    extra.push(doomed);
     await u.shake(doomed, 99);
     const mark = launcher.messages.length;
     const after = () => launcher.messages.slice(mark).filter((m) => m && m.ev === "adapter");
