@@ -133,13 +133,18 @@ async function startApp(options = {}) {
   chat(realtime, index);
   const server = httpServer(picker(realtime, basePort, count, index));
   const httpPort = options.httpPort === undefined ? basePort - 1 : options.httpPort;
-  await new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(httpPort, () => {
-      server.off("error", reject);
-      resolve();
+  try {
+    await new Promise((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(httpPort, () => {
+        server.off("error", reject);
+        resolve();
+      });
     });
-  });
+  } catch (err) {
+    await realtime.close();
+    throw new Error(`chat page: cannot listen on port ${httpPort}: ${err.message}`);
+  }
   const close = async () => {
     server.closeAllConnections();
     await Promise.all([realtime.close(), new Promise((resolve) => server.close(() => resolve()))]);
@@ -160,7 +165,7 @@ async function main() {
     log,
   });
   log(`realtime on port ${app.port}${app.realtime.config.cluster ? " (cluster)" : ""}, page on port ${app.httpPort}`);
-  if (process.send) process.send("ready"); // the cluster launcher's and pm2's (wait_ready) signal
+  if (process.send) process.send("ready"); // tells the primary (examples/demo.js) this worker is up
   let closing = false;
   const shutdown = () => {
     if (closing) return;

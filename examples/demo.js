@@ -84,7 +84,10 @@ async function main() {
           return new Promise((resolve) => redis.child.once("exit", resolve));
         }
       })
-      .then(() => process.exit(code));
+      .then(() => {
+        console.log("demo stopped");
+        process.exit(code);
+      });
   };
   process.on("SIGINT", () => stop(0));
   process.on("SIGTERM", () => stop(0));

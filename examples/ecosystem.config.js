@@ -12,10 +12,11 @@ module.exports = {
       cwd: __dirname,
       instances: 4,
       exec_mode: "cluster",
-      // app.js sends "ready" once its Realtime port is bound; on `pm2 reload` the old instance
-      // is stopped only then, and it closes its listener on SIGINT.
-      wait_ready: true,
-      listen_timeout: 10000,
+      // `pm2 reload`: the new instance of slot i needs the port the old one still holds, so it
+      // retries the bind (Realtime config `bindRetryMs`, default 5 s) while pm2 stops the old
+      // one after listen_timeout; the old one closes its listener first thing on SIGINT.
+      // (No wait_ready: the new instance cannot be ready before the old one is gone.)
+      listen_timeout: 2000,
       kill_timeout: 5000,
       env: {
         NODE_ENV: "production",

@@ -13,19 +13,18 @@ const { execFileSync } = require("node:child_process");
 const fs = require("node:fs");
 const path = require("node:path");
 
-/** Program → Debian package, and which tasks cannot run without it. */
+/** Program, its Debian package, the tasks that use it, and those that cannot run without it. */
 const PROGRAMS = [
-  { bin: "redis-server", pkg: "redis-server", neededBy: ["demo", "test"] },
-  { bin: "nginx", pkg: "nginx", neededBy: ["test"] },
-  { bin: "chromium", pkg: "chromium", neededBy: ["test"] },
+  { bin: "redis-server", pkg: "redis-server", usedBy: ["demo", "test"], requiredBy: ["demo"] },
+  { bin: "nginx", pkg: "nginx", usedBy: ["test"], requiredBy: [] },
+  { bin: "chromium", pkg: "chromium", usedBy: ["test"], requiredBy: [] },
 ];
 
 // nginx lives in sbin, which a normal user's PATH often lacks.
 const EXTRA_DIRS = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 
-/** Absolute path of an executable named `name` on PATH (or in sbin), else null. */
-function findBinary(name) {
-  const dirs = [...(process.env.PATH || "").split(path.delimiter), ...EXTRA_DIRS];
+/** Absolute path of an executable named `name` in `dirs` (default: PATH and sbin), else null. */
+function findBinary(name, dirs = [...(process.env.PATH || "").split(path.delimiter), ...EXTRA_DIRS]) {
   for (const dir of dirs) {
     if (!dir) continue;
     const file = path.join(dir, name);
@@ -41,7 +40,8 @@ function findBinary(name) {
 
 /** The chromium binary the browser test drives: CHROMIUM_PATH, else `chromium` on PATH. */
 function findChromium() {
-  return process.env.CHROMIUM_PATH || findBinary("chromium");
+  const env = process.env.CHROMIUM_PATH;
+  return env ? (path.isAbsolute(env) ? findBinary(path.basename(env), [path.dirname(env)]) : findBinary(env)) : findBinary("chromium");
 }
 
 function isCI() {
@@ -68,7 +68,7 @@ function installed(program) {
 }
 
 function ensurePrograms(task) {
-  const wanted = PROGRAMS.filter((p) => p.neededBy.includes(task));
+  const wanted = PROGRAMS.filter((p) => p.usedBy.includes(task));
   // The demo can use an existing Redis instead of starting its own.
   const skip = (p) => p.bin === "redis-server" && task === "demo" && process.env.REDIS_URL;
   let missing = wanted.filter((p) => !skip(p) && !installed(p));
@@ -93,12 +93,12 @@ function ensurePrograms(task) {
       "(on other systems install the same programs with your package manager; " +
       "CHROMIUM_PATH may name a Chromium/Chrome binary elsewhere)",
   );
-  const fatal = isCI() ? missing : missing.filter((p) => task === "demo" && p.bin === "redis-server");
+  const fatal = isCI() ? missing : missing.filter((p) => p.requiredBy.includes(task));
   if (fatal.length) {
-    console.error(`setup: cannot run the ${task} without ${fatal.map((p) => p.bin).join(", ")}`);
+    console.error(`setup: cannot run the ${task} without ${fatal.map((p) => p.bin).join(", ")}${isCI() ? " (CI=true)" : ""}`);
     return false;
   }
-  console.error(`setup: tests that need ${missing.map((p) => p.bin).join(", ")} will be skipped`);
+  console.error(`setup: the parts of the ${task} that need ${missing.map((p) => p.bin).join(", ")} will be skipped`);
   return true;
 }
 
