@@ -38,20 +38,6 @@ function realtimeConfig(basePort, redis) {
   return config;
 }
 
-/** Starts the Realtime server, in cluster mode when `redis` is given and this build has the adapter. */
-async function startRealtime(basePort, redis, log) {
-  let realtime = Realtime.createServer(realtimeConfig(basePort, redis));
-  try {
-    await realtime.start();
-  } catch (err) {
-    if (!redis || !/not available in this build/.test(err.message)) throw err;
-    log(`warning: ${err.message}; running without the cluster adapter (each worker broadcasts to its own clients only)`);
-    realtime = Realtime.createServer(realtimeConfig(basePort, undefined));
-    await realtime.start();
-  }
-  return realtime;
-}
-
 function chat(realtime, index) {
   realtime.on("shakeHandSuccess", (socket) => {
     socket.helper.enterRoom("lobby");
@@ -87,7 +73,7 @@ function picker(realtime, basePort, count, index) {
       const port = address && Number(address.slice(address.lastIndexOf(":") + 1));
       if (port) return { port, address, via: "pickServer" };
     } catch {
-      // no cluster view in this mode: fall through
+      // Redis unreachable right now: fall through
     }
     const port = count > 1 ? basePort + (next++ % count) : realtime.port;
     return { port, via: "round-robin" };
@@ -122,15 +108,15 @@ function httpServer(pick) {
 
 /**
  * Starts one worker: `{realtime, http, port, httpPort, close()}`.
- * Options: basePort, httpPort (0: any), redis (`{url}` / `{host, port}` / undefined), workers, log.
+ * Options: basePort, httpPort (0: any), redis (`{url}` / `{host, port}` / undefined), workers.
  */
 async function startApp(options = {}) {
   const basePort = options.basePort === undefined ? 3001 : options.basePort;
   const count = options.workers || 1;
-  const log = options.log || (() => {});
   const index = workerIndex();
-  const realtime = await startRealtime(basePort, options.redis, log);
+  const realtime = Realtime.createServer(realtimeConfig(basePort, options.redis));
   chat(realtime, index);
+  await realtime.start();
   const server = httpServer(picker(realtime, basePort, count, index));
   const httpPort = options.httpPort === undefined ? basePort - 1 : options.httpPort;
   try {
@@ -155,16 +141,14 @@ async function startApp(options = {}) {
 async function main() {
   const env = process.env;
   const basePort = Number(env.PORT || 3001);
-  const index = workerIndex();
-  const log = (msg) => console.log(`[worker ${index}] ${msg}`);
   const app = await startApp({
     basePort,
-    httpPort: env.HTTP_PORT === undefined ? basePort - 1 : Number(env.HTTP_PORT),
+    httpPort: env.HTTP_PORT === undefined ? undefined : Number(env.HTTP_PORT),
     redis: redisFromEnv(env),
     workers: Number(env.WEROLL_WORKER_COUNT || 1),
-    log,
   });
-  log(`realtime on port ${app.port}${app.realtime.config.cluster ? " (cluster)" : ""}, page on port ${app.httpPort}`);
+  const mode = app.realtime.config.cluster ? " (cluster)" : "";
+  console.log(`[worker ${workerIndex()}] realtime on port ${app.port}${mode}, page on port ${app.httpPort}`);
   if (process.send) process.send("ready"); // tells the primary (examples/demo.js) this worker is up
   let closing = false;
   const shutdown = () => {
