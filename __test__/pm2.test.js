@@ -172,6 +172,13 @@ describe("pm2 cluster mode, 4 instances", { skip: redisBin.skip, timeout: 85000 
       polling = false;
       await poller;
     }
+    // Close the outages the poller saw begin but, having stopped, not end.
+    for (const [port, o] of outage) {
+      if (o.downSince !== null && (await u.canConnect(port))) {
+        o.longest = Math.max(o.longest, Date.now() - o.downSince);
+        o.downSince = null;
+      }
+    }
     t.diagnostic(`refused during reload: ${[...outage].map(([port, o]) => `${port}: ${o.downs}x, longest ${o.longest} ms`).join("; ")}`);
     for (const [port, o] of outage) {
       assert.equal(o.downSince, null, `port ${port} is dead after the reload`);
