@@ -35,13 +35,15 @@ function connect(port) {
 
 /**
  * Runs nginx with examples/nginx.conf, its worker ports moved to `base..`, listening on `port`.
- * Resolves `{ stop() }` once nginx accepts connections.
+ * Resolves `{ port, stop() }` once nginx accepts connections.
  */
 async function startNginx(bin, base, port) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "weroll-nginx-"));
   let conf = fs.readFileSync(path.join(__dirname, "..", "examples", "nginx.conf"), "utf8");
   conf = conf.replace(/127\.0\.0\.1:300([1-4])/g, (_, i) => `127.0.0.1:${base + Number(i) - 1}`);
   conf = conf.replace("listen 8080;", `listen 127.0.0.1:${port};`);
+  for (let i = 0; i < WORKERS; i++) assert.ok(conf.includes(`127.0.0.1:${base + i};`), `examples/nginx.conf lists worker port 300${i + 1}`);
+  assert.ok(conf.includes(`listen 127.0.0.1:${port};`), "examples/nginx.conf listens on 8080");
   // writable places for an unprivileged nginx
   const temp = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((k) => `${k}_temp_path ${dir}/${k};`).join(" ");
   conf = conf.replace("http {", `http {\n    access_log off; ${temp}`);
