@@ -10,6 +10,7 @@ mod connection;
 mod http;
 pub mod packet;
 mod session;
+mod stream;
 mod websocket;
 
 pub use config::{Cors, CorsOrigin, EngineConfig};
@@ -49,11 +50,13 @@ pub trait EngineHandler: Send + Sync + 'static {
     fn on_close(&self, conn: &Arc<Connection<Self::Data>>, reason: CloseReason);
 }
 
-/// Bytes tungstenite reads per call and keeps allocated per websocket: small, because an idle
-/// connection pays for it all the time; large messages still arrive in one buffer.
-const WS_READ_BUFFER: usize = 1024;
-/// Outgoing frames are gathered up to this size before a write (one syscall per burst).
-const WS_WRITE_BUFFER: usize = 8 * 1024;
+/// Bytes tungstenite asks for per read and keeps allocated per websocket for good: small,
+/// because every idle connection pays for it. Syscalls still read up to 8 KiB (see
+/// `stream.rs`), and a large message still grows the buffer to its size.
+const WS_READ_BUFFER: usize = 64;
+/// tungstenite hands every frame straight to the stream, whose own buffer gathers a batch
+/// until the flush and is freed afterwards.
+const WS_WRITE_BUFFER: usize = 0;
 
 /// The Engine.IO server: owns sessions and runs the accept loop.
 pub struct Engine<H: EngineHandler> {

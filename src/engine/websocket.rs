@@ -12,21 +12,25 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::connection::{Connection, Handshake};
 use super::packet::{self, EnginePacket};
+use super::stream::{LeanStream, WRITE_LIMIT};
 use super::{CloseReason, EioVersion, Engine, EngineHandler, Frame, Incoming};
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<LeanStream>;
 
 /// Messages handled per wake-up before yielding to other tasks.
 const READ_BUDGET: usize = 32;
@@ -66,7 +70,8 @@ impl<H: EngineHandler> Engine<H> {
         let conn = match target {
             WsTarget::New(handshake) => {
                 let conn = self.create_session(version, handshake, true);
-                conn.push_control(self.open_frame(&conn, true));
+                let open = self.open_frame(&conn, true);
+                ws.get_mut().push_frame(ws_frame(open, false));
                 self.handler.on_open(&conn);
                 conn
             }
@@ -84,7 +89,8 @@ impl<H: EngineHandler> Engine<H> {
             conn,
             ws,
             batch: VecDeque::new(),
-            unflushed: false,
+            // A direct session's open packet waits in the stream.
+            unflushed: true,
             closing: None,
         });
     }
@@ -93,19 +99,8 @@ impl<H: EngineHandler> Engine<H> {
     /// websocket reads the socket directly instead of through a boxed, rewinding wrapper.
     async fn open_websocket(&self, upgraded: Upgraded) -> Option<Ws> {
         let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
-        let stream = parts.io.into_inner();
-        let config = Some(self.ws_config);
-        Some(if parts.read_buf.is_empty() {
-            WebSocketStream::from_raw_socket(stream, Role::Server, config).await
-        } else {
-            WebSocketStream::from_partially_read(
-                stream,
-                parts.read_buf.to_vec(),
-                Role::Server,
-                config,
-            )
-            .await
-        })
+        let stream = LeanStream::new(parts.io.into_inner(), parts.read_buf.to_vec());
+        Some(WebSocketStream::from_raw_socket(stream, Role::Server, Some(self.ws_config)).await)
     }
 
     /// The upgrade handshake on the probing websocket: `2probe` → `3probe` (and a `6` to the
@@ -193,8 +188,8 @@ struct WsDriver<H: EngineHandler> {
     batch: VecDeque<Frame>,
     /// Frames were handed to tungstenite since the last completed flush.
     unflushed: bool,
-    /// Set once the session is closing.
-    closing: Option<Closing>,
+    /// Set once the session is closing; boxed because open connections never need it.
+    closing: Option<Box<Closing>>,
 }
 
 struct Closing {
@@ -274,22 +269,29 @@ impl<H: EngineHandler> WsDriver<H> {
         Ok(true)
     }
 
-    /// Feeds every batched frame to tungstenite, then flushes once.
+    /// Frames every batched message into the stream's write buffer, then flushes once.
+    /// Data frames bypass tungstenite's writer (see `stream.rs`); it still writes its own
+    /// control frames (pongs, close), whole, into the same buffer.
     fn write(&mut self, cx: &mut Context<'_>) -> Result<(), CloseReason> {
         let v3 = self.conn.version() == EioVersion::V3;
         while !self.batch.is_empty() {
-            match Pin::new(&mut self.ws).poll_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Err(read_error(&e)),
-                Poll::Pending => return Ok(()),
+            let stream = self.ws.get_mut();
+            if stream.buffered_out() >= WRITE_LIMIT {
+                match stream.poll_write_out(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Err(CloseReason::TransportClose),
+                    Poll::Pending => return Ok(()),
+                }
             }
             let Some(frame) = self.batch.pop_front() else {
                 break;
             };
-            Pin::new(&mut self.ws)
-                .start_send(to_message(frame, v3))
-                .map_err(|e| read_error(&e))?;
+            stream.push_frame(ws_frame(frame, v3));
             self.unflushed = true;
+        }
+        if self.batch.is_empty() && self.batch.capacity() > 0 {
+            // Idle connections keep no queue memory.
+            self.batch = VecDeque::new();
         }
         if self.unflushed {
             match Pin::new(&mut self.ws).poll_flush(cx) {
@@ -320,11 +322,11 @@ impl<H: EngineHandler> WsDriver<H> {
         } else {
             self.batch = VecDeque::new();
         }
-        self.closing = Some(Closing {
+        self.closing = Some(Box::new(Closing {
             graceful,
             close_sent: false,
             deadline: Box::pin(tokio::time::sleep(CLOSE_GRACE)),
-        });
+        }));
     }
 
     fn poll_closing(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -374,11 +376,16 @@ impl<H: EngineHandler> WsDriver<H> {
     }
 }
 
-fn to_message(frame: Frame, v3: bool) -> Message {
+/// One Engine.IO frame as one final websocket frame.
+fn ws_frame(frame: Frame, v3: bool) -> WsFrame {
     match frame {
-        Frame::Text(t) => Message::Text(t),
-        Frame::Binary(b) if v3 => Message::Binary(packet::encode_binary_v3(&b)),
-        Frame::Binary(b) => Message::Binary(b),
+        Frame::Text(t) => WsFrame::message(Bytes::from(t), OpCode::Data(Data::Text), true),
+        Frame::Binary(b) if v3 => WsFrame::message(
+            packet::encode_binary_v3(&b),
+            OpCode::Data(Data::Binary),
+            true,
+        ),
+        Frame::Binary(b) => WsFrame::message(b, OpCode::Data(Data::Binary), true),
     }
 }
 
