@@ -859,3 +859,68 @@ async fn serve_returns_on_shutdown() {
         .expect("serve returns")
         .unwrap();
 }
+
+#[tokio::test]
+async fn abandoned_poll_closes_the_session() {
+    let srv = start(EngineConfig::default()).await;
+    let (sid, _, _) = handshake(srv.addr, 4).await;
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    let req =
+        format!("GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(s);
+    assert_eq!(srv.echo.wait_close(&sid).await, CloseReason::TransportError);
+    srv.echo.assert_clean();
+}
+
+#[tokio::test]
+async fn sessions_opened_during_close_all_are_closed_too() {
+    let srv = start(EngineConfig::default()).await;
+    let addr = srv.addr;
+    let openers = tokio::spawn(async move {
+        let mut n = 0;
+        for _ in 0..50 {
+            let res = get(addr, "EIO=4&transport=polling").await;
+            if res.status == 200 {
+                n += 1;
+            }
+        }
+        n
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    tokio::time::timeout(Duration::from_secs(5), srv.engine.close_all())
+        .await
+        .expect("close_all finishes");
+    openers.await.unwrap();
+    assert_eq!(srv.engine.session_count(), 0);
+    srv.echo.assert_clean();
+}
+
+#[tokio::test]
+async fn large_messages_and_bursts_over_websocket() {
+    let srv = start(EngineConfig::default()).await;
+    for eio in [4u8, 3] {
+        let (mut ws, _, _) = ws_session(srv.addr, eio).await;
+        let big = "x".repeat(900_000);
+        ws_send(&mut ws, &format!("4{big}")).await;
+        assert_eq!(ws_text(&mut ws).await.len(), big.len() + 1);
+        let mut blob = vec![7u8; 500_000];
+        if eio == 3 {
+            blob[0] = 4;
+        }
+        ws.send(Message::Binary(blob.clone().into())).await.unwrap();
+        assert_eq!(ws_next(&mut ws).await, Some(Message::Binary(blob.into())));
+        // A burst: all echoed, in order.
+        for i in 0..5000 {
+            ws.feed(Message::Text(format!("4m{i}").into()))
+                .await
+                .unwrap();
+        }
+        ws.flush().await.unwrap();
+        for i in 0..5000 {
+            assert_eq!(ws_text(&mut ws).await, format!("4m{i}"));
+        }
+    }
+    srv.echo.assert_clean();
+}

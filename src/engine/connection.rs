@@ -208,8 +208,10 @@ impl<D> Connection<D> {
             id,
             version,
             handshake,
+            // `on_open` has yet to run: nothing may run `on_close` before it has.
             state: Mutex::new(State {
                 websocket,
+                dispatching: true,
                 ..State::default()
             }),
             timer_at: AtomicU64::new(u64::MAX),

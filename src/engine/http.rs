@@ -154,11 +154,19 @@ fn build_handshake(req: &Request<Body>, peer: SocketAddr) -> Handshake {
     }
 }
 
-/// Clears a polling request's in-flight flag however the request ends (including the client
-/// going away while a GET waits).
+/// Clears a polling request's in-flight flag however the request ends. A request that ends
+/// unanswered (the client closed the connection while a GET waited or a POST uploaded) ends
+/// the session, as engine.io does ("poll connection closed prematurely").
 struct InFlight<'a, D> {
     conn: &'a Connection<D>,
     get: bool,
+    answered: bool,
+}
+
+impl<D> InFlight<'_, D> {
+    fn answered(&mut self) {
+        self.answered = true;
+    }
 }
 
 impl<D> Drop for InFlight<'_, D> {
@@ -168,6 +176,10 @@ impl<D> Drop for InFlight<'_, D> {
             st.get_busy = false;
         } else {
             st.post_busy = false;
+        }
+        drop(st);
+        if !self.answered {
+            self.conn.close(CloseReason::TransportError);
         }
     }
 }
@@ -343,7 +355,6 @@ impl<H: EngineHandler> Engine<H> {
         }
         let conn = self.create_session(version, build_handshake(req, peer), false);
         conn.push_control(self.open_frame(&conn, false));
-        conn.lock().dispatching = true;
         self.handler.on_open(&conn);
         self.end_dispatch(&conn);
         let frames: Vec<Frame> = std::mem::take(&mut conn.lock().queue).into();
@@ -384,9 +395,10 @@ impl<H: EngineHandler> Engine<H> {
             }
             st.get_busy = true;
         }
-        let _in_flight = InFlight {
+        let mut in_flight = InFlight {
             conn: &**conn,
             get: true,
+            answered: false,
         };
         let frames: Vec<Frame> = poll_fn(|cx| {
             let mut st = conn.lock();
@@ -406,6 +418,7 @@ impl<H: EngineHandler> Engine<H> {
             Poll::Pending
         })
         .await;
+        in_flight.answered();
         self.polling_payload(conn.version(), &frames, b64)
     }
 
@@ -426,9 +439,10 @@ impl<H: EngineHandler> Engine<H> {
             }
             st.post_busy = true;
         }
-        let _in_flight = InFlight {
+        let mut in_flight = InFlight {
             conn: &**conn,
             get: false,
+            answered: false,
         };
         let max = self.config.max_payload;
         let binary = req
@@ -445,16 +459,19 @@ impl<H: EngineHandler> Engine<H> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > max as u64) {
+            in_flight.answered();
             return self.payload_too_large(conn);
         }
         let body = match Limited::new(req.into_body(), max).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return self.payload_too_large(conn)
+                in_flight.answered();
+                return self.payload_too_large(conn);
             }
-            // The client went away mid-body; nothing to answer.
+            // The client went away mid-body: `in_flight` closes the session.
             Err(_) => return error(EioError::BadRequest),
         };
+        in_flight.answered();
         let decoded = match conn.version() {
             // v4 clients always send text payloads; engine.io refuses binary bodies.
             EioVersion::V4 if binary => Err(packet::PacketError::BinaryType),

@@ -155,7 +155,8 @@ impl<H: EngineHandler> Engine<H> {
         self.open.load(Ordering::SeqCst)
     }
 
-    /// Creates a session and makes it reachable by sid. The caller runs `on_open`.
+    /// Creates a session and makes it reachable by sid. The caller runs `on_open` and then
+    /// clears `dispatching`.
     fn create_session(
         &self,
         version: EioVersion,
@@ -183,6 +184,11 @@ impl<H: EngineHandler> Engine<H> {
             Arc::new(conn)
         });
         self.open.fetch_add(1, Ordering::SeqCst);
+        // Pairs with `close_all`, which sets the flag before listing sessions: a session
+        // inserted after that listing sees the flag here.
+        if self.shutting_down.load(Ordering::SeqCst) {
+            conn.close(CloseReason::ServerClose);
+        }
         conn
     }
 

@@ -73,6 +73,8 @@ impl<H: EngineHandler> Engine<H> {
                 let open = self.open_frame(&conn, true);
                 ws.get_mut().push_frame(ws_frame(open, false));
                 self.handler.on_open(&conn);
+                // From here on the driver is the only dispatcher and runs `on_close` itself.
+                conn.lock().dispatching = false;
                 conn
             }
             WsTarget::Upgrade(conn) => {
