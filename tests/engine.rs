@@ -494,7 +494,11 @@ async fn websocket_garbage_is_a_parse_error() {
     let (mut ws, sid, _) = ws_session(srv.addr, 4).await;
     ws_send(&mut ws, "9nonsense").await;
     assert_eq!(srv.echo.wait_close(&sid).await, CloseReason::ParseError);
-    assert_eq!(ws_next(&mut ws).await, None);
+    assert_eq!(ws_text(&mut ws).await, "1");
+    assert!(matches!(
+        ws_next(&mut ws).await,
+        Some(Message::Close(_)) | None
+    ));
 
     let (mut ws, sid, _) = ws_session(srv.addr, 3).await;
     ws.send(Message::Binary(vec![2u8, 1].into())).await.unwrap();
@@ -922,5 +926,19 @@ async fn large_messages_and_bursts_over_websocket() {
             assert_eq!(ws_text(&mut ws).await, format!("4m{i}"));
         }
     }
+    srv.echo.assert_clean();
+}
+
+#[tokio::test]
+async fn forced_close_from_the_server_still_flushes() {
+    let srv = start(EngineConfig::default()).await;
+    let (mut ws, sid, _) = ws_session(srv.addr, 4).await;
+    let conn = srv.echo.conn(&sid);
+    assert!(conn.send(Frame::text("1")));
+    conn.close(CloseReason::ForcedClose);
+    assert!(!conn.send(Frame::text("late")));
+    assert_eq!(ws_text(&mut ws).await, "41");
+    assert_eq!(ws_text(&mut ws).await, "1");
+    assert_eq!(srv.echo.wait_close(&sid).await, CloseReason::ForcedClose);
     srv.echo.assert_clean();
 }

@@ -294,7 +294,10 @@ impl<D> Connection<D> {
         }
     }
 
-    /// Closes the session from the server side: queued messages are flushed first.
+    /// Closes the session from the server side: queued messages are flushed first, then the
+    /// Engine.IO close packet (except for [`CloseReason::SlowClient`], whose queue is dropped,
+    /// and for transport failures and ping timeouts, where the socket is just dropped).
+    /// `on_close` runs later on an engine task, never inside this call.
     pub fn close(&self, reason: CloseReason) {
         let mut st = self.lock();
         if !st.begin_close(reason) {

@@ -170,6 +170,8 @@ impl<H: EngineHandler> Engine<H> {
                 duration_ms(self.config.ping_interval) + duration_ms(self.config.ping_timeout)
             }
         };
+        // Counted before it becomes visible, so `close_all` never sees it listed but uncounted.
+        self.open.fetch_add(1, Ordering::SeqCst);
         let conn = self.sessions.insert_new(|sid| {
             let conn = Connection::new(
                 sid,
@@ -183,7 +185,6 @@ impl<H: EngineHandler> Engine<H> {
                 .store(now.saturating_add(first_timer), Ordering::Relaxed);
             Arc::new(conn)
         });
-        self.open.fetch_add(1, Ordering::SeqCst);
         // Pairs with `close_all`, which sets the flag before listing sessions: a session
         // inserted after that listing sees the flag here.
         if self.shutting_down.load(Ordering::SeqCst) {

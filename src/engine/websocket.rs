@@ -188,7 +188,7 @@ struct WsDriver<H: EngineHandler> {
     ws: Ws,
     /// Frames taken from the session queue, waiting for the socket to accept them.
     batch: VecDeque<Frame>,
-    /// Frames were handed to tungstenite since the last completed flush.
+    /// Frames went into the stream's write buffer since the last completed flush.
     unflushed: bool,
     /// Set once the session is closing; boxed because open connections never need it.
     closing: Option<Box<Closing>>,
@@ -318,7 +318,17 @@ impl<H: EngineHandler> WsDriver<H> {
             st.waker = None;
             (st.closing, std::mem::take(&mut st.queue))
         };
-        let graceful = actual == Some(CloseReason::ServerClose);
+        // A dead, silent or drowning peer gets no goodbye; otherwise what the layer above
+        // queued last (a Socket.IO disconnect packet, say) must still reach the client.
+        let graceful = !matches!(
+            actual,
+            Some(
+                CloseReason::TransportClose
+                    | CloseReason::TransportError
+                    | CloseReason::PingTimeout
+                    | CloseReason::SlowClient
+            ) | None
+        );
         if graceful {
             self.batch.extend(rest);
         } else {
@@ -342,9 +352,10 @@ impl<H: EngineHandler> WsDriver<H> {
             return Poll::Ready(());
         }
         // Keep reading (and discarding) so the client's close reply or EOF ends this early.
-        loop {
+        for budget in (0..READ_BUDGET).rev() {
             match Pin::new(&mut self.ws).poll_next(cx) {
-                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(Some(Ok(_))) if budget == 0 => cx.waker().wake_by_ref(),
+                Poll::Ready(Some(Ok(_))) => {}
                 Poll::Ready(_) => return Poll::Ready(()),
                 Poll::Pending => break,
             }
