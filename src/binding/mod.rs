@@ -20,6 +20,30 @@ use crate::protocol::Payload;
 use crate::server::{lock, Server};
 use events::{EventPump, NativeEvent};
 
+/// Tokio worker threads per process: `WEROLL_NATIVE_THREADS`, default 1. A weroll cluster runs
+/// one process per core, so one network thread beside Node's own thread keeps every hand-off
+/// between them on two threads, without cross-core work stealing.
+fn worker_threads() -> usize {
+    std::env::var("WEROLL_NATIVE_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=256).contains(n))
+        .unwrap_or(1)
+}
+
+#[napi_derive::module_init]
+fn init() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads())
+        .thread_name("weroll-native")
+        .enable_all()
+        .build();
+    // On failure napi-rs builds its default runtime on first use instead.
+    if let Ok(rt) = runtime {
+        napi::bindgen_prelude::create_custom_tokio_runtime(rt);
+    }
+}
+
 type EventCallback = ThreadsafeFunction<Vec<NativeEvent>, (), Vec<NativeEvent>, Status, false>;
 
 /// Arguments or ack data crossing the boundary: JSON of the data array (binaries replaced by
