@@ -133,8 +133,9 @@ const SCENARIOS = [
   },
   {
     id: "xworker",
-    title: (c) => `4. Cross-worker broadcast through Redis: sender on worker 0, ${num(c.xConns)} receivers on worker 1, ${c.xRate}/s for ${c.xDuration} s`,
+    title: (c) => `4. Cross-worker broadcast through Redis: sender on worker 0, ${num(c.xConns)} receivers on worker 1, ${c.xRate}/s for ${c.xDuration} s${c.xRepeats > 1 ? `, ${c.xRepeats} runs (the run of median p99 shown)` : ""}`,
     rows: [
+      ["p99 of each run, ms", (r) => (r.p99Runs ? r.p99Runs.map(ms).join(", ") : ms(r.p99))],
       ["broadcasts sent (rate/s)", (r) => `${num(r.sent)} (${num(r.sendRate, 1)})`],
       ["deliveries expected / received (all clients)", (r) => `${num(r.expected)} / ${num(r.received)}`],
       ["deliveries missing", (r) => num(r.missing)],
@@ -177,6 +178,7 @@ function scenarioTable(sc, res) {
     }
     lines.push(`| ${label} | ${cell(value, s)} | ${cell(value, w)} | ${ratio} |`);
   }
+  lines.push(`| 1-min load average before | ${cell((r) => num(r.loadBefore, 2), s)} | ${cell((r) => num(r.loadBefore, 2), w)} | |`);
   for (const [name, r] of [["socket.io", s], ["weroll-native", w]]) {
     if (r && r.error) lines.push("", `${name} failed: \`${r.error.replace(/`/g, "'").slice(0, 400)}\``);
     else if (r && r.firstError) lines.push("", `${name}, first client error: \`${String(r.firstError).replace(/`/g, "'").slice(0, 300)}\``);
@@ -246,6 +248,7 @@ function writeReport(report, outFile) {
   L.push(`| CPU | ${m.nproc} × ${m.model} |`);
   L.push(`| memory | ${num(m.memGiB, 1)} GiB |`);
   L.push(`| kernel | ${m.kernel} (open files limit ${m.fdLimit}) |`);
+  if (report.loadAverage) L.push(`| load average (1, 5, 15 min) | ${report.loadAverage.start.map((v) => num(v, 2)).join(", ")} at the start, ${report.loadAverage.end.map((v) => num(v, 2)).join(", ")} at the end (other work on the machine shows here) |`);
   L.push(`| node | ${m.node} |`);
   L.push(`| socket.io | ${m.socketio} (@socket.io/redis-adapter ${m.redisAdapter}, redis client ${m.redisClient}) |`);
   L.push(`| redis-server | ${m.redisServer} |`);
