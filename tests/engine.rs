@@ -657,6 +657,18 @@ async fn request_errors() {
     assert_eq!(get(a, "EIO=4&transport=websocket").await.json()["code"], 3);
     let res = http(a, "GET", "/other/?EIO=4&transport=polling", &[], b"").await;
     assert_eq!(res.status, 404);
+    let res = http(a, "GET", "/socket.io/x?EIO=4&transport=polling", &[], b"").await;
+    assert_eq!(res.status, 404);
+    let res = http(a, "GET", "/socket.io?EIO=4&transport=polling", &[], b"").await;
+    assert_eq!(res.status, 200);
+    // A configured path without its trailing slash serves the same URLs.
+    let custom = start(EngineConfig {
+        path: "/rt".into(),
+        ..EngineConfig::default()
+    })
+    .await;
+    let res = http(custom.addr, "GET", "/rt/?EIO=4&transport=polling", &[], b"").await;
+    assert_eq!(res.status, 200);
     // Disabled v3.
     let srv3 = start(EngineConfig {
         allow_eio3: false,

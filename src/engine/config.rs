@@ -58,8 +58,12 @@ pub enum CorsOrigin {
 /// CORS answer for polling requests and their OPTIONS preflight.
 #[derive(Debug, Clone)]
 pub struct Cors {
+    /// `Access-Control-Allow-Origin`.
     pub origin: CorsOrigin,
+    /// Sends `Access-Control-Allow-Credentials: true`.
     pub credentials: bool,
+    /// `Access-Control-Allow-Methods` on preflight; empty means the `cors` package default.
     pub methods: Vec<String>,
+    /// `Access-Control-Allow-Headers` on preflight; empty reflects the requested headers.
     pub allowed_headers: Vec<String>,
 }

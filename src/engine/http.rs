@@ -202,9 +202,8 @@ impl<H: EngineHandler> Engine<H> {
     }
 
     async fn handle(self: Arc<Self>, req: Request<Body>, peer: SocketAddr) -> Reply {
-        let path = req.uri().path();
-        let base = self.config.path.trim_end_matches('/');
-        if path != self.config.path && path != base {
+        // `/socket.io/` and `/socket.io` name the same endpoint, however the path was configured.
+        if req.uri().path().trim_end_matches('/') != self.config.path.trim_end_matches('/') {
             return not_found();
         }
         let cors = CorsRequest {
