@@ -252,8 +252,18 @@ class Socket extends EventEmitter {
   listenersAny() {
     return this._any ? [...this._any] : [];
   }
+  /** Decodes a client payload; one that cannot be decoded closes that client, as socket.io does. */
+  _decode(data, attachments) {
+    try {
+      return decode(data, attachments);
+    } catch {
+      this.disconnect(true);
+      return null;
+    }
+  }
   _onEvent(data, attachments, id) {
-    const args = decode(data, attachments);
+    const args = this._decode(data, attachments);
+    if (!args) return;
     if (id !== undefined && id !== null) {
       let sent = false;
       args.push((...resp) => {
@@ -274,7 +284,8 @@ class Socket extends EventEmitter {
     const fn = this._acks && this._acks.get(id);
     if (!fn) return;
     this._acks.delete(id);
-    fn.apply(this, decode(data, attachments));
+    const args = this._decode(data, attachments);
+    if (args) fn.apply(this, args);
   }
   _onDisconnect(reason) {
     this.connected = false;
@@ -432,6 +443,15 @@ class Server extends EventEmitter {
   }
   get local() {
     return this.sockets.local;
+  }
+  get volatile() {
+    return this.sockets.volatile;
+  }
+  compress(c) {
+    return this.sockets.compress(c);
+  }
+  timeout(ms) {
+    return this.sockets.timeout(ms);
   }
   emit(ev, ...args) {
     if (ev === "error" || ev === "listening" || ev === "close" || ev === "adapter") return super.emit(ev, ...args);

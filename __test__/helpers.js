@@ -1,0 +1,297 @@
+"use strict";
+// Shared test utilities: real servers on loopback, real socket.io clients (4.8 and 2.5), and
+// waits that always time out.
+const { test } = require("node:test");
+const { Realtime, Server } = require("..");
+
+const ioV4 = require("socket.io-client");
+const ioV2 = require("socket.io-client-v2");
+
+/** The four client modes every Realtime behaviour is checked with. */
+const MODES = [
+  { name: "v4-websocket", version: 4, transports: ["websocket"] },
+  { name: "v4-polling-upgrade", version: 4, transports: ["polling", "websocket"] },
+  { name: "v2-websocket", version: 2, transports: ["websocket"] },
+  { name: "v2-polling-upgrade", version: 2, transports: ["polling", "websocket"] },
+];
+
+const DEFAULT_WAIT = 3000;
+
+function delay(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Resolves the argument list of the next `ev` on `emitter`; rejects after `ms`. */
+function once(emitter, ev, ms = DEFAULT_WAIT) {
+  return new Promise((resolve, reject) => {
+    const on = (...args) => {
+      clearTimeout(timer);
+      resolve(args);
+    };
+    const timer = setTimeout(() => {
+      off(emitter, ev, on);
+      reject(new Error(`timed out after ${ms} ms waiting for "${ev}"`));
+    }, ms);
+    emitter.once(ev, on);
+  });
+}
+
+/** Resolves the first argument of the next `ev` on `emitter`; rejects after `ms`. */
+async function waitFor(emitter, ev, ms = DEFAULT_WAIT) {
+  return (await once(emitter, ev, ms))[0];
+}
+
+/** Resolves after `ms` if `ev` did not fire on `emitter`; rejects as soon as it does. */
+function expectNo(emitter, ev, ms = 300) {
+  return new Promise((resolve, reject) => {
+    const on = (...args) => {
+      clearTimeout(timer);
+      reject(new Error(`unexpected "${ev}": ${safeJson(args)}`));
+    };
+    const timer = setTimeout(() => {
+      off(emitter, ev, on);
+      resolve();
+    }, ms);
+    emitter.once(ev, on);
+  });
+}
+
+/** Collects every `ev` on `emitter` (argument lists) into the returned array. */
+function collect(emitter, ev) {
+  const got = [];
+  emitter.on(ev, (...args) => got.push(args));
+  return got;
+}
+
+/** Polls `cond()` until it is truthy; rejects with `what` after `ms`. */
+async function until(cond, what, ms = DEFAULT_WAIT) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting until ${what}`);
+    await delay(10);
+  }
+}
+
+/** Rejects with `what` if `promise` does not settle within `ms`. */
+function within(promise, ms, what) {
+  let timer;
+  const t = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, t]).finally(() => clearTimeout(timer));
+}
+
+function off(emitter, ev, fn) {
+  if (typeof emitter.off === "function") emitter.off(ev, fn);
+  else if (typeof emitter.removeListener === "function") emitter.removeListener(ev, fn);
+}
+
+function safeJson(v) {
+  try {
+    return JSON.stringify(v);
+  } catch {
+    return String(v);
+  }
+}
+
+/** Bytes of a binary the client received (Buffer in Node, ArrayBuffer, or a typed array). */
+function toBuffer(v) {
+  if (Buffer.isBuffer(v)) return v;
+  if (v instanceof ArrayBuffer) return Buffer.from(v);
+  if (ArrayBuffer.isView(v)) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+  throw new TypeError(`not a binary: ${Object.prototype.toString.call(v)}`);
+}
+
+/**
+ * A client of `version` (4 or 2) for `http://127.0.0.1:port` + `opts.nsp`.
+ * `opts.transports` defaults to polling with upgrade; `forceNew` and no reconnection always.
+ * Other options go to the client as they are (query, auth, extraHeaders, transportOptions…).
+ */
+function connect(version, port, opts = {}) {
+  const { nsp = "", ...rest } = opts;
+  const url = `http://127.0.0.1:${port}${nsp}`;
+  const o = { forceNew: true, reconnection: false, timeout: 5000, ...rest };
+  if (version === 4) return ioV4.io(url, o);
+  if (version === 2) return ioV2(url, o);
+  throw new Error(`unknown client version ${version}`);
+}
+
+/** `connect` for one of MODES. */
+function connectMode(mode, port, opts = {}) {
+  return connect(mode.version, port, { transports: mode.transports, ...opts });
+}
+
+/** Resolves once `client` is connected (rejects on connect_error / error / timeout). */
+function connected(client, ms = DEFAULT_WAIT) {
+  if (client.connected) return Promise.resolve(client);
+  return new Promise((resolve, reject) => {
+    const done = (err) => {
+      clearTimeout(timer);
+      off(client, "connect", onConnect);
+      off(client, "connect_error", onError);
+      off(client, "error", onError);
+      if (err) reject(err);
+      else resolve(client);
+    };
+    const onConnect = () => done();
+    const onError = (e) => done(new Error(`connect failed: ${(e && e.message) || safeJson(e)}`));
+    const timer = setTimeout(() => done(new Error(`timed out after ${ms} ms waiting for "connect"`)), ms);
+    client.on("connect", onConnect);
+    client.on("connect_error", onError);
+    client.on("error", onError);
+  });
+}
+
+/** The engine.io transport a client is on now ("polling" or "websocket"). */
+function transportOf(client) {
+  return client.io.engine.transport.name;
+}
+
+/** Resolves once `client` runs over a websocket (after the upgrade in polling modes). */
+async function upgraded(client, ms = DEFAULT_WAIT) {
+  const engine = client.io.engine;
+  if (engine.transport.name === "websocket") return;
+  await once(engine, "upgrade", ms);
+}
+
+/** Creates and starts a Realtime server (`port: 0` unless given); resolves `{ server, port }`. */
+async function startRealtime(config = {}, noGlobal = true) {
+  const server = Realtime.createServer({ port: 0, ...config }, noGlobal);
+  const port = await within(server.start(), 5000, "Realtime server start");
+  return { server, port };
+}
+
+/** Creates a socket.io-style Server over the native binding, `setup(io)`, listens; resolves `{ io, port }`. */
+async function startIo(opts = {}, setup) {
+  const io = new Server(opts);
+  if (setup) setup(io);
+  const port = await within(io.listen(0, "127.0.0.1"), 5000, "io server listen");
+  return { io, port };
+}
+
+/**
+ * Per-test resources: clients and servers created through it are closed by `close()`,
+ * whatever the test did.
+ */
+class Scope {
+  constructor() {
+    this.clients = [];
+    this.servers = [];
+    this.closers = [];
+  }
+  /**
+   * A Realtime server, created with `noGlobal` (unless `global` is true) and `port: 0`, started
+   * unless `start` is false; resolves it (bound port in `.port`).
+   */
+  async realtime(config = {}, { global: isGlobal = false, start = true } = {}) {
+    const server = Realtime.createServer({ port: 0, ...config }, !isGlobal);
+    this.servers.push(server);
+    if (start) await within(server.start(), 5000, "Realtime server start");
+    return server;
+  }
+  /** A socket.io-style Server over the native binding, listening on a free port (`.port`). */
+  async io(opts = {}, setup) {
+    const io = new Server(opts);
+    this.servers.push(io);
+    if (setup) setup(io);
+    await within(io.listen(0, "127.0.0.1"), 5000, "io server listen");
+    return io;
+  }
+  /** A client (see `connect`), closed with the scope. */
+  client(version, port, opts) {
+    const c = connect(version, port, opts);
+    this.clients.push(c);
+    return c;
+  }
+  clientMode(mode, port, opts) {
+    const c = connectMode(mode, port, opts);
+    this.clients.push(c);
+    return c;
+  }
+  /** A connected client of `mode`. */
+  async connected(mode, port, opts) {
+    return connected(this.clientMode(mode, port, opts));
+  }
+  /** Runs `fn` on close. */
+  defer(fn) {
+    this.closers.push(fn);
+  }
+  async close() {
+    for (const c of this.clients.splice(0)) {
+      try {
+        c.close();
+      } catch {
+        // already closed
+      }
+    }
+    for (const fn of this.closers.splice(0).reverse()) {
+      try {
+        await fn();
+      } catch {
+        // best effort
+      }
+    }
+    for (const s of this.servers.splice(0)) {
+      await closeServer(s);
+    }
+  }
+}
+
+/** Closes a Realtime or io server; never hangs the test process. */
+async function closeServer(server, ms = 5000) {
+  try {
+    await within(Promise.resolve(server.close()), ms, "server close");
+  } catch (err) {
+    // Keep the exit path alive even if close failed: unref so the process can end.
+    try {
+      if (typeof server.unref === "function") server.unref();
+    } catch {
+      // ignore
+    }
+    process.emitWarning(`closing a test server failed: ${err.message}`);
+  }
+}
+
+/** `t => body(scope, t)` with a Scope closed afterwards. */
+function scoped(body) {
+  return async (t) => {
+    const scope = new Scope();
+    try {
+      await body(scope, t);
+    } finally {
+      await scope.close();
+    }
+  };
+}
+
+/** Declares `name [mode]` for each of MODES; `body(mode, scope, t)`. */
+function matrix(name, body, { timeout = 15000, modes = MODES } = {}) {
+  for (const mode of modes) {
+    test(`${name} [${mode.name}]`, { timeout }, scoped((scope, t) => body(mode, scope, t)));
+  }
+}
+
+module.exports = {
+  MODES,
+  Scope,
+  closeServer,
+  collect,
+  connect,
+  connectMode,
+  connected,
+  delay,
+  expectNo,
+  matrix,
+  once,
+  scoped,
+  startIo,
+  startRealtime,
+  toBuffer,
+  transportOf,
+  until,
+  upgraded,
+  waitFor,
+  within,
+};
