@@ -13,7 +13,7 @@ const { io } = require("socket.io-client");
 const launcher = require("weroll-native/cluster");
 const { findBinary, isCI } = require("../scripts/setup.js");
 const { startRedis } = require("../examples/demo.js");
-const { freePorts, nextEvent: waitFor, portFree } = require("./fixtures/cluster-util.js");
+const { canConnect, freePorts, nextEvent: waitFor } = require("./fixtures/cluster-util.js");
 
 const WORKERS = 4;
 const TIMEOUT = 10000;
@@ -53,7 +53,7 @@ async function startNginx(bin, base, port) {
   let stderr = "";
   child.stderr.on("data", (d) => (stderr += d));
   const deadline = Date.now() + TIMEOUT;
-  while (await portFree(port)) {
+  while (!(await canConnect(port))) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill("SIGKILL");
       throw new Error(`nginx did not start: ${stderr.trim()}`);
@@ -179,6 +179,6 @@ test("cluster launcher: stable per-worker ports, respawn on the same port", asyn
     assert.ok(workers.every((w) => w.isDead()));
     await new Promise((r) => setTimeout(r, 300));
     assert.strictEqual(Object.keys(cluster.workers).length, 0);
-    for (let i = 0; i < WORKERS; i++) assert.ok(await portFree(base + i), `port ${base + i} is released`);
+    for (let i = 0; i < WORKERS; i++) assert.ok(!(await canConnect(base + i)), `port ${base + i} is closed`);
   });
 });
