@@ -52,13 +52,15 @@ async function startNginx(bin, base, port) {
   const child = spawn(bin, ["-e", "stderr", "-p", dir, "-c", file, "-g", `daemon off; pid ${dir}/nginx.pid;`], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (d) => (stderr += d));
-  const deadline = Date.now() + TIMEOUT;
-  while (!(await canConnect(port))) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      child.kill("SIGKILL");
-      throw new Error(`nginx did not start: ${stderr.trim()}`);
+  try {
+    const deadline = Date.now() + TIMEOUT;
+    while (!(await canConnect(port))) {
+      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`nginx did not start: ${stderr.trim()}`);
+      await new Promise((r) => setTimeout(r, 50));
     }
-    await new Promise((r) => setTimeout(r, 50));
+  } catch (err) {
+    child.kill("SIGKILL"); // never leave an nginx behind to keep the test process alive
+    throw err;
   }
   const stop = () => {
     if (child.exitCode !== null) return Promise.resolve();
