@@ -4,6 +4,7 @@
 const { test } = require("node:test");
 const assert = require("node:assert/strict");
 const { Realtime } = require("..");
+const MODES_WS4 = { name: "v4-websocket", version: 4, transports: ["websocket"] };
 const {
   collect,
   connected,
@@ -576,4 +577,28 @@ test("start() twice is an error; methods before start throw", { timeout: 10000 }
     second = Promise.reject(err);
   }
   await assert.rejects(second, /already started/);
+}));
+
+test("a port in use: start() rejects naming the port and emits error", { timeout: 10000 }, scoped(async (scope) => {
+  const first = await scope.realtime({ shakehand: false });
+  const second = await scope.realtime({ shakehand: false, port: first.port, bindRetryMs: 1 }, { start: false });
+  const errors = [];
+  second.on("error", (err) => errors.push(err));
+  let started;
+  try {
+    started = second.start();
+  } catch (err) {
+    started = Promise.reject(err);
+  }
+  const err = await started.then(
+    () => null,
+    (e) => e,
+  );
+  assert.ok(err instanceof Error, "start() on a busy port must fail");
+  assert.match(err.message, new RegExp(String(first.port)));
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0], err);
+  // The first server is unaffected.
+  const { client } = await join(scope, MODES_WS4, first);
+  assert.equal(client.connected, true);
 }));

@@ -440,7 +440,7 @@ async function burst(scope, io, mode, count, payload) {
   const got = [];
   client.on("burst", (i) => got.push(i));
   for (let i = 0; i < count; i++) socket.emit("burst", i, payload);
-  await until(() => got.length === count || dropped, `${count} messages`, 4000).catch((err) => {
+  await until(() => got.length === count || dropped, `${count} messages`, 2500).catch((err) => {
     throw new Error(`${err.message}: got ${got.length}, client ${dropped ? `dropped (${dropped})` : "connected"}`);
   });
   assert.equal(dropped, null, `the client was dropped after ${got.length}/${count} messages`);
@@ -516,4 +516,27 @@ test("onAny sees every event with its arguments", { timeout: 10000 }, scoped(asy
   client.emit("b", { x: 2 });
   await last;
   assert.deepEqual(seen, [["a", 1], ["b", { x: 2 }]]);
+}));
+
+// Only a listening server keeps the process alive, like net.Server: a Server that was never
+// started, or whose listen failed, must let a script end.
+test("a server that never listened does not keep the process alive", { timeout: 15000 }, scoped(async (scope) => {
+  const io = await scope.io();
+  const { execFile } = require("node:child_process");
+  const root = require("node:path").join(__dirname, "..");
+  const script = `
+    const { Server, Realtime } = require(${JSON.stringify(root)});
+    new Server();
+    const busy = Realtime.createServer({ port: ${io.port}, shakehand: false, bindRetryMs: 1 }, true);
+    busy.start().then(() => { console.log("started on a busy port?"); process.exit(2); }, () => console.log("refused"));
+  `;
+  const out = await new Promise((resolve, reject) => {
+    const child = execFile(process.execPath, ["-e", script], { timeout: 8000 }, (err, stdout) => {
+      if (err && err.killed) reject(new Error(`the script did not exit on its own (output ${JSON.stringify(stdout)})`));
+      else if (err) reject(err);
+      else resolve(stdout);
+    });
+    scope.defer(() => child.kill());
+  });
+  assert.equal(out.trim(), "refused");
 }));

@@ -411,6 +411,9 @@ class Server extends EventEmitter {
     this._sockets = new Map();
     this._Socket = opts.socketClass || Socket;
     this._native = new native.NativeServer((batch) => this._onEvents(batch));
+    // Like a net.Server, only a listening server keeps the process alive.
+    this._native.unref();
+    this._keepAlive = true;
     this._started = false;
     this.sockets = this.of("/");
   }
@@ -486,6 +489,7 @@ class Server extends EventEmitter {
   async listen(port, host) {
     if (this._started) throw new Error("already started");
     this._started = true;
+    if (this._keepAlive) this._native.ref();
     const o = this.opts;
     const cfg = {
       path: o.path,
@@ -507,6 +511,7 @@ class Server extends EventEmitter {
       this.port = await this._native.start(JSON.stringify(cfg), [...this._nsps.keys()], host || o.host || "0.0.0.0", port);
     } catch (err) {
       this._started = false;
+      this._native.unref();
       throw err;
     }
     return this.port;
@@ -516,10 +521,12 @@ class Server extends EventEmitter {
     super.emit("close");
   }
   ref() {
-    this._native.ref();
+    this._keepAlive = true;
+    if (this._started) this._native.ref();
     return this;
   }
   unref() {
+    this._keepAlive = false;
     this._native.unref();
     return this;
   }
