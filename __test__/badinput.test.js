@@ -7,10 +7,11 @@ const assert = require("node:assert/strict");
 const net = require("node:net");
 const http = require("node:http");
 const crypto = require("node:crypto");
-const { MODES, delay, once, scoped, until, waitFor, within } = require("./helpers");
+const { MODES, once, scoped, until, waitFor, within } = require("./helpers");
 
 const EioSocketV4 = require("engine.io-client").Socket;
-const eioV3 = require("socket.io-client-v2/node_modules/engine.io-client");
+// The Engine.IO v3 client that socket.io-client 2.x itself uses.
+const eioV3 = require(require.resolve("engine.io-client", { paths: [require.resolve("socket.io-client-v2")] }));
 
 const WS4 = MODES[0];
 const WS2 = MODES[2];

@@ -3,6 +3,8 @@
 const { test } = require("node:test");
 const assert = require("node:assert/strict");
 const http = require("node:http");
+const path = require("node:path");
+const { execFile } = require("node:child_process");
 const WebSocket = require("ws");
 const { MODES, collect, connected, delay, expectNo, matrix, once, scoped, toBuffer, until, upgraded, waitFor } = require("./helpers");
 
@@ -522,8 +524,7 @@ test("onAny sees every event with its arguments", { timeout: 10000 }, scoped(asy
 // started, or whose listen failed, must let a script end.
 test("a server that never listened does not keep the process alive", { timeout: 15000 }, scoped(async (scope) => {
   const io = await scope.io();
-  const { execFile } = require("node:child_process");
-  const root = require("node:path").join(__dirname, "..");
+  const root = path.join(__dirname, "..");
   const script = `
     const { Server, Realtime } = require(${JSON.stringify(root)});
     new Server();
