@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -96,17 +97,124 @@ impl RedisServer {
         }
     }
 
+    /// Sends `signal` (`"STOP"`, `"CONT"`) to the server process.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server runs").id();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid}: {status}");
+    }
+
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     fn config(&self, key: &str) -> RedisConfig {
-        let mut c = RedisConfig::from_json(
-            &json!({"host": "127.0.0.1", "port": self.port, "key": key, "requestsTimeout": 2000}),
-        )
-        .expect("valid config");
-        c.requests_timeout = Duration::from_millis(2000);
-        c
+        config_at(self.port, key)
+    }
+}
+
+/// The adapter's configuration for a Redis (or a proxy) listening on `port`.
+fn config_at(port: u16, key: &str) -> RedisConfig {
+    let mut c = RedisConfig::from_json(
+        &json!({"host": "127.0.0.1", "port": port, "key": key, "requestsTimeout": 2000}),
+    )
+    .expect("valid config");
+    c.requests_timeout = Duration::from_millis(2000);
+    c
+}
+
+#[derive(Default)]
+struct PathState {
+    cut: AtomicBool,
+    /// Connections numbered below this stay silent for good.
+    dead_below: AtomicU64,
+    next: AtomicU64,
+}
+
+impl PathState {
+    fn silent(&self, id: u64) -> bool {
+        self.cut.load(SeqCst) || id < self.dead_below.load(SeqCst)
+    }
+}
+
+/// A TCP proxy in front of Redis whose path can go silent: while cut, whatever is sent either
+/// way is lost and every connection stays open (no FIN, no RST), as over a dead route. The
+/// connections opened before the path is restored stay silent for good.
+struct SilentPath {
+    port: u16,
+    state: Arc<PathState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentPath {
+    async fn start(target: u16) -> SilentPath {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a proxy port");
+        let port = listener.local_addr().expect("bound").port();
+        let state = Arc::new(PathState::default());
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let id = shared.next.fetch_add(1, SeqCst);
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    let (from_client, to_client) = inbound.into_split();
+                    let (from_redis, to_redis) = outbound.into_split();
+                    tokio::join!(
+                        pump(from_client, to_redis, id, &state),
+                        pump(from_redis, to_client, id, &state)
+                    );
+                });
+            }
+        });
+        SilentPath { port, state, task }
+    }
+
+    fn cut(&self) {
+        self.state.cut.store(true, SeqCst);
+    }
+
+    fn restore(&self) {
+        self.state
+            .dead_below
+            .store(self.state.next.load(SeqCst), SeqCst);
+        self.state.cut.store(false, SeqCst);
+    }
+}
+
+impl Drop for SilentPath {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    id: u64,
+    state: &PathState,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if state.silent(id) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -215,7 +323,11 @@ impl LocalNamespace for TestNs {
         &self.name
     }
     fn apply_broadcast(&self, data: Payload, opts: &BroadcastOptions) {
-        drop(self.gate.lock());
+        // Blocks while a test holds the gate, handing this worker's queued tasks to another
+        // thread meanwhile (a blocked worker would otherwise hold up unrelated tasks).
+        if self.gate.try_lock().is_err() {
+            tokio::task::block_in_place(|| drop(self.gate.lock()));
+        }
         self.record(Event::Broadcast(data, opts.clone()));
     }
     fn apply_join(&self, opts: &BroadcastOptions, rooms: &[String]) {
@@ -259,14 +371,16 @@ struct Node {
 }
 
 async fn native(redis: &RedisServer, key: &str, nsp: &str) -> Node {
+    native_with(redis.config(key), nsp).await
+}
+
+async fn native_with(config: RedisConfig, nsp: &str) -> Node {
     let statuses = Arc::new(Mutex::new(Vec::new()));
     let s2 = statuses.clone();
-    let factory = RedisAdapterFactory::connect(
-        redis.config(key),
-        Arc::new(move |s| s2.lock().unwrap().push(s)),
-    )
-    .await
-    .expect("connects");
+    let factory =
+        RedisAdapterFactory::connect(config, Arc::new(move |s| s2.lock().unwrap().push(s)))
+            .await
+            .expect("connects");
     let ns = TestNs::new(nsp);
     let weak: Weak<dyn LocalNamespace> = Arc::downgrade(&(ns.clone() as Arc<dyn LocalNamespace>));
     let adapter = factory.create(weak);
@@ -286,6 +400,22 @@ async fn wait_status(node: &Node, want: fn(&AdapterStatus) -> bool) {
             Instant::now() < deadline,
             "status: {:?}",
             node.statuses.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `node`'s publisher is known to be down (its commands fail at once).
+async fn wait_publisher_down(node: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let quick = tokio::time::timeout(Duration::from_millis(100), node.factory.servers()).await;
+        if matches!(&quick, Ok(Err(AdapterError::Unavailable(m))) if m.contains("is down")) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the publisher did not notice: {quick:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -629,20 +759,42 @@ async fn slow_namespace_drops_instead_of_growing() {
     };
     let a = native(&redis, "t", "/").await;
     let b = native(&redis, "t", "/").await;
+    // A second namespace on the same connections: what `a` publishes there after the flood
+    // reaches `b` after every message of the flood was routed.
+    let fence_a = TestNs::new("/fence");
+    let fence_b = TestNs::new("/fence");
+    let fence_a_adapter = a.factory.create(Arc::downgrade(
+        &(fence_a.clone() as Arc<dyn LocalNamespace>),
+    ));
+    let _fence_b_adapter = b.factory.create(Arc::downgrade(
+        &(fence_b.clone() as Arc<dyn LocalNamespace>),
+    ));
     wait_servers(&a.adapter, 2).await;
+    wait_servers(&fence_a_adapter, 2).await;
     {
         let _held = b.ns.gate.lock().unwrap();
         for i in 0..3000 {
             a.adapter
                 .broadcast(&payload(&format!(r#"["flood",{i}]"#), &[]), &opts(&[], &[]));
         }
-        // Let everything reach Redis and the subscriber while the namespace is stuck.
-        std::thread::sleep(Duration::from_millis(1500));
+        fence_a_adapter.broadcast(&payload(r#"["fence"]"#, &[]), &opts(&[], &[]));
+        // Blocks this thread only; the adapter's tasks run on the runtime's workers.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !fence_b.events().iter().any(|e| is_broadcast(e, "fence")) {
+            assert!(Instant::now() < deadline, "the flood did not get through");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
-    a.adapter
-        .broadcast(&payload(r#"["after"]"#, &[]), &opts(&[], &[]));
-    b.ns.wait_for("broadcast after the flood", |e| is_broadcast(e, "after"))
-        .await;
+    // The namespace drains its queue; what comes after is served again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    while !b.ns.events().iter().any(|e| is_broadcast(e, "after")) {
+        assert!(Instant::now() < deadline, "no broadcast after the flood");
+        a.adapter
+            .broadcast(&payload(&format!(r#"["after",{n}]"#), &[]), &opts(&[], &[]));
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let delivered =
         b.ns.events()
             .iter()
@@ -670,6 +822,9 @@ async fn survives_a_redis_restart() {
 
     redis.stop();
     wait_status(&a, |s| matches!(s, AdapterStatus::Disconnected(_))).await;
+    // The status may come from the subscriber before the publisher saw its connection close;
+    // until then a publish is queued by the client and sent once Redis is back.
+    wait_publisher_down(&a).await;
     // While Redis is down: publishing neither blocks nor fails the caller, requests fail fast.
     let started = Instant::now();
     for _ in 0..2000 {
@@ -723,6 +878,222 @@ async fn survives_a_redis_restart() {
         1
     );
     assert!(!b.ns.events().iter().any(|e| is_broadcast(e, "lost")));
+    a.factory.close().await;
+    b.factory.close().await;
+}
+
+/// How many broadcasts `ns` received whose payload is exactly `json`.
+fn received(ns: &TestNs, json: &str) -> usize {
+    ns.events()
+        .iter()
+        .filter(|e| matches!(e, Event::Broadcast(p, _) if p.json == json))
+        .count()
+}
+
+/// Broadcasts a fresh probe from `from` until `to` receives one; returns the probes sent.
+async fn until_delivered(from: &Node, to: &Node, what: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut probes = Vec::new();
+    loop {
+        let json = format!(r#"["{what}",{}]"#, probes.len());
+        from.adapter
+            .broadcast(&payload(&json, &[]), &opts(&[], &[]));
+        probes.push(json);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if probes.iter().any(|p| received(&to.ns, p) > 0) {
+            return probes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: broadcasts did not resume"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_redis_is_reported_and_reconnected() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = native(&redis, "frozen", "/").await;
+    let b = native(&redis, "frozen", "/").await;
+    wait_servers(&a.adapter, 2).await;
+    // Presence writes keep the publisher writing all the time, as in a server.
+    a.factory.start_presence(
+        "127.0.0.1:1".into(),
+        Arc::new(|| 1),
+        Duration::from_millis(100),
+    );
+    until_delivered(&a, &b, "warm-a").await;
+    until_delivered(&b, &a, "warm-b").await;
+    let is_down = |n: &Node| {
+        n.statuses
+            .lock()
+            .unwrap()
+            .last()
+            .is_some_and(|s| matches!(s, AdapterStatus::Disconnected(_)))
+    };
+
+    // Frozen: the connections stay open but nothing answers. Both servers keep publishing,
+    // which must not hide it.
+    redis.signal("STOP");
+    let frozen = Instant::now();
+    let mut sent = Vec::new();
+    while !(is_down(&a) && is_down(&b)) {
+        assert!(
+            frozen.elapsed() < Duration::from_secs(8),
+            "a frozen Redis was not reported: {:?} / {:?}",
+            a.statuses.lock().unwrap(),
+            b.statuses.lock().unwrap()
+        );
+        for node in [&a, &b] {
+            let json = format!(r#"["frozen",{}]"#, sent.len());
+            node.adapter
+                .broadcast(&payload(&json, &[]), &opts(&[], &[]));
+            sent.push(json);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("frozen Redis reported after {:?}", frozen.elapsed());
+    for node in [&a, &b] {
+        let statuses = node.statuses.lock().unwrap().clone();
+        assert!(
+            matches!(&statuses[..], [AdapterStatus::Connected, AdapterStatus::Disconnected(why)] if why.contains("PING")),
+            "{statuses:?}"
+        );
+    }
+    // Down: requests fail at once, publishing neither blocks nor fails the caller.
+    let started = Instant::now();
+    assert!(matches!(
+        a.adapter.fetch_sockets(&opts(&[], &[])).await,
+        Err(AdapterError::Unavailable(_))
+    ));
+    assert!(a.factory.servers().await.is_err());
+    for _ in 0..1000 {
+        b.adapter
+            .broadcast(&payload(r#"["dropped"]"#, &[]), &opts(&[], &[]));
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // Still frozen: reconnection attempts fail and nothing is reported up meanwhile.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(is_down(&a) && is_down(&b));
+    assert_eq!(a.statuses.lock().unwrap().len(), 2);
+    assert_eq!(b.statuses.lock().unwrap().len(), 2);
+
+    redis.signal("CONT");
+    wait_status(&a, |s| *s == AdapterStatus::Connected).await;
+    wait_status(&b, |s| *s == AdapterStatus::Connected).await;
+    let probes_a = until_delivered(&a, &b, "thawed-a").await;
+    let probes_b = until_delivered(&b, &a, "thawed-b").await;
+    wait_servers(&a.adapter, 2).await;
+    b.ns.add_socket("b1", &["b1"]);
+    assert_eq!(
+        a.adapter
+            .fetch_sockets(&opts(&[], &[]))
+            .await
+            .expect("requests are answered again")
+            .len(),
+        1
+    );
+
+    // Exactly once: no duplicate subscription, no command written twice.
+    a.adapter
+        .broadcast(&payload(r#"["once-a"]"#, &[]), &opts(&[], &[]));
+    b.adapter
+        .broadcast(&payload(r#"["once-b"]"#, &[]), &opts(&[], &[]));
+    b.ns.wait_for("once-a", |e| is_broadcast(e, "once-a")).await;
+    a.ns.wait_for("once-b", |e| is_broadcast(e, "once-b")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(received(&b.ns, r#"["once-a"]"#), 1);
+    assert_eq!(received(&a.ns, r#"["once-b"]"#), 1);
+    for p in probes_a.iter().chain(&sent) {
+        assert!(received(&b.ns, p) <= 1, "{p} reached b twice");
+    }
+    for p in probes_b.iter().chain(&sent) {
+        assert!(received(&a.ns, p) <= 1, "{p} reached a twice");
+    }
+    assert_eq!(received(&a.ns, r#"["dropped"]"#), 0);
+    for node in [&a, &b] {
+        let statuses = node.statuses.lock().unwrap().clone();
+        assert_eq!(statuses.len(), 3, "{statuses:?}");
+    }
+    a.factory.close().await;
+    b.factory.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_network_path_is_reported_and_replaced() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let path = SilentPath::start(redis.port).await;
+    // `a` reaches Redis through the path, `b` directly.
+    let a = native_with(config_at(path.port, "silent"), "/").await;
+    let b = native(&redis, "silent", "/").await;
+    wait_servers(&a.adapter, 2).await;
+    until_delivered(&a, &b, "warm-a").await;
+    until_delivered(&b, &a, "warm-b").await;
+
+    path.cut();
+    let cut = Instant::now();
+    let mut sent = Vec::new();
+    while !a
+        .statuses
+        .lock()
+        .unwrap()
+        .last()
+        .is_some_and(|s| matches!(s, AdapterStatus::Disconnected(_)))
+    {
+        assert!(
+            cut.elapsed() < Duration::from_secs(8),
+            "a dead path was not reported: {:?}",
+            a.statuses.lock().unwrap()
+        );
+        let json = format!(r#"["cut",{}]"#, sent.len());
+        a.adapter.broadcast(&payload(&json, &[]), &opts(&[], &[]));
+        sent.push(json);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("dead path reported after {:?}", cut.elapsed());
+    let started = Instant::now();
+    assert!(matches!(
+        a.adapter.all_rooms().await,
+        Err(AdapterError::Unavailable(_))
+    ));
+    assert!(started.elapsed() < Duration::from_millis(500));
+    // Reconnection attempts over the dead path fail; nothing is reported up meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(a.statuses.lock().unwrap().len(), 2);
+    assert_eq!(*b.statuses.lock().unwrap(), vec![AdapterStatus::Connected]);
+
+    // A new route: the old connections never answer again, so both of `a`'s connections must
+    // have been replaced, and the subscriber must have subscribed again.
+    path.restore();
+    wait_status(&a, |s| *s == AdapterStatus::Connected).await;
+    let probes_a = until_delivered(&a, &b, "restored-a").await;
+    let probes_b = until_delivered(&b, &a, "restored-b").await;
+    wait_servers(&b.adapter, 2).await;
+    a.adapter
+        .broadcast(&payload(r#"["once-a"]"#, &[]), &opts(&[], &[]));
+    b.adapter
+        .broadcast(&payload(r#"["once-b"]"#, &[]), &opts(&[], &[]));
+    b.ns.wait_for("once-a", |e| is_broadcast(e, "once-a")).await;
+    a.ns.wait_for("once-b", |e| is_broadcast(e, "once-b")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(received(&b.ns, r#"["once-a"]"#), 1);
+    assert_eq!(received(&a.ns, r#"["once-b"]"#), 1);
+    for p in probes_a.iter().chain(&sent) {
+        assert!(received(&b.ns, p) <= 1, "{p} reached b twice");
+    }
+    for p in &probes_b {
+        assert!(received(&a.ns, p) <= 1, "{p} reached a twice");
+    }
+    assert_eq!(a.statuses.lock().unwrap().len(), 3);
     a.factory.close().await;
     b.factory.close().await;
 }

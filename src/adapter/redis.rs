@@ -11,8 +11,12 @@
 //!
 //! Limits: a broadcast that expects client acknowledgements (request type 7) from a Node server
 //! is delivered to this server's clients without an ack id and answered with a client count of
-//! 0, so the Node server completes with its own clients' acks instead of timing out. A dropped
-//! connection to Redis is noticed when the socket closes (TCP keepalive is not configured).
+//! 0, so the Node server completes with its own clients' acks instead of timing out.
+//!
+//! Both connections are checked with a `PING` every second; one that is not answered in time
+//! (a stopped Redis, a network path that silently drops packets) is reported down and
+//! re-established. While a connection is down, publishes are dropped (logged, throttled) and
+//! requests fail at once with `Unavailable`.
 //!
 //! The factory also keeps a small presence registry (`P#presence#ADDRESS` keys with a TTL) so
 //! that a client can be sent to the least loaded worker.
@@ -29,7 +33,7 @@ use std::time::Duration;
 
 use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface};
-use fred::types::config::{Config, ReconnectPolicy, ServerConfig, UnresponsiveConfig};
+use fred::types::config::{Config, ReconnectPolicy, ServerConfig};
 use fred::types::{Builder, Expiration, Message, MessageKind};
 use futures_util::future::FutureExt;
 use tokio::runtime::Handle;
@@ -247,6 +251,8 @@ pub struct RedisAdapterFactory {
     publisher: Client,
     status: Arc<StatusTracker>,
     presence: Mutex<Presence>,
+    /// Failed presence writes (every period while Redis is unreachable).
+    presence_errors: Arc<Throttle>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
 }
@@ -269,14 +275,8 @@ fn builder(e: &RedisEndpoint, requests_timeout: Duration) -> Builder {
         c.connection_timeout = requests_timeout.max(Duration::from_secs(1));
         c.internal_command_timeout = requests_timeout.max(Duration::from_secs(1));
         c.tcp.nodelay = Some(true);
-        c.unresponsive = UnresponsiveConfig {
-            max_timeout: Some(
-                requests_timeout
-                    .max(Duration::from_secs(2))
-                    .saturating_mul(2),
-            ),
-            interval: Duration::from_secs(1),
-        };
+        // No `unresponsive` check: it measures the time since the last write, which publishes
+        // keep resetting, and never applies to the subscriber; `link::keep_alive` does this.
     });
     b
 }
@@ -354,6 +354,21 @@ impl RedisAdapterFactory {
         tracker.set(Role::Publisher, true, String::new);
         tracker.set(Role::Subscriber, true, String::new);
         tasks.push(subscriber.manage_subscriptions());
+        let deadline = link::ping_deadline(cfg.requests_timeout);
+        tasks.push(link::keep_alive(
+            publisher.clone(),
+            Role::Publisher,
+            tracker.clone(),
+            &runtime,
+            deadline,
+        ));
+        tasks.push(link::keep_alive(
+            subscriber.clone(),
+            Role::Subscriber,
+            tracker.clone(),
+            &runtime,
+            deadline,
+        ));
 
         let hub = Arc::new(Hub {
             subscriber,
@@ -377,6 +392,7 @@ impl RedisAdapterFactory {
             publisher,
             status: tracker,
             presence: Mutex::new(Presence::default()),
+            presence_errors: Arc::new(Throttle::default()),
             tasks: Mutex::new(tasks),
             closed: AtomicBool::new(false),
         }))
@@ -408,6 +424,7 @@ impl RedisAdapterFactory {
         let client = self.publisher.clone();
         let options = self.link.options();
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let errors = self.presence_errors.clone();
         self.link.runtime.spawn(async move {
             let result: Result<(), _> = client
                 .with_options(&options)
@@ -420,7 +437,7 @@ impl RedisAdapterFactory {
                 )
                 .await;
             if let Err(e) = result {
-                log(&format!("presence update of {key} failed: {e}"));
+                errors.log(|| format!("presence update of {key} failed: {e}"));
             }
         });
     }

@@ -1,5 +1,6 @@
 //! The publishing side of the Redis connection: an ordered, bounded, never-blocking publish
-//! queue, direct commands with a deadline, connection status tracking and throttled logging.
+//! queue, direct commands with a deadline, connection status tracking, a liveness check of both
+//! connections and throttled logging.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::clients::Client;
+use fred::error::ErrorKind;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::config::Options;
 use fred::types::ClientState;
@@ -25,6 +27,11 @@ const OUTBOX_CAPACITY: usize = 4096;
 const MAX_IN_FLIGHT: usize = 1024;
 /// Shortest interval between two log lines of the same kind.
 const LOG_EVERY: Duration = Duration::from_secs(5);
+/// How often each connection is checked with a `PING`.
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// Bounds of the time a `PING` may take before its connection counts as dead.
+const PING_DEADLINE_MIN: Duration = Duration::from_secs(2);
+const PING_DEADLINE_MAX: Duration = Duration::from_secs(10);
 
 /// Writes one line to stderr.
 pub fn log(message: &str) {
@@ -200,10 +207,15 @@ pub fn unavailable(e: fred::error::Error) -> AdapterError {
     AdapterError::Unavailable(e.to_string())
 }
 
+/// Fail at once while disconnected, give up after `timeout`, and never write the command a
+/// second time: a command written to a connection that is then dropped may still reach Redis
+/// (what was sent before the close is read once the server wakes up), so a retry on the next
+/// connection could run it twice.
 fn command_options(timeout: Duration) -> Options {
     Options {
         fail_fast: true,
         timeout: Some(timeout),
+        max_attempts: Some(1),
         ..Options::default()
     }
 }
@@ -404,6 +416,91 @@ where
     })
 }
 
+/// How long a liveness `PING` may take: half the request timeout, within 2 to 10 seconds.
+pub fn ping_deadline(requests_timeout: Duration) -> Duration {
+    (requests_timeout / 2).clamp(PING_DEADLINE_MIN, PING_DEADLINE_MAX)
+}
+
+/// Checks one connection every [`PING_EVERY`] with a `PING` that must be answered within
+/// `deadline`. A connection that stays open but does not answer (a stopped server, a network
+/// path that silently drops packets) is otherwise only noticed by the first command that times
+/// out, and is never re-established: when the deadline passes, the connection is reported down
+/// and a reconnection is forced. It is reported up again by [`watch`] once the client has
+/// reconnected (or here, if a later `PING` is answered on the same connection).
+///
+/// On the subscriber connection `PING` is allowed in subscribed mode (RESP2 answers
+/// `["pong", ""]`, which the client hands back as the command's reply).
+pub fn keep_alive<C>(
+    client: C,
+    role: Role,
+    tracker: Arc<StatusTracker>,
+    runtime: &Handle,
+    deadline: Duration,
+) -> JoinHandle<()>
+where
+    C: ClientLike + EventInterface + 'static,
+{
+    let options = command_options(deadline);
+    let failures = Throttle::default();
+    let mut reconnects = client.reconnect_rx();
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(PING_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Whether this check reported the connection down and has not seen it answer since.
+        let mut missed = false;
+        loop {
+            tick.tick().await;
+            if client.state() != ClientState::Connected {
+                // Not connected: the client is (re)connecting by itself and `watch` reports it.
+                continue;
+            }
+            drained(&mut reconnects);
+            let answer: Result<fred::types::Value, _> =
+                client.with_options(&options).ping(None).await;
+            match answer {
+                Ok(_) => {
+                    if missed && client.state() == ClientState::Connected {
+                        tracker.set(role, true, String::new);
+                    }
+                    missed = false;
+                }
+                // Any other failure means the connection went away or Redis answered with an
+                // error (it is alive). A timeout while the client is not connected, or after
+                // it reconnected meanwhile, is about a connection it already gave up by itself.
+                Err(e)
+                    if *e.kind() != ErrorKind::Timeout
+                        || client.state() != ClientState::Connected
+                        || drained(&mut reconnects) => {}
+                Err(_) => {
+                    missed = true;
+                    tracker.set(role, false, || {
+                        format!(
+                            "connection: no answer to PING within {} ms",
+                            deadline.as_millis()
+                        )
+                    });
+                    // Resolves once reconnected; no further PING is due until then.
+                    if let Err(e) = client.force_reconnection().await {
+                        failures.log(|| format!("{} reconnection failed: {e}", role.name()));
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Empties `events`; true when it held any (or lost count of some).
+fn drained<T: Clone>(events: &mut tokio::sync::broadcast::Receiver<T>) -> bool {
+    use tokio::sync::broadcast::error::TryRecvError;
+    let mut any = false;
+    loop {
+        match events.try_recv() {
+            Ok(_) | Err(TryRecvError::Lagged(_)) => any = true,
+            Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => return any,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,5 +535,21 @@ mod tests {
         let reply = V::Array(vec![V::from("ch"), V::Integer(3)]);
         assert_eq!(numsub_count(&reply), 3);
         assert_eq!(numsub_count(&V::Null), 0);
+    }
+
+    #[test]
+    fn ping_deadline_bounds() {
+        assert_eq!(
+            ping_deadline(Duration::from_millis(1000)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            ping_deadline(Duration::from_millis(6000)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            ping_deadline(Duration::from_secs(3600)),
+            Duration::from_secs(10)
+        );
     }
 }
