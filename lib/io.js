@@ -506,6 +506,7 @@ class Server extends EventEmitter {
       presenceInterval: o.presenceInterval,
       bindRetryMs: o.bindRetryMs,
       maxQueuedFrames: o.maxQueuedFrames,
+      maxQueuedBytes: o.maxQueuedBytes,
     };
     try {
       this.port = await this._native.start(JSON.stringify(cfg), [...this._nsps.keys()], host || o.host || "0.0.0.0", port);

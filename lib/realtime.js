@@ -219,6 +219,8 @@ class RealtimeServer extends EventEmitter {
       host: c.host,
       requestsTimeout: c.requestsTimeout,
       bindRetryMs: c.bindRetryMs,
+      maxQueuedFrames: c.maxQueuedFrames,
+      maxQueuedBytes: c.maxQueuedBytes,
     };
     if (c.cluster && c.cluster.enable) {
       const redis = clone(c.cluster.redis);

@@ -19,6 +19,7 @@ struct Raw {
     transports: Option<Vec<String>>,
     allow_eio3: Option<bool>,
     max_queued_frames: Option<usize>,
+    max_queued_bytes: Option<usize>,
     cors: Option<RawCors>,
     bind_retry_ms: Option<u64>,
     redis: Option<serde_json::Value>,
@@ -89,6 +90,9 @@ pub fn parse(json: &str) -> Result<NativeConfig, String> {
     }
     if let Some(n) = raw.max_queued_frames {
         engine.max_queued_frames = n.max(16);
+    }
+    if let Some(n) = raw.max_queued_bytes {
+        engine.max_queued_bytes = n.max(64 * 1024);
     }
     if let Some(c) = raw.cors {
         let origin = match c.origin {

@@ -23,6 +23,9 @@ pub struct EngineConfig {
     pub allow_eio3: bool,
     /// Largest number of frames queued for one client before it is dropped as too slow.
     pub max_queued_frames: usize,
+    /// Largest number of bytes queued for one client before it is dropped as too slow (shared
+    /// broadcast frames count for every client that holds them).
+    pub max_queued_bytes: usize,
     /// CORS for polling requests; `None` sends no CORS headers.
     pub cors: Option<Cors>,
 }
@@ -38,7 +41,8 @@ impl Default for EngineConfig {
             allow_polling: true,
             allow_websocket: true,
             allow_eio3: true,
-            max_queued_frames: 1024,
+            max_queued_frames: 65_536,
+            max_queued_bytes: 32 << 20,
             cors: None,
         }
     }

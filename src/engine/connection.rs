@@ -37,6 +37,19 @@ impl Frame {
     pub fn binary(b: impl Into<Bytes>) -> Frame {
         Frame::Binary(b.into())
     }
+
+    /// Size of the message in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Text(t) => t.len(),
+            Frame::Binary(b) => b.len(),
+        }
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// An incoming Engine.IO `message`.
@@ -57,7 +70,7 @@ pub enum CloseReason {
     TransportError,
     /// No heartbeat within the allowed time.
     PingTimeout,
-    /// The client sent an Engine.IO `close` packet.
+    /// The client sent an Engine.IO `close` packet (engine.io reports it as "transport close").
     ForcedClose,
     /// The server closed the session.
     ServerClose,
@@ -74,7 +87,7 @@ impl CloseReason {
             CloseReason::TransportClose => "transport close",
             CloseReason::TransportError => "transport error",
             CloseReason::PingTimeout => "ping timeout",
-            CloseReason::ForcedClose => "forced close",
+            CloseReason::ForcedClose => "transport close",
             CloseReason::ServerClose => "server shutting down",
             CloseReason::ParseError => "parse error",
             CloseReason::SlowClient => "transport error",
@@ -143,6 +156,9 @@ pub(crate) mod control {
 pub(crate) struct State {
     /// Frames waiting for the transport (the pending GET, or the websocket writer).
     pub(crate) queue: VecDeque<Frame>,
+    /// Bytes of the messages in `queue`. Transports always drain the whole queue, so the count
+    /// restarts whenever a message finds the queue empty.
+    pub(crate) queued_bytes: usize,
     /// Whoever drains `queue`: the pending polling GET or the websocket task.
     pub(crate) waker: Option<Waker>,
     /// Set once, by whichever close comes first; `send` fails from then on.
@@ -247,22 +263,30 @@ impl<D> Connection<D> {
     /// Queues one message. Returns false when the session is closed; a full queue closes the
     /// session with [`CloseReason::SlowClient`] and returns false.
     pub fn send(&self, frame: Frame) -> bool {
-        self.enqueue(1, std::iter::once(frame))
+        let bytes = frame.len();
+        self.enqueue(1, bytes, std::iter::once(frame))
     }
 
     /// Queues several messages that must stay together (a packet and its attachments).
     pub fn send_all(&self, frames: &[Frame]) -> bool {
-        self.enqueue(frames.len(), frames.iter().cloned())
+        let bytes = frames.iter().map(Frame::len).sum();
+        self.enqueue(frames.len(), bytes, frames.iter().cloned())
     }
 
-    fn enqueue(&self, n: usize, frames: impl Iterator<Item = Frame>) -> bool {
+    fn enqueue(&self, n: usize, bytes: usize, frames: impl Iterator<Item = Frame>) -> bool {
         let mut st = self.lock();
         if st.closing.is_some() {
             return false;
         }
+        if st.queue.is_empty() {
+            st.queued_bytes = 0;
+        }
         // An empty queue always takes a group, however large, so a packet with many
         // attachments is never refused to a client that keeps up.
-        if !st.queue.is_empty() && st.queue.len() + n > self.core.max_queued {
+        if !st.queue.is_empty()
+            && (st.queue.len() + n > self.core.max_queued
+                || st.queued_bytes + bytes > self.core.max_queued_bytes)
+        {
             st.begin_close(CloseReason::SlowClient);
             let waker = st.waker.take();
             let websocket = st.websocket;
@@ -271,6 +295,7 @@ impl<D> Connection<D> {
             return false;
         }
         st.queue.extend(frames);
+        st.queued_bytes += bytes;
         let waker = st.waker.take();
         drop(st);
         if let Some(w) = waker {

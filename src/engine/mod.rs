@@ -84,7 +84,11 @@ impl<H: EngineHandler> Engine<H> {
             .max_message_size(Some(config.max_payload))
             .max_frame_size(Some(config.max_payload));
         Arc::new(Engine {
-            core: Arc::new(Core::new(config.max_queued_frames, grace_ms)),
+            core: Arc::new(Core::new(
+                config.max_queued_frames,
+                config.max_queued_bytes,
+                grace_ms,
+            )),
             sessions: Sessions::new(),
             ws_config,
             open: AtomicUsize::new(0),

@@ -13,6 +13,8 @@ use super::connection::{Connection, Sid};
 pub(crate) struct Core {
     /// `max_queued_frames`.
     pub(crate) max_queued: usize,
+    /// `max_queued_bytes`.
+    pub(crate) max_queued_bytes: usize,
     /// How long a closed polling session stays reachable so its pending or next GET can still
     /// collect the final packets (ending with `1`).
     pub(crate) grace_ms: u64,
@@ -24,9 +26,10 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(max_queued: usize, grace_ms: u64) -> Core {
+    pub(crate) fn new(max_queued: usize, max_queued_bytes: usize, grace_ms: u64) -> Core {
         Core {
             max_queued: max_queued.max(1),
+            max_queued_bytes: max_queued_bytes.max(1),
             grace_ms,
             epoch: Instant::now(),
             reap: Mutex::new(Vec::new()),
