@@ -954,3 +954,51 @@ async fn forced_close_from_the_server_still_flushes() {
     assert_eq!(srv.echo.wait_close(&sid).await, CloseReason::ForcedClose);
     srv.echo.assert_clean();
 }
+
+/// Frames queued while the writer waits for a full socket wake its task, but that wake-up can
+/// be the very one in which the earlier batch drains: they must still go out, even when nothing
+/// is sent after them.
+#[tokio::test]
+async fn frames_queued_while_the_socket_is_full_are_all_delivered() {
+    let srv = start(EngineConfig {
+        max_queued_frames: 100_000,
+        ..EngineConfig::default()
+    })
+    .await;
+    let (mut ws, sid, _) = ws_session(srv.addr, 4).await;
+    let conn = srv.echo.conn(&sid);
+    // 16 MiB: several times what loopback socket buffers hold, so the writer blocks with much
+    // of the batch still waiting.
+    let chunk = "x".repeat(16 * 1024);
+    let flood = 1024;
+    for _ in 0..flood {
+        assert!(conn.send(Frame::text(&chunk)));
+    }
+    // Lets the session's task take the flood and fill the socket.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The tail: queued behind the blocked batch, and the last thing ever sent.
+    let tail = 5;
+    for i in 0..tail {
+        assert!(conn.send(Frame::text(&format!("tail{i}"))));
+    }
+    let mut next = async || match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => Some(t.as_str().to_owned()),
+        _ => None,
+    };
+    for n in 0..flood {
+        let msg = next().await;
+        assert_eq!(
+            msg.map(|m| m.len()),
+            Some(chunk.len() + 1),
+            "flood message {n}"
+        );
+    }
+    for i in 0..tail {
+        assert_eq!(
+            next().await,
+            Some(format!("4tail{i}")),
+            "tail message {i} (sent after the flood)"
+        );
+    }
+    srv.echo.assert_clean();
+}

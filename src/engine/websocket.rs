@@ -34,6 +34,8 @@ type Ws = WebSocketStream<LeanStream>;
 
 /// Messages handled per wake-up before yielding to other tasks.
 const READ_BUDGET: usize = 32;
+/// Batches taken from the session queue per wake-up before yielding to other tasks.
+const WRITE_BUDGET: usize = 8;
 /// How long a server-closed websocket waits for the client's close reply before dropping the
 /// TCP connection (closing with unread input would reset it and could lose the close packet).
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -219,24 +221,22 @@ impl<H: EngineHandler> Future for WsDriver<H> {
 
 impl<H: EngineHandler> WsDriver<H> {
     fn poll_open(&mut self, cx: &mut Context<'_>) -> Result<(), CloseReason> {
-        let more = self.read(cx)?;
+        let more_input = self.read(cx)?;
         let closing = {
             let mut st = self.conn.lock();
             // Registered on every poll, even while the socket is blocked, so a close (for
-            // instance a slow client overflowing its queue) always reaches this task.
+            // instance a slow client overflowing its queue) always reaches this task. Before
+            // `write` looks at the queue, so whatever is queued after that look wakes us.
             if !st.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 st.waker = Some(cx.waker().clone());
-            }
-            if self.batch.is_empty() {
-                self.batch = std::mem::take(&mut st.queue);
             }
             st.closing
         };
         if let Some(reason) = closing {
             return Err(reason);
         }
-        self.write(cx)?;
-        if more {
+        let more_output = self.write(cx)?;
+        if more_input || more_output {
             cx.waker().wake_by_ref();
         }
         Ok(())
@@ -274,25 +274,55 @@ impl<H: EngineHandler> WsDriver<H> {
     /// Frames every batched message into the stream's write buffer, then flushes once.
     /// Data frames bypass tungstenite's writer (see `stream.rs`); it still writes its own
     /// control frames (pongs, close), whole, into the same buffer.
-    fn write(&mut self, cx: &mut Context<'_>) -> Result<(), CloseReason> {
+    ///
+    /// While the session is open, a batch that runs dry is refilled from the session queue
+    /// before flushing. Frames queued while an earlier batch waited for the socket woke this
+    /// task, but that wake-up may be the very poll that drains the batch: if the queue were
+    /// only looked at before writing, they would stay queued with nothing left to wake us.
+    /// True when the refill budget ran out with frames possibly still queued.
+    fn write(&mut self, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
         let v3 = self.conn.version() == EioVersion::V3;
-        while !self.batch.is_empty() {
+        let mut refills = 0;
+        let mut more = false;
+        loop {
+            if self.batch.is_empty() {
+                // Once closing, `start_close` has taken the rest of the queue.
+                if self.closing.is_some() {
+                    break;
+                }
+                if refills == WRITE_BUDGET {
+                    more = true;
+                    break;
+                }
+                refills += 1;
+                {
+                    let mut st = self.conn.lock();
+                    // A close that just came in woke this task; `start_close` decides what
+                    // of the queue still goes out.
+                    if st.closing.is_none() {
+                        self.batch = std::mem::take(&mut st.queue);
+                    }
+                }
+                if self.batch.is_empty() {
+                    break;
+                }
+            }
             let stream = self.ws.get_mut();
             if stream.buffered_out() >= WRITE_LIMIT {
                 match stream.poll_write_out(cx) {
                     Poll::Ready(Ok(())) => {}
                     Poll::Ready(Err(_)) => return Err(CloseReason::TransportClose),
-                    Poll::Pending => return Ok(()),
+                    // The socket's write readiness wakes this task.
+                    Poll::Pending => return Ok(false),
                 }
             }
-            let Some(frame) = self.batch.pop_front() else {
-                break;
-            };
-            stream.push_frame(ws_frame(frame, v3));
-            self.unflushed = true;
+            if let Some(frame) = self.batch.pop_front() {
+                stream.push_frame(ws_frame(frame, v3));
+                self.unflushed = true;
+            }
         }
-        if self.batch.is_empty() && self.batch.capacity() > 0 {
-            // Idle connections keep no queue memory.
+        if self.batch.capacity() > 0 {
+            // Idle connections keep no queue memory (the batch is empty here).
             self.batch = VecDeque::new();
         }
         if self.unflushed {
@@ -302,7 +332,7 @@ impl<H: EngineHandler> WsDriver<H> {
                 Poll::Pending => {}
             }
         }
-        Ok(())
+        Ok(more)
     }
 
     /// Runs `on_close` at once (this task is the session's only dispatcher, so it cannot
