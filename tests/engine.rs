@@ -1002,3 +1002,60 @@ async fn frames_queued_while_the_socket_is_full_are_all_delivered() {
     }
     srv.echo.assert_clean();
 }
+
+/// A server close over polling: the queued messages and the close packet come in separate
+/// responses (clients act on a close packet at once, on messages only a tick later).
+#[tokio::test]
+async fn polling_server_close_sends_messages_before_the_close_packet() {
+    for parked in [false, true] {
+        let srv = start(EngineConfig::default()).await;
+        let (sid, _, _) = handshake(srv.addr, 4).await;
+        let q = format!("EIO=4&transport=polling&sid={sid}");
+        let addr = srv.addr;
+        let conn = srv.echo.conn(&sid);
+        let pending = parked.then(|| {
+            let q = q.clone();
+            tokio::spawn(async move { get(addr, &q).await })
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(conn.send(Frame::text("1")));
+        conn.close(CloseReason::ServerClose);
+        let first = match pending {
+            Some(p) => p.await.unwrap(),
+            None => get(addr, &q).await,
+        };
+        assert_eq!(first.text(), "41", "parked: {parked}");
+        assert_eq!(get(addr, &q).await.text(), "1", "parked: {parked}");
+        assert_eq!(srv.echo.wait_close(&sid).await, CloseReason::ServerClose);
+        srv.echo.assert_clean();
+    }
+}
+
+/// A server close between the probe and the client's `5`: the upgrade still completes, and
+/// the websocket delivers what was queued, then the close packet.
+#[tokio::test]
+async fn server_close_during_the_upgrade_flushes_over_the_websocket() {
+    for eio in [4u8, 3] {
+        let srv = start(EngineConfig::default()).await;
+        let (sid, _, _) = handshake(srv.addr, eio).await;
+        let q = format!("EIO={eio}&transport=polling&sid={sid}");
+        let addr = srv.addr;
+        let mut ws = ws_connect(addr, &format!("EIO={eio}&transport=websocket&sid={sid}")).await;
+        ws_send(&mut ws, "2probe").await;
+        assert_eq!(ws_text(&mut ws).await, "3probe");
+        let expect = if eio == 4 { "6" } else { "1:6" };
+        assert_eq!(get(addr, &q).await.text(), expect);
+        let conn = srv.echo.conn(&sid);
+        assert!(conn.send(Frame::text("bye")));
+        conn.close(CloseReason::ServerClose);
+        assert_eq!(srv.echo.wait_close(&sid).await, CloseReason::ServerClose);
+        ws_send(&mut ws, "5").await;
+        assert_eq!(ws_text(&mut ws).await, "4bye");
+        assert_eq!(ws_text(&mut ws).await, "1");
+        assert!(matches!(
+            ws_next(&mut ws).await,
+            Some(Message::Close(_)) | None
+        ));
+        srv.echo.assert_clean();
+    }
+}

@@ -1,6 +1,7 @@
 //! HTTP side of the engine: request routing and validation, Engine.IO error answers, CORS,
 //! the polling handshake, long-polling GETs and POSTs, and the websocket upgrade request.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -152,6 +153,27 @@ fn build_handshake(req: &Request<Body>, peer: SocketAddr) -> Handshake {
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0),
     }
+}
+
+/// What one polling GET takes from the queue: everything, except that the close packet ends
+/// the session in a response of its own (it stays queued for the next GET). Clients handle
+/// the close packet at once but the messages before it a tick later, so in one payload the
+/// close would overtake them (a Socket.IO DISCONNECT would be reported as "transport close").
+fn take_for_poll(queue: &mut VecDeque<Frame>) -> Vec<Frame> {
+    let ends_with_close = queue.len() > 1 && queue.back().is_some_and(is_close);
+    let close = if ends_with_close {
+        queue.pop_back()
+    } else {
+        None
+    };
+    let frames = std::mem::take(queue).into();
+    queue.extend(close);
+    frames
+}
+
+/// The Engine.IO close packet (a message frame always starts with `4`).
+fn is_close(frame: &Frame) -> bool {
+    matches!(frame, Frame::Text(t) if t.as_str() == "1")
 }
 
 /// Clears a polling request's in-flight flag however the request ends. A request that ends
@@ -402,7 +424,7 @@ impl<H: EngineHandler> Engine<H> {
         let frames: Vec<Frame> = poll_fn(|cx| {
             let mut st = conn.lock();
             if !st.queue.is_empty() {
-                return Poll::Ready(std::mem::take(&mut st.queue).into());
+                return Poll::Ready(take_for_poll(&mut st.queue));
             }
             if st.websocket || st.noop_pending {
                 st.noop_pending = false;

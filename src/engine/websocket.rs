@@ -87,8 +87,8 @@ impl<H: EngineHandler> Engine<H> {
                 conn
             }
         };
-        // A fresh task holds only the driver, not this setup future's state.
-        tokio::spawn(WsDriver {
+        let already_closing = conn.lock().closing;
+        let mut driver = WsDriver {
             engine: self,
             conn,
             ws,
@@ -96,7 +96,13 @@ impl<H: EngineHandler> Engine<H> {
             // A direct session's open packet waits in the stream.
             unflushed: true,
             closing: None,
-        });
+        };
+        // Closed during the upgrade: deliver nothing more to the layer above, only flush.
+        if let Some(reason) = already_closing {
+            driver.start_close(reason);
+        }
+        // A fresh task holds only the driver, not this setup future's state.
+        tokio::spawn(driver);
     }
 
     /// Takes the TCP stream back out of hyper (it is ours: served through `TokioIo`), so the
@@ -149,7 +155,10 @@ impl<H: EngineHandler> Engine<H> {
                 Ok(EnginePacket::Upgrade) => loop {
                     let switched = {
                         let mut st = conn.lock();
-                        if st.closing.is_some() {
+                        // A session closed gracefully meanwhile still moves over: what it
+                        // queued last (a Socket.IO DISCONNECT, the close packet) goes out on
+                        // the websocket the client now reads, and the driver ends it.
+                        if st.closing.is_some_and(|r| !flushes_on_close(r)) {
                             return false;
                         }
                         // A POST still delivering must finish first, or its `on_message`
@@ -350,15 +359,7 @@ impl<H: EngineHandler> WsDriver<H> {
         };
         // A dead, silent or drowning peer gets no goodbye; otherwise what the layer above
         // queued last (a Socket.IO disconnect packet, say) must still reach the client.
-        let graceful = !matches!(
-            actual,
-            Some(
-                CloseReason::TransportClose
-                    | CloseReason::TransportError
-                    | CloseReason::PingTimeout
-                    | CloseReason::SlowClient
-            ) | None
-        );
+        let graceful = actual.is_some_and(flushes_on_close);
         if graceful {
             self.batch.extend(rest);
         } else {
@@ -417,6 +418,18 @@ impl<H: EngineHandler> WsDriver<H> {
         }
         Poll::Pending
     }
+}
+
+/// Whether a session closed for `reason` still sends what is queued and a close: not to a
+/// dead, silent or drowning peer.
+fn flushes_on_close(reason: CloseReason) -> bool {
+    !matches!(
+        reason,
+        CloseReason::TransportClose
+            | CloseReason::TransportError
+            | CloseReason::PingTimeout
+            | CloseReason::SlowClient
+    )
 }
 
 /// One Engine.IO frame as one final websocket frame.
