@@ -318,6 +318,12 @@ export declare class Server extends EventEmitter {
   in(room: RoomList): BroadcastOperator;
   except(room: RoomList): BroadcastOperator;
   readonly local: BroadcastOperator;
+  /** Same as `sockets.volatile`. */
+  readonly volatile: BroadcastOperator;
+  /** Same as `sockets.compress(c)`. */
+  compress(compress: boolean): BroadcastOperator;
+  /** Same as `sockets.timeout(ms)` (broadcasts take no callbacks). */
+  timeout(ms: number): BroadcastOperator;
   /** Broadcasts to every socket of `/` (`error`, `listening`, `close`, `adapter` are local events). */
   emit(event: string, ...args: any[]): boolean;
   send(...args: any[]): boolean;
