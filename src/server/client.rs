@@ -110,18 +110,18 @@ fn dispatch(core: &ServerCore, conn: &Conn, packet: Packet, attachments: Vec<byt
                 socket.left("client namespace disconnect");
             }
         }
-        PacketType::Event | PacketType::BinaryEvent => {
-            if let Some(socket) = socket_for(conn, &packet.nsp) {
-                core.emit(ServerEvent::Event {
-                    sid: socket.id.clone(),
-                    data: Payload {
-                        json: packet.data.unwrap_or_default(),
-                        attachments,
-                    },
-                    ack: packet.id,
-                });
-            }
-        }
+        PacketType::Event | PacketType::BinaryEvent => match socket_for(conn, &packet.nsp) {
+            Some(socket) => core.emit(ServerEvent::Event {
+                sid: socket.id.clone(),
+                data: Payload {
+                    json: packet.data.unwrap_or_default(),
+                    attachments,
+                },
+                ack: packet.id,
+            }),
+            // An event for a namespace the client never joined: socket.io closes the client.
+            None => conn.close(CloseReason::ParseError),
+        },
         PacketType::Ack | PacketType::BinaryAck => {
             let Some(id) = packet.id else {
                 conn.close(CloseReason::ParseError);
