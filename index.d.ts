@@ -88,6 +88,10 @@ export interface EngineOptions {
   requestsTimeout?: number;
   /** How long to retry a bind while the port is still in use (pm2 reload, fast respawn), ms, default 5000. */
   bindRetryMs?: number;
+  /** Frames queued per client before it is dropped as too slow (default 65536). */
+  maxQueuedFrames?: number;
+  /** Bytes queued per client before it is dropped as too slow (default 32 MiB). */
+  maxQueuedBytes?: number;
 }
 
 /** `Realtime.createServer(config)`: weroll's keys and the native server's options. */
@@ -161,6 +165,8 @@ export interface ServerOptions extends EngineOptions {
   publicAddress?: string;
   /** Frames queued per client before it is dropped as too slow. */
   maxQueuedFrames?: number;
+  /** Bytes queued per client before it is dropped as too slow. */
+  maxQueuedBytes?: number;
   /** How often this server reports its load to the cluster, ms. */
   presenceInterval?: number;
   /** The class of the sockets this server creates (a subclass of {@link Socket}). */
