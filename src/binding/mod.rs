@@ -174,29 +174,46 @@ impl NativeServer {
                 "server is closed".to_string(),
             ));
         }
-        self.pump.start(self.callback.clone());
-        let factory: Arc<dyn AdapterFactory> = self.adapter_factory(&cfg).await?;
-        let server = Arc::new(Server::new(cfg.server, self.pump.clone(), factory));
-        for ns in &namespaces {
-            server.of(ns);
-        }
         let port = u16::try_from(port)
             .map_err(|_| Error::new(Status::InvalidArg, format!("invalid port {port}")))?;
         let ip: std::net::IpAddr = host
             .parse()
             .map_err(|_| Error::new(Status::InvalidArg, format!("invalid host {host}")))?;
-        let bound = server
-            .listen(
-                SocketAddr::new(ip, port),
-                Duration::from_millis(cfg.bind_retry_ms),
-            )
-            .await
-            .map_err(|e| {
-                Error::new(
-                    Status::GenericFailure,
-                    format!("listen {host}:{port} failed: {e}"),
+        self.pump.start(self.callback.clone());
+        let started = async {
+            let factory: Arc<dyn AdapterFactory> = self.adapter_factory(&cfg).await?;
+            let server = Arc::new(Server::new(cfg.server.clone(), self.pump.clone(), factory));
+            for ns in &namespaces {
+                server.of(ns);
+            }
+            let bound = server
+                .listen(
+                    SocketAddr::new(ip, port),
+                    Duration::from_millis(cfg.bind_retry_ms),
                 )
-            })?;
+                .await
+                .map_err(|e| {
+                    Error::new(
+                        Status::GenericFailure,
+                        format!("listen {host}:{port} failed: {e}"),
+                    )
+                })?;
+            Ok::<_, Error>((server, bound))
+        }
+        .await;
+        let (server, bound) = match started {
+            Ok(ok) => ok,
+            Err(e) => {
+                // Nothing listens: leave the cluster and release the event callback's hold on
+                // the process, so a failed start never keeps Node alive.
+                let presence = lock(&self.presence).take();
+                if let Some(presence) = presence {
+                    presence.close().await;
+                }
+                self.pump.stop();
+                return Err(e);
+            }
+        };
         let presence = lock(&self.presence).clone();
         if let (Some(presence), Some(address)) = (presence, cfg.public_address.clone()) {
             let weak = Arc::downgrade(&server);
