@@ -15,6 +15,28 @@ function toList(v) {
   return Array.isArray(v) ? v.map(String) : v instanceof Set ? [...v].map(String) : [String(v)];
 }
 
+/** Server options the native side reads as they are (socket.io's names). */
+const SERVER_OPTIONS = [
+  "path",
+  "pingInterval",
+  "pingTimeout",
+  "upgradeTimeout",
+  "maxHttpBufferSize",
+  "connectTimeout",
+  "transports",
+  "cors",
+  "bindRetryMs",
+  "maxQueuedFrames",
+  "maxQueuedBytes",
+];
+
+/** The `SERVER_OPTIONS` of `o` (undefined ones stay undefined and take the native default). */
+function pickOptions(o) {
+  const out = {};
+  for (const k of SERVER_OPTIONS) out[k] = o[k];
+  return out;
+}
+
 function rethrow(err) {
   process.nextTick(() => {
     throw err;
@@ -491,23 +513,11 @@ class Server extends EventEmitter {
     this._started = true;
     if (this._keepAlive) this._native.ref();
     const o = this.opts;
-    const cfg = {
-      path: o.path,
-      pingInterval: o.pingInterval,
-      pingTimeout: o.pingTimeout,
-      upgradeTimeout: o.upgradeTimeout,
-      maxHttpBufferSize: o.maxHttpBufferSize,
-      connectTimeout: o.connectTimeout,
-      transports: o.transports,
-      allowEIO3: o.allowEIO3 === undefined ? true : !!o.allowEIO3,
-      cors: o.cors,
-      redis: o.redis,
-      publicAddress: o.publicAddress,
-      presenceInterval: o.presenceInterval,
-      bindRetryMs: o.bindRetryMs,
-      maxQueuedFrames: o.maxQueuedFrames,
-      maxQueuedBytes: o.maxQueuedBytes,
-    };
+    const cfg = pickOptions(o);
+    cfg.allowEIO3 = o.allowEIO3 === undefined ? true : !!o.allowEIO3;
+    cfg.redis = o.redis;
+    cfg.publicAddress = o.publicAddress;
+    cfg.presenceInterval = o.presenceInterval;
     try {
       this.port = await this._native.start(JSON.stringify(cfg), [...this._nsps.keys()], host || o.host || "0.0.0.0", port);
     } catch (err) {
@@ -580,4 +590,4 @@ class Server extends EventEmitter {
   }
 }
 
-module.exports = { Server, Namespace, Socket, BroadcastOperator, RemoteSocket };
+module.exports = { Server, Namespace, Socket, BroadcastOperator, RemoteSocket, pickOptions };

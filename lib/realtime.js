@@ -1,7 +1,7 @@
 "use strict";
 // weroll's Realtime API (web/Realtime.js + net/Websocket.js) over the native server.
 const { EventEmitter } = require("node:events");
-const { Server, Socket } = require("./io");
+const { Server, Socket, pickOptions } = require("./io");
 const { workerIndex } = require("./worker");
 const native = require("../binding.js");
 
@@ -207,21 +207,9 @@ class RealtimeServer extends EventEmitter {
   /** The socket.io-style options handed to the native server. */
   _ioOptions() {
     const c = this.config;
-    const opts = {
-      path: c.path,
-      pingInterval: c.pingInterval,
-      pingTimeout: c.pingTimeout,
-      upgradeTimeout: c.upgradeTimeout,
-      maxHttpBufferSize: c.maxHttpBufferSize,
-      connectTimeout: c.connectTimeout,
-      transports: c.transports,
-      cors: c.cors,
-      host: c.host,
-      requestsTimeout: c.requestsTimeout,
-      bindRetryMs: c.bindRetryMs,
-      maxQueuedFrames: c.maxQueuedFrames,
-      maxQueuedBytes: c.maxQueuedBytes,
-    };
+    const opts = pickOptions(c);
+    opts.host = c.host;
+    opts.requestsTimeout = c.requestsTimeout;
     if (c.cluster && c.cluster.enable) {
       const redis = clone(c.cluster.redis);
       redis.key = redis.key || redis.prefix || c.cluster.key || c.cluster.prefix || "realtime";
