@@ -26,6 +26,19 @@ export declare class NativeServer {
   ref(): void
   /** Declares a namespace. */
   of(nsp: string): void
+  /**
+   * How JavaScript hears of new sockets of `nsp`: at once (`lazy` false), or when a socket
+   * first sends something or is asked for with `announce` (`lazy` true). `welcomeRoomPrefix`
+   * and `welcomeEvent` (both or neither) make every new socket join `prefix + id` and get
+   * `event` with `{time, socketID, clientID}` natively; its connection event then says
+   * `welcomed`.
+   */
+  setAnnounce(nsp: string, lazy: boolean, welcomeRoomPrefix?: string | undefined | null, welcomeEvent?: string | undefined | null): void
+  /**
+   * Connection events of the sockets of `nsp` JavaScript has not heard of yet (all, or the
+   * one with id `sid`); they count as heard of afterwards.
+   */
+  announce(nsp: string, sid?: string | undefined | null): Array<NativeEvent>
   /** Emits to one socket; `ack` asks the client to acknowledge with that id. */
   emit(sid: string, data: string, attachments?: Array<Buffer> | undefined | null, ack?: number | undefined | null): boolean
   /** Acknowledges the client's event `id`. */
@@ -94,6 +107,12 @@ export interface NativeEvent {
   port?: number
   /** Connection: the `x-forwarded-for` header, when present. */
   forwarded?: string
+  /** Connection: handshake time, ms since the epoch. */
+  time?: number
+  /** Connection: the namespace's welcome (room + event) was already done natively. */
+  welcomed?: boolean
+  /** Disconnect: the rooms the socket was in (its own id excluded). */
+  rooms?: Array<string>
 }
 
 /**

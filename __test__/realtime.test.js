@@ -45,6 +45,74 @@ async function joinAs(scope, mode, server, userid) {
   return { client, socket };
 }
 
+// With no shakehand, no codec, no hooks and no listener that wants every connection, an idle
+// connection lives natively only: the native side joins it to `###<id>` and sends `$init`, and the
+// socket object is made when the client first sends something or the app asks for it.
+matrix("idle sockets stay native until used: $init, sendTo, broadcast, routing, lookups, kick", async (mode, scope) => {
+  const server = await scope.realtime({ shakehand: false });
+  const clients = [];
+  for (let i = 0; i < 3; i++) {
+    const client = scope.clientMode(mode, server.port);
+    const init = waitFor(client, "$init");
+    await connected(client);
+    const data = await init;
+    assert.equal(data.socketID, client.id);
+    assert.equal(data.clientID, client.id);
+    assert.ok(Math.abs(Date.now() - data.time) < 5000);
+    clients.push(client);
+  }
+  await until(() => server.io.stats().sockets === 3, "three native sockets");
+  assert.equal(server._sockets.size, 0, "no socket object for an idle connection");
+
+  // sendTo(clientID) reaches the ###<id> room joined natively; broadcasts reach everyone.
+  const news = waitFor(clients[1], "news");
+  server.sendTo(clients[1].id, "news", { a: 1 });
+  assert.deepEqual(await news, { a: 1 });
+  const all = Promise.all(clients.map((c) => waitFor(c, "all")));
+  server.broadcastToAll("all", 7);
+  assert.deepEqual(await all, [7, 7, 7]);
+  assert.equal(server._sockets.size, 0, "sending makes no socket object");
+
+  // A message routes to its handler with a socket that has the connection's facts.
+  const hello = once(server, "hello");
+  clients[0].emit("m", ["hello", { x: 1 }]);
+  const [s0, d0] = await hello;
+  assert.deepEqual(d0, { x: 1 });
+  assert.equal(s0.id, clients[0].id);
+  assert.equal(s0.clientID, clients[0].id);
+  assert.equal(s0.shaken, true);
+  assert.equal(s0.info.ip, "127.0.0.1");
+  assert.ok(s0.info.connectTime <= Date.now() && Date.now() - s0.info.connectTime < 10000);
+  assert.deepEqual([...s0.rooms].sort(), [s0.id, `###${s0.id}`].sort());
+  const back = waitFor(clients[0], "pong");
+  s0.emit("pong", 1);
+  assert.equal(await back, 1);
+  assert.equal(server._sockets.size, 1);
+
+  // Lookups by id or clientID make the object on demand.
+  assert.equal(server.getClientIDBySocketID(clients[2].id), clients[2].id);
+  assert.deepEqual(server.getConnectionsByClientID(clients[2].id), [clients[2].id]);
+  assert.equal(server.getSocketInstanceBySocketID(clients[2].id).id, clients[2].id);
+  assert.equal(server.io.sockets.sockets.size, 3, "io.sockets.sockets lists every socket");
+
+  // kick reaches a socket the app never touched.
+  const id1 = clients[1].id;
+  const kicked = waitFor(clients[1], "$kick");
+  const gone1 = waitFor(clients[1], "disconnect");
+  assert.equal(await server.kick(clients[1].id, { why: "test" }), 1);
+  assert.deepEqual(await kicked, { why: "test" });
+  await gone1;
+  await until(() => server.io.stats().sockets === 2 && !server._sockets.has(id1), "the kicked socket gone");
+
+  // A `disconnect` listener added later sees every socket from then on.
+  const left = once(server, "disconnect");
+  const id2 = clients[2].id;
+  clients[2].disconnect();
+  const [s2] = await left;
+  assert.equal(s2.id, id2);
+  await until(() => server.io.stats().sockets === 1, "one socket left");
+});
+
 matrix("connects, gets $init and the server sees connection then shakeHandSuccess", async (mode, scope) => {
   const server = await scope.realtime({ shakehand: false }, { start: false });
   const events = [];

@@ -296,12 +296,18 @@ matrix("client disconnect reasons: \"client namespace disconnect\" and \"transpo
   assert.equal(await reasonA, "client namespace disconnect");
 
   const B = await join(scope, io, mode);
+  B.socket.join(["room-a", "room-b"]);
   const reasonB = waitFor(B.socket, "disconnect");
-  const disconnecting = waitFor(B.socket, "disconnecting");
+  // socket.io still lists the rooms in `disconnecting`, and has left them by `disconnect`.
+  const roomsSeen = new Promise((resolve) => {
+    B.socket.on("disconnecting", (reason) => resolve({ reason, rooms: [...B.socket.rooms].sort() }));
+  });
+  const roomsAfter = new Promise((resolve) => B.socket.on("disconnect", () => resolve([...B.socket.rooms])));
   // The whole Engine.IO connection goes away, with no Socket.IO DISCONNECT first.
   B.client.io.engine.close();
-  assert.equal(await disconnecting, "transport close");
+  assert.deepEqual(await roomsSeen, { reason: "transport close", rooms: [B.socket.id, "room-a", "room-b"].sort() });
   assert.equal(await reasonB, "transport close");
+  assert.deepEqual(await roomsAfter, []);
 });
 
 /** One HTTP request to the test server; resolves the body. */

@@ -149,6 +149,8 @@ class Socket extends EventEmitter {
     this._ackSeq = 0;
     this._any = null;
     this._flags = null;
+    this._leftRooms = null;
+    this._welcomed = false;
   }
   get disconnected() {
     return !this.connected;
@@ -179,6 +181,7 @@ class Socket extends EventEmitter {
     return { remoteAddress: this._peer.address, protocol: this.handshake.eio, close: () => this.disconnect(true) };
   }
   get rooms() {
+    if (this._leftRooms) return new Set([this.id, ...this._leftRooms]);
     if (!this.connected) return new Set();
     return new Set([this.id, ...this.server._native.socketRooms(this.id)]);
   }
@@ -309,10 +312,13 @@ class Socket extends EventEmitter {
     const args = this._decode(data, attachments);
     if (args) fn.apply(this, args);
   }
-  _onDisconnect(reason) {
+  _onDisconnect(reason, rooms) {
+    // socket.io still lists the rooms in `disconnecting`, and has left them by `disconnect`.
+    this._leftRooms = rooms || [];
     this.connected = false;
     this._acks = null;
     emitLocal.call(this, "disconnecting", reason);
+    this._leftRooms = null;
     emitLocal.call(this, "disconnect", reason);
   }
 }
@@ -323,7 +329,11 @@ class Namespace extends EventEmitter {
     super();
     this.server = server;
     this.name = name;
-    this.sockets = new Map();
+    this._sockets = new Map();
+    // Lazy: the native side tells of a socket only when it first sends something or is asked
+    // for (see _setAnnounce); `sockets` then asks for the rest before answering.
+    this._announce = { lazy: false, welcome: null };
+    this._onSocket = null;
     this.adapter = {
       nsp: this,
       allRooms: () => server._native.allRooms(name).then((r) => new Set(r)),
@@ -400,10 +410,61 @@ class Namespace extends EventEmitter {
   serverSideEmitWithAck(ev, ...args) {
     return new Promise((resolve, reject) => this.serverSideEmit(ev, ...args, (err, r) => (err ? reject(err) : resolve(r))));
   }
-  _connect(sid, peer) {
-    const socket = new this.server._Socket(this, sid, peer);
-    this.sockets.set(sid, socket);
+  // (EventEmitter's `newListener` would go through the broadcasting `emit`.)
+  on(ev, fn) {
+    this._listening(ev);
+    return super.on(ev, fn);
+  }
+  addListener(ev, fn) {
+    return this.on(ev, fn);
+  }
+  once(ev, fn) {
+    this._listening(ev);
+    return super.once(ev, fn);
+  }
+  prependListener(ev, fn) {
+    this._listening(ev);
+    return super.prependListener(ev, fn);
+  }
+  /** A `connection` listener needs every socket as it connects: no more lazy announcing. */
+  _listening(ev) {
+    if ((ev === "connection" || ev === "connect") && this._announce.lazy) this._setAnnounce(false, this._announce.welcome);
+  }
+  /** The connected sockets of this namespace on this server, by id. */
+  get sockets() {
+    if (this._announce.lazy) this._announcePending(null);
+    return this._sockets;
+  }
+  /**
+   * Lazy (true): sockets are created here only when they first send something or are asked
+   * for, so idle connections cost no JS memory; `connection` listeners turn it off. `welcome`
+   * ({roomPrefix, event}) has the native side join each new socket to `roomPrefix + id` and
+   * emit `event` with `{time, socketID, clientID}` itself.
+   */
+  _setAnnounce(lazy, welcome) {
+    this._announce = { lazy: !!lazy, welcome: welcome || null };
+    if (this.server._started) this._applyAnnounce();
+    if (!lazy) this._announcePending(null);
+  }
+  _applyAnnounce() {
+    const { lazy, welcome } = this._announce;
+    this.server._native.setAnnounce(this.name, lazy, welcome ? welcome.roomPrefix : null, welcome ? welcome.event : null);
+  }
+  /** Creates the sockets the native side has not told of yet (all, or the one with id `sid`). */
+  _announcePending(sid) {
+    if (!this.server._started) return;
+    for (const ev of this.server._native.announce(this.name, sid)) this._connect(ev);
+  }
+  _connect(ev) {
+    const sid = ev.sid;
+    if (this._sockets.has(sid)) return this._sockets.get(sid);
+    const socket = new this.server._Socket(this, sid, { address: ev.address, port: ev.port, forwarded: ev.forwarded, time: ev.time });
+    socket._welcomed = !!ev.welcomed;
+    this._sockets.set(sid, socket);
     this.server._sockets.set(sid, socket);
+    // An owner layered on top (Realtime) hears of every socket first, lazy or not.
+    if (this._onSocket) this._onSocket(socket);
+    if (!socket.connected) return socket;
     emitLocal.call(this, "connection", socket);
     emitLocal.call(this, "connect", socket);
     return socket;
@@ -505,7 +566,15 @@ class Server extends EventEmitter {
   }
   /** The socket with this id, on this server. */
   socket(id) {
-    return this._sockets.get(id);
+    let s = this._sockets.get(id);
+    if (!s && typeof id === "string") {
+      for (const ns of this._nsps.values()) {
+        if (!ns._announce.lazy) continue;
+        ns._announcePending(id);
+        if ((s = this._sockets.get(id))) break;
+      }
+    }
+    return s;
   }
   /** Starts listening; resolves the bound port. Extra native options: `redis`, `host`. */
   async listen(port, host) {
@@ -520,6 +589,7 @@ class Server extends EventEmitter {
     cfg.presenceInterval = o.presenceInterval;
     try {
       this.port = await this._native.start(JSON.stringify(cfg), [...this._nsps.keys()], host || o.host || "0.0.0.0", port);
+      for (const ns of this._nsps.values()) if (ns._announce.lazy || ns._announce.welcome) ns._applyAnnounce();
     } catch (err) {
       this._started = false;
       this._native.unref();
@@ -552,7 +622,7 @@ class Server extends EventEmitter {
         switch (ev.kind) {
           case KIND.CONNECTION: {
             const ns = this._nsps.get(ev.nsp);
-            if (ns) ns._connect(ev.sid, { address: ev.address, port: ev.port, forwarded: ev.forwarded });
+            if (ns) ns._connect(ev);
             break;
           }
           case KIND.EVENT: {
@@ -569,8 +639,8 @@ class Server extends EventEmitter {
             const s = this._sockets.get(ev.sid);
             if (s) {
               this._sockets.delete(ev.sid);
-              s.nsp.sockets.delete(ev.sid);
-              s._onDisconnect(ev.reason);
+              s.nsp._sockets.delete(ev.sid);
+              s._onDisconnect(ev.reason, ev.rooms);
             }
             break;
           }

@@ -6,6 +6,8 @@ const { workerIndex } = require("./worker");
 const native = require("../binding.js");
 
 const INVOKE_EVENT = "weroll:invoke";
+// Server events that must see every connection as it comes and goes.
+const EVERY_SOCKET_EVENTS = new Set(["connection", "disconnect", "shakeHandStart", "shakeHandComplete", "shakeHandSuccess", "shakeHandFail"]);
 
 function clone(o) {
   return o && typeof o === "object" ? JSON.parse(JSON.stringify(o)) : o;
@@ -141,7 +143,7 @@ class RealtimeSocket extends Socket {
   constructor(nsp, id, peer) {
     super(nsp, id, peer);
     this.clientID = id;
-    this.info = { id, ip: clientIP(peer), port: peer.port, connectTime: Date.now() };
+    this.info = { id, ip: clientIP(peer), port: peer.port, connectTime: peer.time || Date.now() };
     this._helper = null;
   }
   get helper() {
@@ -187,6 +189,27 @@ class RealtimeServer extends EventEmitter {
     // (shakehand(socket, data, cb(flag)), shakehandSuccess(socket), shakehandFail(socket),
     // connect(socket, cb), disconnect(socket)).
     this.hooks = config.adpater ? new config.adpater(this) : null;
+    this.on("newListener", (ev) => {
+      if (EVERY_SOCKET_EVENTS.has(ev)) this._everySocket();
+    });
+  }
+
+  /**
+   * Whether idle connections can live natively only: no shakehand, no codec, no hooks and no
+   * listener that wants every connection. Then the native side joins `###<id>` and sends `$init`
+   * itself, and a socket object is made only when the client sends something or the app asks
+   * for it. A later listener of those events turns this off.
+   */
+  _canBeLazy() {
+    const c = this.config;
+    return c.shakehand === false && !c.compress && !this.hooks && !this.debug && ![...EVERY_SOCKET_EVENTS].some((e) => this.listenerCount(e) > 0);
+  }
+  _everySocket() {
+    if (this.io && this.io.sockets._announce.lazy) this.io.sockets._setAnnounce(false, null);
+  }
+  /** The socket object of `id` made now if the native side has not told of it yet. */
+  _announce(id) {
+    if (this.io && this.io.sockets._announce.lazy && id !== undefined && id !== null) this.io.sockets._announcePending(String(id));
   }
 
   _hook(name, ...args) {
@@ -242,7 +265,9 @@ class RealtimeServer extends EventEmitter {
       this.traceInfo(`cluster adapter ${s.up ? "connected" : "disconnected"}: ${s.detail}`);
       this.emit("adapter", s);
     });
-    io.on("connection", (socket) => this._onConnection(socket));
+    // Not a `connection` listener: that would make every socket a JS object at once.
+    io.sockets._onSocket = (socket) => this._onConnection(socket);
+    if (this._canBeLazy()) io.sockets._setAnnounce(true, { roomPrefix: "###", event: "$init" });
     io.sockets.on(INVOKE_EVENT, (method, args, cb) => this._invokeLocal(method, args).then((r) => cb && cb(r)));
     return io.listen(port, c.host).then(
       (bound) => {
@@ -372,10 +397,13 @@ class RealtimeServer extends EventEmitter {
     const session = socket.info.session;
     socket.clientID = (session && session.userid !== undefined && session.userid !== null ? String(session.userid) : null) || socket.id;
     socket.shaken = true;
-    socket.join(`###${socket.clientID}`);
-    const init = { time: Date.now(), socketID: socket.id, clientID: socket.clientID };
-    socket.fire("$init", init);
-    if (typeof ack === "function") ack(init);
+    // A welcomed socket was joined and sent `$init` by the native side already.
+    if (!socket._welcomed || socket.clientID !== socket.id) {
+      socket.join(`###${socket.clientID}`);
+      const init = { time: Date.now(), socketID: socket.id, clientID: socket.clientID };
+      socket.fire("$init", init);
+      if (typeof ack === "function") ack(init);
+    }
     this.traceLog(`client *${socket.clientID}* shakehand success.`);
     this._hook("shakehandSuccess", socket);
     this.emit("shakeHandSuccess", socket);
@@ -422,6 +450,7 @@ class RealtimeServer extends EventEmitter {
     );
   }
   _kickLocal(clientID, data) {
+    this._announce(clientID);
     let n = 0;
     for (const socket of this._sockets.values()) {
       if (socket.clientID === String(clientID) || socket.clientID === clientID) {
@@ -434,6 +463,7 @@ class RealtimeServer extends EventEmitter {
 
   /** This worker's connections of `clientID` (socket objects when `needSocketInstance`, else ids). */
   getConnectionsByClientID(clientID, needSocketInstance) {
+    this._announce(clientID);
     const out = [];
     for (const socket of this._sockets.values()) {
       if (socket.clientID === clientID || socket.clientID === String(clientID)) out.push(needSocketInstance ? socket : socket.id);
@@ -451,14 +481,16 @@ class RealtimeServer extends EventEmitter {
     return sockets.map((s) => s.id);
   }
   getClientIDBySocketID(id) {
+    this._announce(id);
     const s = this._sockets.get(id);
     return s ? s.clientID : null;
   }
   getSocketInstanceBySocketID(id) {
+    this._announce(id);
     return this._sockets.get(id) || null;
   }
   getClientConnectionBySocketID(id) {
-    return this._sockets.get(id) || null;
+    return this.getSocketInstanceBySocketID(id);
   }
   /** Live workers of the cluster: `[{address, connections}]`. */
   async servers() {

@@ -46,6 +46,12 @@ pub struct NativeEvent {
     pub port: Option<u32>,
     /// Connection: the `x-forwarded-for` header, when present.
     pub forwarded: Option<String>,
+    /// Connection: handshake time, ms since the epoch.
+    pub time: Option<f64>,
+    /// Connection: the namespace's welcome (room + event) was already done natively.
+    pub welcomed: Option<bool>,
+    /// Disconnect: the rooms the socket was in (its own id excluded).
+    pub rooms: Option<Vec<String>>,
 }
 
 /// What travels through the queue.
@@ -80,6 +86,9 @@ impl From<Outgoing> for NativeEvent {
             address: None,
             port: None,
             forwarded: None,
+            time: None,
+            welcomed: None,
+            rooms: None,
         };
         match o {
             Outgoing::Server(ServerEvent::Connection {
@@ -88,11 +97,15 @@ impl From<Outgoing> for NativeEvent {
                 address,
                 port,
                 forwarded,
+                time,
+                welcomed,
             }) => NativeEvent {
                 nsp: Some(nsp.to_string()),
                 address: Some(address),
                 port: Some(u32::from(port)),
                 forwarded,
+                time: Some(time as f64),
+                welcomed: Some(welcomed),
                 ..blank(CONNECTION, &sid)
             },
             Outgoing::Server(ServerEvent::Event { sid, data, ack }) => NativeEvent {
@@ -107,8 +120,9 @@ impl From<Outgoing> for NativeEvent {
                 id: Some(id as f64),
                 ..blank(ACK, &sid)
             },
-            Outgoing::Server(ServerEvent::Disconnect { sid, reason }) => NativeEvent {
+            Outgoing::Server(ServerEvent::Disconnect { sid, reason, rooms }) => NativeEvent {
                 reason: Some(reason.to_string()),
+                rooms: Some(rooms.iter().map(|r| r.to_string()).collect()),
                 ..blank(DISCONNECT, &sid)
             },
             Outgoing::Server(ServerEvent::ServerSideEmit { nsp, data, reply }) => NativeEvent {

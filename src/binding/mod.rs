@@ -17,7 +17,7 @@ use crate::adapter::local::LocalAdapter;
 use crate::adapter::redis::{AdapterStatus, RedisAdapterFactory, RedisConfig, StatusCallback};
 use crate::adapter::{AdapterFactory, BroadcastFlags, BroadcastOptions};
 use crate::protocol::Payload;
-use crate::server::{lock, Server};
+use crate::server::{lock, Server, Welcome};
 use events::{EventPump, NativeEvent};
 
 /// Tokio worker threads per process: `WEROLL_NATIVE_THREADS`, default 1. A weroll cluster runs
@@ -267,6 +267,47 @@ impl NativeServer {
     pub fn of(&self, nsp: String) -> Result<()> {
         self.server()?.of(&nsp);
         Ok(())
+    }
+
+    /// How JavaScript hears of new sockets of `nsp`: at once (`lazy` false), or when a socket
+    /// first sends something or is asked for with `announce` (`lazy` true). `welcomeRoomPrefix`
+    /// and `welcomeEvent` (both or neither) make every new socket join `prefix + id` and get
+    /// `event` with `{time, socketID, clientID}` natively; its connection event then says
+    /// `welcomed`.
+    #[napi]
+    pub fn set_announce(
+        &self,
+        nsp: String,
+        lazy: bool,
+        welcome_room_prefix: Option<String>,
+        welcome_event: Option<String>,
+    ) -> Result<()> {
+        let welcome = match (welcome_room_prefix, welcome_event) {
+            (Some(room_prefix), Some(event)) => Some(Welcome { room_prefix, event }),
+            (None, None) => None,
+            _ => {
+                return Err(Error::new(
+                    Status::InvalidArg,
+                    "welcomeRoomPrefix and welcomeEvent go together".to_string(),
+                ))
+            }
+        };
+        self.server()?.of(&nsp).set_announce(lazy, welcome);
+        Ok(())
+    }
+
+    /// Connection events of the sockets of `nsp` JavaScript has not heard of yet (all, or the
+    /// one with id `sid`); they count as heard of afterwards.
+    #[napi]
+    pub fn announce(&self, nsp: String, sid: Option<String>) -> Result<Vec<NativeEvent>> {
+        Ok(match self.server()?.namespace(&nsp) {
+            Some(ns) => ns
+                .announce_pending(sid.as_deref())
+                .into_iter()
+                .map(|e| NativeEvent::from(events::Outgoing::Server(e)))
+                .collect(),
+            None => Vec::new(),
+        })
     }
 
     /// Emits to one socket; `ack` asks the client to acknowledge with that id.

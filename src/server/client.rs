@@ -111,14 +111,17 @@ fn dispatch(core: &ServerCore, conn: &Conn, packet: Packet, attachments: Vec<byt
             }
         }
         PacketType::Event | PacketType::BinaryEvent => match socket_for(conn, &packet.nsp) {
-            Some(socket) => core.emit(ServerEvent::Event {
-                sid: socket.id.clone(),
-                data: Payload {
-                    json: packet.data.unwrap_or_default(),
-                    attachments,
-                },
-                ack: packet.id,
-            }),
+            Some(socket) => {
+                socket.announce();
+                core.emit(ServerEvent::Event {
+                    sid: socket.id.clone(),
+                    data: Payload {
+                        json: packet.data.unwrap_or_default(),
+                        attachments,
+                    },
+                    ack: packet.id,
+                })
+            }
             // An event for a namespace the client never joined: socket.io closes the client.
             None => conn.close(CloseReason::ParseError),
         },
@@ -128,6 +131,7 @@ fn dispatch(core: &ServerCore, conn: &Conn, packet: Packet, attachments: Vec<byt
                 return;
             };
             if let Some(socket) = socket_for(conn, &packet.nsp) {
+                socket.announce();
                 core.emit(ServerEvent::Ack {
                     sid: socket.id.clone(),
                     id,
@@ -171,21 +175,13 @@ fn connect(core: &ServerCore, conn: &Conn, nsp: &str, auth: Option<String>) {
         inner.sockets.push(socket.clone());
         socket
     };
-    let hs = conn.handshake();
-    let address = super::handshake::address(hs);
-    let forwarded = hs
-        .headers
-        .iter()
-        .find(|(k, _)| k == "x-forwarded-for")
-        .map(|(_, v)| v.clone());
     ns.add(&socket);
     core.register(&socket);
     socket.send_connect();
-    core.emit(ServerEvent::Connection {
-        sid: socket.id.clone(),
-        nsp: ns.name_arc(),
-        address,
-        port: hs.address.port(),
-        forwarded,
-    });
+    if let Some(welcome) = ns.welcome() {
+        socket.welcome(&welcome);
+    }
+    if !ns.is_lazy() {
+        socket.announce();
+    }
 }

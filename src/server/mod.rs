@@ -10,7 +10,7 @@ mod namespace;
 mod socket;
 
 pub use client::ClientState;
-pub use namespace::Namespace;
+pub use namespace::{Namespace, Welcome};
 pub use socket::Socket;
 
 use std::collections::HashMap;
@@ -46,15 +46,19 @@ impl Default for ServerConfig {
 /// What the server reports to JavaScript. Events of one socket arrive in order.
 #[derive(Debug)]
 pub enum ServerEvent {
-    /// A socket connected to a namespace. Only what weroll reads on every connection travels
-    /// here (peer address, port, `x-forwarded-for`); the full handshake is fetched on demand
-    /// with [`Socket::handshake_json`].
+    /// A socket connected to a namespace (in a lazy namespace: first sent something, see
+    /// [`Namespace::set_announce`]). Only what weroll reads on every connection travels here
+    /// (peer address, port, `x-forwarded-for`, handshake time in ms since the epoch); the full
+    /// handshake is fetched on demand with [`Socket::handshake_json`]. `welcomed`: the
+    /// namespace's [`Welcome`] was done natively.
     Connection {
         sid: Arc<str>,
         nsp: Arc<str>,
         address: String,
         port: u16,
         forwarded: Option<String>,
+        time: u64,
+        welcomed: bool,
     },
     /// The client emitted an event; `ack` is set when it asked for an acknowledgement.
     Event {
@@ -68,8 +72,12 @@ pub enum ServerEvent {
         id: u64,
         data: Payload,
     },
-    /// The socket left (reason in socket.io's words).
-    Disconnect { sid: Arc<str>, reason: &'static str },
+    /// The socket left (reason in socket.io's words); `rooms` it was in, its own id excluded.
+    Disconnect {
+        sid: Arc<str>,
+        reason: &'static str,
+        rooms: Vec<Arc<str>>,
+    },
     /// Another server's `serverSideEmit`; answer with [`Server::reply`] when `reply` is set.
     ServerSideEmit {
         nsp: Arc<str>,

@@ -1,6 +1,7 @@
 //! A namespace: its sockets, its rooms, local delivery of broadcasts, and its adapter.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
@@ -14,6 +15,15 @@ use crate::protocol::{encode_event, Payload};
 /// How long a `serverSideEmit` from another server waits for JavaScript's answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What a namespace does natively for every new socket, so that JavaScript need not hear of
+/// the connection: join room `room_prefix + id`, then emit `event` with
+/// `{time, socketID, clientID}` (clientID being the socket id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    pub room_prefix: String,
+    pub event: String,
+}
+
 /// A Socket.IO namespace (`/`, `/chat`, …).
 pub struct Namespace {
     name: Arc<str>,
@@ -23,6 +33,9 @@ pub struct Namespace {
     rooms: RwLock<HashMap<Arc<str>, HashSet<Arc<str>>>>,
     adapter: OnceLock<Arc<dyn Adapter>>,
     core: Weak<ServerCore>,
+    /// JavaScript hears of a socket only when it first sends something (or asks for it).
+    lazy: AtomicBool,
+    welcome: RwLock<Option<Arc<Welcome>>>,
 }
 
 impl Namespace {
@@ -37,6 +50,8 @@ impl Namespace {
             rooms: RwLock::new(HashMap::new()),
             adapter: OnceLock::new(),
             core,
+            lazy: AtomicBool::new(false),
+            welcome: RwLock::new(None),
         });
         let weak: Weak<dyn LocalNamespace> = Arc::downgrade(&ns) as Weak<dyn LocalNamespace>;
         let _ = ns.adapter.set(factory.create(weak));
@@ -69,27 +84,63 @@ impl Namespace {
         read(&self.sockets).len()
     }
 
+    /// How JavaScript learns of new sockets: at once (`lazy` false, the default) or when a socket
+    /// first sends something or JavaScript asks for it ([`Namespace::announce_pending`]); and
+    /// the welcome done natively for each new socket, if any.
+    pub fn set_announce(&self, lazy: bool, welcome: Option<Welcome>) {
+        *write(&self.welcome) = welcome.map(Arc::new);
+        self.lazy.store(lazy, Ordering::Release);
+    }
+
+    pub(crate) fn is_lazy(&self) -> bool {
+        self.lazy.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn welcome(&self) -> Option<Arc<Welcome>> {
+        read(&self.welcome).clone()
+    }
+
+    /// Connection events of the sockets JavaScript has not heard of yet (all of them, or the
+    /// one with id `sid`), marking them heard of.
+    pub fn announce_pending(&self, sid: Option<&str>) -> Vec<ServerEvent> {
+        let sockets = read(&self.sockets);
+        match sid {
+            Some(sid) => sockets
+                .get(sid)
+                .and_then(|s| s.take_announcement())
+                .into_iter()
+                .collect(),
+            None => sockets
+                .values()
+                .filter_map(|s| s.take_announcement())
+                .collect(),
+        }
+    }
+
     pub(crate) fn add(&self, socket: &Arc<Socket>) {
         write(&self.sockets).insert(socket.id.clone(), socket.clone());
     }
 
-    pub(crate) fn remove(&self, socket: &Socket) {
+    /// Forgets a socket; returns the rooms it was in.
+    pub(crate) fn remove(&self, socket: &Socket) -> Vec<Arc<str>> {
         // Rooms are taken under the rooms lock, the lock `join` checks `connected` under: a
         // join racing with the disconnect either lands before (and is undone here) or sees
         // the socket gone.
-        {
+        let joined = {
             let mut rooms = write(&self.rooms);
             let joined = std::mem::take(&mut *socket.rooms_lock());
-            for room in joined {
-                if let Some(members) = rooms.get_mut(&room) {
+            for room in &joined {
+                if let Some(members) = rooms.get_mut(room) {
                     members.remove(&socket.id);
                     if members.is_empty() {
-                        rooms.remove(&room);
+                        rooms.remove(room);
                     }
                 }
             }
-        }
+            joined
+        };
         write(&self.sockets).remove(&socket.id);
+        joined
     }
 
     pub(crate) fn join(&self, socket: &Arc<Socket>, names: &[String]) {

@@ -2,11 +2,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 
 use super::client::{protocol_of, remove_socket};
-use super::{lock, ClientState, Namespace, ServerEvent};
+use super::{lock, ClientState, Namespace, ServerEvent, Welcome};
 use crate::adapter::RemoteSocket;
 use crate::engine::{CloseReason, Connection, Frame};
 use crate::protocol::{encode_ack, encode_connect, encode_disconnect, encode_event, Payload};
@@ -21,6 +22,10 @@ pub struct Socket {
     /// Rooms joined, besides the socket's own id.
     rooms: Mutex<Vec<Arc<str>>>,
     connected: AtomicBool,
+    /// JavaScript has heard of this socket (a lazy namespace tells it on first use).
+    announced: AtomicBool,
+    /// The namespace's welcome (room + event) was done natively.
+    welcomed: AtomicBool,
     /// The v5 CONNECT auth payload (raw JSON), kept for `handshake.auth`.
     auth: Option<Box<str>>,
 }
@@ -52,6 +57,8 @@ impl Socket {
             conn,
             rooms: Mutex::new(Vec::new()),
             connected: AtomicBool::new(true),
+            announced: AtomicBool::new(false),
+            welcomed: AtomicBool::new(false),
             auth: auth.map(String::into_boxed_str),
         }
     }
@@ -69,6 +76,66 @@ impl Socket {
     /// The engine connection under this socket.
     pub fn connection(&self) -> &Arc<Connection<ClientState>> {
         &self.conn
+    }
+
+    /// What JavaScript needs to create its socket object: the peer address and port, the
+    /// `x-forwarded-for` header, the handshake time, and whether the welcome was done here.
+    fn connection_event(&self) -> ServerEvent {
+        let hs = self.conn.handshake();
+        ServerEvent::Connection {
+            sid: self.id.clone(),
+            nsp: self.nsp.name_arc(),
+            address: super::handshake::address(hs),
+            port: hs.address.port(),
+            forwarded: hs
+                .headers
+                .iter()
+                .find(|(k, _)| k == "x-forwarded-for")
+                .map(|(_, v)| v.clone()),
+            time: hs.issued,
+            welcomed: self.welcomed.load(Ordering::Acquire),
+        }
+    }
+
+    /// Tells JavaScript of this socket, once. Eager namespaces call it on connect; lazy ones
+    /// when the socket first sends something.
+    pub(crate) fn announce(&self) {
+        if self.announced.load(Ordering::Acquire) || self.announced.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(core) = self.nsp.core() {
+            core.emit(self.connection_event());
+        }
+    }
+
+    /// The connection event of a connected socket JavaScript has not heard of yet, marking it
+    /// heard of (for JavaScript asking for the sockets of a lazy namespace).
+    pub(crate) fn take_announcement(&self) -> Option<ServerEvent> {
+        if !self.connected() || self.announced.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        Some(self.connection_event())
+    }
+
+    /// The namespace's welcome done natively: join `prefix + id`, then emit `event` with
+    /// `{time, socketID, clientID}` (weroll's shakehand success when no shakehand is asked).
+    pub(crate) fn welcome(self: &Arc<Self>, welcome: &Welcome) {
+        self.join(&[format!("{}{}", welcome.room_prefix, self.id)]);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let id = serde_json::Value::from(&*self.id).to_string();
+        let event = serde_json::Value::from(welcome.event.as_str()).to_string();
+        let json = format!("[{event},{{\"time\":{now},\"socketID\":{id},\"clientID\":{id}}}]");
+        self.welcomed.store(true, Ordering::Release);
+        self.emit(
+            &Payload {
+                json,
+                attachments: Vec::new(),
+            },
+            None,
+        );
     }
 
     pub(crate) fn send_connect(&self) {
@@ -142,18 +209,22 @@ impl Socket {
         self.closed(reason);
     }
 
-    /// The socket is gone: leave every room, tell JavaScript once.
+    /// The socket is gone: leave every room, tell JavaScript once (if it heard of the socket),
+    /// with the rooms it was in.
     pub(crate) fn closed(&self, reason: &'static str) {
         if !self.connected.swap(false, Ordering::AcqRel) {
             return;
         }
-        self.nsp.remove(self);
+        let rooms = self.nsp.remove(self);
         if let Some(core) = self.nsp.core() {
             core.unregister(&self.id);
-            core.emit(ServerEvent::Disconnect {
-                sid: self.id.clone(),
-                reason,
-            });
+            if self.announced.swap(true, Ordering::AcqRel) {
+                core.emit(ServerEvent::Disconnect {
+                    sid: self.id.clone(),
+                    reason,
+                    rooms,
+                });
+            }
         }
     }
 
