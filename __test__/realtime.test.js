@@ -89,6 +89,26 @@ matrix("idle sockets stay native until used: $init, sendTo, broadcast, routing, 
   assert.equal(await back, 1);
   assert.equal(server._sockets.size, 1);
 
+  // The ###<id> room joined natively is a room like any other: allRooms, except, leave, join.
+  const own = `###${s0.id}`;
+  assert.ok((await server.io.sockets.adapter.allRooms()).has(own));
+  const others = Promise.all([1, 2].map((i) => waitFor(clients[i], "others")));
+  const notMe = expectNo(clients[0], "others");
+  server.io.except(own).emit("others", 1);
+  await others;
+  await notMe;
+  s0.leave(own);
+  assert.deepEqual([...s0.rooms], [s0.id]);
+  const none = expectNo(clients[0], "solo");
+  server.sendTo(s0.id, "solo", 1);
+  await none;
+  s0.join(own);
+  assert.deepEqual([...s0.rooms].sort(), [s0.id, own].sort());
+  const solo = waitFor(clients[0], "solo");
+  server.sendTo(s0.id, "solo", 2);
+  assert.equal(await solo, 2);
+  assert.deepEqual((await server.io.in(own).fetchSockets()).map((s) => s.id), [s0.id]);
+
   // Lookups by id or clientID make the object on demand.
   assert.equal(server.getClientIDBySocketID(clients[2].id), clients[2].id);
   assert.deepEqual(server.getConnectionsByClientID(clients[2].id), [clients[2].id]);

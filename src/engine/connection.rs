@@ -96,18 +96,69 @@ impl CloseReason {
 }
 
 /// What the client's opening request looked like (`socket.handshake` in socket.io).
+///
+/// Kept for the whole life of the connection, so it is one allocation: the request's path and
+/// query, then one `name:value` line per header (names lower-cased, in order).
 #[derive(Debug, Clone)]
 pub struct Handshake {
-    /// Request headers, names lower-cased, in order.
-    pub headers: Vec<(String, String)>,
-    /// Raw query string without `?`.
-    pub query: String,
-    /// Request path and query.
-    pub url: String,
+    text: Box<str>,
+    /// Length of the path-and-query at the start of `text`.
+    url_len: u32,
     /// Peer address of the TCP connection.
     pub address: SocketAddr,
     /// Unix time in ms when the session opened.
     pub issued: u64,
+}
+
+impl Handshake {
+    /// `url`: path and query; `headers`: name (lower case) and value pairs, in order.
+    pub fn new<'a>(
+        url: &str,
+        headers: impl IntoIterator<Item = (&'a str, std::borrow::Cow<'a, str>)>,
+        address: SocketAddr,
+        issued: u64,
+    ) -> Handshake {
+        let mut text = String::with_capacity(url.len() + 256);
+        text.push_str(url);
+        let url_len = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        for (name, value) in headers {
+            text.push('\n');
+            text.push_str(name);
+            text.push(':');
+            // A value cannot hold a line break in HTTP/1.1; keep the block parseable anyway.
+            text.extend(value.chars().map(|c| if c == '\n' { ' ' } else { c }));
+        }
+        Handshake {
+            text: text.into_boxed_str(),
+            url_len,
+            address,
+            issued,
+        }
+    }
+
+    /// Request path and query.
+    pub fn url(&self) -> &str {
+        self.text.get(..self.url_len as usize).unwrap_or("")
+    }
+
+    /// Raw query string without `?`.
+    pub fn query(&self) -> &str {
+        self.url().split_once('?').map(|(_, q)| q).unwrap_or("")
+    }
+
+    /// Request headers, names lower-cased, in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.text
+            .get(self.url_len as usize..)
+            .unwrap_or("")
+            .split('\n')
+            .filter_map(|line| line.split_once(':'))
+    }
+
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
 }
 
 /// An Engine.IO session id: 15 random bytes as 20 base64url characters.
@@ -364,5 +415,44 @@ impl<D> Connection<D> {
     /// Whether the session is on a websocket (after the handshake or an upgrade).
     pub fn is_websocket(&self) -> bool {
         self.lock().websocket
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Handshake;
+    use std::borrow::Cow;
+
+    #[test]
+    fn handshake_block_gives_back_url_query_and_headers() {
+        let hs = Handshake::new(
+            "/socket.io/?EIO=4&transport=websocket&t=a:b",
+            [
+                ("host", Cow::Borrowed("127.0.0.1:3001")),
+                ("x-forwarded-for", Cow::Borrowed("10.0.0.1, 10.0.0.2")),
+                ("cookie", Cow::Borrowed("a=1")),
+                ("cookie", Cow::Borrowed("b=2")),
+                ("x-empty", Cow::Borrowed("")),
+                ("x-odd", Cow::Owned("line\nbreak".to_string())),
+            ],
+            "127.0.0.1:5000".parse().expect("address"),
+            42,
+        );
+        assert_eq!(hs.url(), "/socket.io/?EIO=4&transport=websocket&t=a:b");
+        assert_eq!(hs.query(), "EIO=4&transport=websocket&t=a:b");
+        assert_eq!(hs.header("host"), Some("127.0.0.1:3001"));
+        assert_eq!(hs.header("x-forwarded-for"), Some("10.0.0.1, 10.0.0.2"));
+        assert_eq!(hs.header("x-empty"), Some(""));
+        assert_eq!(hs.header("x-odd"), Some("line break"));
+        assert_eq!(hs.header("missing"), None);
+        let cookies: Vec<_> = hs.headers().filter(|(k, _)| *k == "cookie").collect();
+        assert_eq!(cookies, [("cookie", "a=1"), ("cookie", "b=2")]);
+        assert_eq!(hs.headers().count(), 6);
+
+        let bare = Handshake::new("/", [], "127.0.0.1:5000".parse().expect("address"), 0);
+        assert_eq!(
+            (bare.url(), bare.query(), bare.headers().count()),
+            ("/", "", 0)
+        );
     }
 }

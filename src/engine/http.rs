@@ -129,30 +129,20 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 }
 
 fn build_handshake(req: &Request<Body>, peer: SocketAddr) -> Handshake {
-    Handshake {
-        headers: req
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        query: req.uri().query().unwrap_or_default().to_owned(),
-        url: req
-            .uri()
+    Handshake::new(
+        req.uri()
             .path_and_query()
             .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_owned(),
-        address: peer,
-        issued: SystemTime::now()
+            .unwrap_or("/"),
+        req.headers()
+            .iter()
+            .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v.as_bytes()))),
+        peer,
+        SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0),
-    }
+    )
 }
 
 /// What one polling GET takes from the queue: everything, except that the close packet ends

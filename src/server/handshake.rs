@@ -21,14 +21,14 @@ pub(crate) fn address(hs: &Handshake) -> String {
 pub(crate) fn to_json(conn: &Connection<ClientState>, auth: Option<&str>) -> String {
     let hs = conn.handshake();
     let mut headers = Map::new();
-    for (name, value) in &hs.headers {
+    for (name, value) in hs.headers() {
         match headers.get_mut(name) {
             Some(Value::String(prev)) => {
                 prev.push_str(", ");
                 prev.push_str(value);
             }
             _ => {
-                headers.insert(name.clone(), Value::String(value.clone()));
+                headers.insert(name.to_string(), Value::String(value.to_string()));
             }
         }
     }
@@ -39,11 +39,11 @@ pub(crate) fn to_json(conn: &Connection<ClientState>, auth: Option<&str>) -> Str
     let address = address(hs);
     let value = serde_json::json!({
         "headers": headers,
-        "query": hs.query,
+        "query": hs.query(),
         "address": address,
         "port": hs.address.port(),
         "issued": hs.issued,
-        "url": hs.url,
+        "url": hs.url(),
         "secure": false,
         "xdomain": xdomain,
         "auth": auth,

@@ -36,6 +36,9 @@ pub struct Namespace {
     /// JavaScript hears of a socket only when it first sends something (or asks for it).
     lazy: AtomicBool,
     welcome: RwLock<Option<Arc<Welcome>>>,
+    /// The first welcome's room prefix: room `prefix + id` of a socket is kept as a flag on the
+    /// socket instead of an entry in `rooms` (one such room per connection).
+    alias_prefix: OnceLock<Arc<str>>,
 }
 
 impl Namespace {
@@ -52,6 +55,7 @@ impl Namespace {
             core,
             lazy: AtomicBool::new(false),
             welcome: RwLock::new(None),
+            alias_prefix: OnceLock::new(),
         });
         let weak: Weak<dyn LocalNamespace> = Arc::downgrade(&ns) as Weak<dyn LocalNamespace>;
         let _ = ns.adapter.set(factory.create(weak));
@@ -88,8 +92,31 @@ impl Namespace {
     /// first sends something or JavaScript asks for it ([`Namespace::announce_pending`]); and
     /// the welcome done natively for each new socket, if any.
     pub fn set_announce(&self, lazy: bool, welcome: Option<Welcome>) {
+        if let Some(w) = &welcome {
+            if !w.room_prefix.is_empty() {
+                let _ = self
+                    .alias_prefix
+                    .get_or_init(|| w.room_prefix.as_str().into());
+            }
+        }
         *write(&self.welcome) = welcome.map(Arc::new);
         self.lazy.store(lazy, Ordering::Release);
+    }
+
+    /// Whether room `name` is `socket`'s alias room (`prefix + id`).
+    fn is_alias(&self, name: &str, socket: &Socket) -> bool {
+        self.alias_prefix
+            .get()
+            .and_then(|p| name.strip_prefix(&**p))
+            .is_some_and(|rest| rest == &*socket.id)
+    }
+
+    /// The alias room name of `socket`, if it is in it.
+    pub(crate) fn alias_room(&self, socket: &Socket) -> Option<Arc<str>> {
+        let prefix = self.alias_prefix.get()?;
+        socket
+            .in_alias_room()
+            .then(|| format!("{prefix}{}", socket.id).into())
     }
 
     pub(crate) fn is_lazy(&self) -> bool {
@@ -128,7 +155,11 @@ impl Namespace {
         // the socket gone.
         let joined = {
             let mut rooms = write(&self.rooms);
-            let joined = std::mem::take(&mut *socket.rooms_lock());
+            let mut joined = std::mem::take(&mut *socket.rooms_lock());
+            if let Some(alias) = self.alias_room(socket) {
+                socket.set_alias_room(false);
+                joined.insert(0, alias);
+            }
             for room in &joined {
                 if let Some(members) = rooms.get_mut(room) {
                     members.remove(&socket.id);
@@ -153,6 +184,10 @@ impl Namespace {
             if **name == *socket.id {
                 continue;
             }
+            if self.is_alias(name, socket) {
+                socket.set_alias_room(true);
+                continue;
+            }
             let key: Arc<str> = match rooms.get_key_value(name.as_str()) {
                 Some((k, _)) => k.clone(),
                 None => name.as_str().into(),
@@ -170,6 +205,9 @@ impl Namespace {
     pub(crate) fn leave(&self, socket: &Arc<Socket>, name: &str) {
         let mut rooms = write(&self.rooms);
         let mut joined = socket.rooms_lock();
+        if self.is_alias(name, socket) {
+            socket.set_alias_room(false);
+        }
         if let Some(members) = rooms.get_mut(name) {
             members.remove(&socket.id);
             if members.is_empty() {
@@ -179,18 +217,44 @@ impl Namespace {
         joined.retain(|r| &**r != name);
     }
 
+    /// Calls `f` for every local socket in `room`: its members, the socket whose id it is, and
+    /// the socket whose alias room it is.
+    fn room_each<'a>(
+        &self,
+        rooms: &'a HashMap<Arc<str>, HashSet<Arc<str>>>,
+        sockets: &'a HashMap<Arc<str>, Arc<Socket>>,
+        room: &str,
+        mut f: impl FnMut(&'a Arc<str>, &'a Arc<Socket>),
+    ) {
+        if let Some(members) = rooms.get(room) {
+            for id in members {
+                if let Some((id, socket)) = sockets.get_key_value(id) {
+                    f(id, socket);
+                }
+            }
+        } else if let Some((id, socket)) = sockets.get_key_value(room) {
+            f(id, socket);
+        }
+        let alias = self
+            .alias_prefix
+            .get()
+            .and_then(|p| room.strip_prefix(&**p));
+        if let Some((id, socket)) = alias.and_then(|id| sockets.get_key_value(id)) {
+            if socket.in_alias_room() {
+                f(id, socket);
+            }
+        }
+    }
+
     /// Calls `f` once for every local socket the options target.
     fn for_each_target(&self, opts: &BroadcastOptions, mut f: impl FnMut(&Arc<Socket>)) {
         let rooms = read(&self.rooms);
         let sockets = read(&self.sockets);
         let mut except: HashSet<&str> = HashSet::new();
         for room in &opts.except {
-            match rooms.get(room.as_str()) {
-                Some(members) => except.extend(members.iter().map(|m| &**m)),
-                None => {
-                    except.insert(room.as_str());
-                }
-            }
+            self.room_each(&rooms, &sockets, room, |id, _| {
+                except.insert(id);
+            });
         }
         if opts.rooms.is_empty() {
             for (id, socket) in sockets.iter() {
@@ -203,20 +267,11 @@ impl Namespace {
         let mut seen: HashSet<&str> = HashSet::new();
         let many = opts.rooms.len() > 1;
         for room in &opts.rooms {
-            if let Some(members) = rooms.get(room.as_str()) {
-                for id in members {
-                    if except.contains(&**id) || (many && !seen.insert(id)) {
-                        continue;
-                    }
-                    if let Some(socket) = sockets.get(id) {
-                        f(socket);
-                    }
-                }
-            } else if let Some((id, socket)) = sockets.get_key_value(room.as_str()) {
+            self.room_each(&rooms, &sockets, room, |id, socket| {
                 if !except.contains(&**id) && (!many || seen.insert(id)) {
                     f(socket);
                 }
-            }
+            });
         }
     }
 
@@ -320,7 +375,17 @@ impl LocalNamespace for Namespace {
     }
 
     fn local_rooms(&self) -> Vec<String> {
-        read(&self.rooms).keys().map(|r| r.to_string()).collect()
+        let mut out: Vec<String> = read(&self.rooms).keys().map(|r| r.to_string()).collect();
+        if self.alias_prefix.get().is_some() {
+            let sockets = read(&self.sockets);
+            out.extend(
+                sockets
+                    .values()
+                    .filter_map(|s| self.alias_room(s))
+                    .map(|r| r.to_string()),
+            );
+        }
+        out
     }
 
     fn on_server_side_emit(&self, args: Payload, ack: Option<oneshot::Sender<Payload>>) {

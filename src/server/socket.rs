@@ -26,6 +26,8 @@ pub struct Socket {
     announced: AtomicBool,
     /// The namespace's welcome (room + event) was done natively.
     welcomed: AtomicBool,
+    /// In the namespace's alias room `prefix + id` (see `Namespace::alias_room`).
+    alias_room: AtomicBool,
     /// The v5 CONNECT auth payload (raw JSON), kept for `handshake.auth`.
     auth: Option<Box<str>>,
 }
@@ -59,6 +61,7 @@ impl Socket {
             connected: AtomicBool::new(true),
             announced: AtomicBool::new(false),
             welcomed: AtomicBool::new(false),
+            alias_room: AtomicBool::new(false),
             auth: auth.map(String::into_boxed_str),
         }
     }
@@ -87,11 +90,7 @@ impl Socket {
             nsp: self.nsp.name_arc(),
             address: super::handshake::address(hs),
             port: hs.address.port(),
-            forwarded: hs
-                .headers
-                .iter()
-                .find(|(k, _)| k == "x-forwarded-for")
-                .map(|(_, v)| v.clone()),
+            forwarded: hs.header("x-forwarded-for").map(str::to_string),
             time: hs.issued,
             welcomed: self.welcomed.load(Ordering::Acquire),
         }
@@ -183,7 +182,20 @@ impl Socket {
 
     /// Rooms joined, besides the socket's own id.
     pub fn rooms(&self) -> Vec<String> {
-        lock(&self.rooms).iter().map(|r| r.to_string()).collect()
+        let mut out: Vec<String> = Vec::new();
+        if let Some(alias) = self.nsp.alias_room(self) {
+            out.push(alias.to_string());
+        }
+        out.extend(lock(&self.rooms).iter().map(|r| r.to_string()));
+        out
+    }
+
+    pub(crate) fn in_alias_room(&self) -> bool {
+        self.alias_room.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_alias_room(&self, on: bool) {
+        self.alias_room.store(on, Ordering::Release);
     }
 
     pub(crate) fn rooms_lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<str>>> {
