@@ -35,10 +35,10 @@ export declare class NativeServer {
    */
   setAnnounce(nsp: string, lazy: boolean, welcomeRoomPrefix?: string | undefined | null, welcomeEvent?: string | undefined | null): void
   /**
-   * Connection events of the sockets of `nsp` JavaScript has not heard of yet (all, or the
-   * one with id `sid`); they count as heard of afterwards.
+   * Connection events (a batch as `onEvents` gets it) of the sockets of `nsp` JavaScript has
+   * not heard of yet (all, or the one with id `sid`); they count as heard of afterwards.
    */
-  announce(nsp: string, sid?: string | undefined | null): Array<NativeEvent>
+  announce(nsp: string, sid?: string | undefined | null): NativeBatch
   /** Emits to one socket; `ack` asks the client to acknowledge with that id. */
   emit(sid: string, data: string, attachments?: Array<Buffer> | undefined | null, ack?: number | undefined | null): boolean
   /** Acknowledges the client's event `id`. */
@@ -84,35 +84,24 @@ export declare class NativeServer {
 export declare function msgpackEncode(json: string): Buffer
 
 /**
- * One server event as JavaScript receives it. `kind`: 0 connection, 1 event, 2 ack,
- * 3 disconnect, 4 serverSideEmit, 5 cluster adapter status.
+ * Server events as JavaScript receives them: one JSON text for the whole batch (one
+ * `JSON.parse` in V8, no object built field by field through N-API) and the binary
+ * attachments beside it.
+ *
+ * `json` is an array of entries, each an array led by its kind:
+ * - `[0, sid, nsp, address, port, forwarded|null, time, welcomed]` connection
+ * - `[1, sid, args, ack|null, first, count]` event: `args` is the client's data array itself
+ *   (checked to be valid JSON by the packet decoder), its attachments are
+ *   `buffers[first .. first+count]`
+ * - `[2, sid, id, args, first, count]` ack
+ * - `[3, sid, reason, rooms]` disconnect
+ * - `[4, nsp, argsJson, reply|null, first, count]` serverSideEmit (`argsJson` a string: it
+ *   comes from another server)
+ * - `[5, up, detail]` cluster adapter status
  */
-export interface NativeEvent {
-  kind: number
-  /** Socket id (empty for namespace-level events). */
-  sid: string
-  /** Namespace (connection, serverSideEmit). */
-  nsp?: string
-  /** JSON: the data array, the handshake, or the adapter status detail. */
-  data?: string
-  /** Binary attachments of `data`. */
-  attachments?: Array<Buffer>
-  /** Ack id (event with ack, ack) or reply token (serverSideEmit). */
-  id?: number
-  /** Disconnect reason, or `up`/`down` for adapter status. */
-  reason?: string
-  /** Connection: the peer address. */
-  address?: string
-  /** Connection: the peer port. */
-  port?: number
-  /** Connection: the `x-forwarded-for` header, when present. */
-  forwarded?: string
-  /** Connection: handshake time, ms since the epoch. */
-  time?: number
-  /** Connection: the namespace's welcome (room + event) was already done natively. */
-  welcomed?: boolean
-  /** Disconnect: the rooms the socket was in (its own id excluded). */
-  rooms?: Array<string>
+export interface NativeBatch {
+  json: string
+  buffers?: Array<Buffer>
 }
 
 /**

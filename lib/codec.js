@@ -60,9 +60,9 @@ function revive(v, attachments) {
   return v;
 }
 
-/** Decodes the wire form back into an array. */
+/** Decodes the wire form (JSON text, or the array already parsed) back into an array. */
 function decode(data, attachments) {
-  const list = JSON.parse(data);
+  const list = typeof data === "string" ? JSON.parse(data) : data;
   if (attachments && attachments.length) revive(list, attachments);
   return list;
 }

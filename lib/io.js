@@ -453,13 +453,14 @@ class Namespace extends EventEmitter {
   /** Creates the sockets the native side has not told of yet (all, or the one with id `sid`). */
   _announcePending(sid) {
     if (!this.server._started) return;
-    for (const ev of this.server._native.announce(this.name, sid)) this._connect(ev);
+    for (const ev of JSON.parse(this.server._native.announce(this.name, sid).json)) this._connect(ev);
   }
+  /** `ev`: a connection entry `[0, sid, nsp, address, port, forwarded, time, welcomed]`. */
   _connect(ev) {
-    const sid = ev.sid;
+    const sid = ev[1];
     if (this._sockets.has(sid)) return this._sockets.get(sid);
-    const socket = new this.server._Socket(this, sid, { address: ev.address, port: ev.port, forwarded: ev.forwarded, time: ev.time });
-    socket._welcomed = !!ev.welcomed;
+    const socket = new this.server._Socket(this, sid, { address: ev[3], port: ev[4], forwarded: ev[5] === null ? undefined : ev[5], time: ev[6] });
+    socket._welcomed = ev[7] === true;
     this._sockets.set(sid, socket);
     this.server._sockets.set(sid, socket);
     // An owner layered on top (Realtime) hears of every socket first, lazy or not.
@@ -615,42 +616,52 @@ class Server extends EventEmitter {
   stats() {
     return this._native.stats();
   }
+  /** One batch of native events: `{json, buffers}` (the entry layout is in binding.d.ts). */
   _onEvents(batch) {
-    for (let i = 0; i < batch.length; i++) {
-      const ev = batch[i];
+    let list;
+    try {
+      list = JSON.parse(batch.json);
+    } catch (err) {
+      rethrow(new Error(`weroll-native: unreadable event batch: ${err.message}`));
+      return;
+    }
+    const buffers = batch.buffers;
+    const slice = (first, count) => (count > 0 && buffers ? buffers.slice(first, first + count) : undefined);
+    for (let i = 0; i < list.length; i++) {
+      const ev = list[i];
       try {
-        switch (ev.kind) {
+        switch (ev[0]) {
           case KIND.CONNECTION: {
-            const ns = this._nsps.get(ev.nsp);
+            const ns = this._nsps.get(ev[2]);
             if (ns) ns._connect(ev);
             break;
           }
           case KIND.EVENT: {
-            const s = this._sockets.get(ev.sid);
-            if (s) s._onEvent(ev.data, ev.attachments, ev.id);
+            const s = this._sockets.get(ev[1]);
+            if (s) s._onEvent(ev[2], slice(ev[4], ev[5]), ev[3]);
             break;
           }
           case KIND.ACK: {
-            const s = this._sockets.get(ev.sid);
-            if (s) s._onAck(ev.id, ev.data, ev.attachments);
+            const s = this._sockets.get(ev[1]);
+            if (s) s._onAck(ev[2], ev[3], slice(ev[4], ev[5]));
             break;
           }
           case KIND.DISCONNECT: {
-            const s = this._sockets.get(ev.sid);
+            const s = this._sockets.get(ev[1]);
             if (s) {
-              this._sockets.delete(ev.sid);
-              s.nsp._sockets.delete(ev.sid);
-              s._onDisconnect(ev.reason, ev.rooms);
+              this._sockets.delete(ev[1]);
+              s.nsp._sockets.delete(ev[1]);
+              s._onDisconnect(ev[2], ev[3]);
             }
             break;
           }
           case KIND.SERVER_SIDE_EMIT: {
-            const ns = this._nsps.get(ev.nsp);
-            if (ns) ns._serverSideEmit(ev.data, ev.attachments, ev.id);
+            const ns = this._nsps.get(ev[1]);
+            if (ns) ns._serverSideEmit(ev[2], slice(ev[4], ev[5]), ev[3]);
             break;
           }
           case KIND.ADAPTER_STATUS:
-            super.emit("adapter", { up: ev.reason === "up", detail: ev.data });
+            super.emit("adapter", { up: ev[1], detail: ev[2] });
             break;
         }
       } catch (err) {

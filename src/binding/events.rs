@@ -15,7 +15,7 @@ use crate::server::{EventSink, ServerEvent};
 /// Most events handed to JavaScript in one call.
 const BATCH: usize = 512;
 
-/// `NativeEvent.kind` values.
+/// Event kinds: the first element of every entry of a batch.
 pub const CONNECTION: u32 = 0;
 pub const EVENT: u32 = 1;
 pub const ACK: u32 = 2;
@@ -23,35 +23,24 @@ pub const DISCONNECT: u32 = 3;
 pub const SERVER_SIDE_EMIT: u32 = 4;
 pub const ADAPTER_STATUS: u32 = 5;
 
-/// One server event as JavaScript receives it. `kind`: 0 connection, 1 event, 2 ack,
-/// 3 disconnect, 4 serverSideEmit, 5 cluster adapter status.
+/// Server events as JavaScript receives them: one JSON text for the whole batch (one
+/// `JSON.parse` in V8, no object built field by field through N-API) and the binary
+/// attachments beside it.
+///
+/// `json` is an array of entries, each an array led by its kind:
+/// - `[0, sid, nsp, address, port, forwarded|null, time, welcomed]` connection
+/// - `[1, sid, args, ack|null, first, count]` event: `args` is the client's data array itself
+///   (checked to be valid JSON by the packet decoder), its attachments are
+///   `buffers[first .. first+count]`
+/// - `[2, sid, id, args, first, count]` ack
+/// - `[3, sid, reason, rooms]` disconnect
+/// - `[4, nsp, argsJson, reply|null, first, count]` serverSideEmit (`argsJson` a string: it
+///   comes from another server)
+/// - `[5, up, detail]` cluster adapter status
 #[napi(object)]
-pub struct NativeEvent {
-    pub kind: u32,
-    /// Socket id (empty for namespace-level events).
-    pub sid: String,
-    /// Namespace (connection, serverSideEmit).
-    pub nsp: Option<String>,
-    /// JSON: the data array, the handshake, or the adapter status detail.
-    pub data: Option<String>,
-    /// Binary attachments of `data`.
-    pub attachments: Option<Vec<Buffer>>,
-    /// Ack id (event with ack, ack) or reply token (serverSideEmit).
-    pub id: Option<f64>,
-    /// Disconnect reason, or `up`/`down` for adapter status.
-    pub reason: Option<String>,
-    /// Connection: the peer address.
-    pub address: Option<String>,
-    /// Connection: the peer port.
-    pub port: Option<u32>,
-    /// Connection: the `x-forwarded-for` header, when present.
-    pub forwarded: Option<String>,
-    /// Connection: handshake time, ms since the epoch.
-    pub time: Option<f64>,
-    /// Connection: the namespace's welcome (room + event) was already done natively.
-    pub welcomed: Option<bool>,
-    /// Disconnect: the rooms the socket was in (its own id excluded).
-    pub rooms: Option<Vec<String>>,
+pub struct NativeBatch {
+    pub json: String,
+    pub buffers: Option<Vec<Buffer>>,
 }
 
 /// What travels through the queue.
@@ -60,36 +49,34 @@ pub(crate) enum Outgoing {
     Status { up: bool, detail: String },
 }
 
-fn attachments(p: &Payload) -> Option<Vec<Buffer>> {
-    if p.attachments.is_empty() {
-        None
+/// Builds one batch.
+#[derive(Default)]
+pub(crate) struct BatchWriter {
+    json: String,
+    buffers: Vec<Buffer>,
+}
+
+/// A client's data array, already checked to be valid JSON by the packet decoder (a packet
+/// without data gives an empty array).
+fn push_raw(out: &mut String, json: &str) {
+    if json.trim().is_empty() {
+        out.push_str("[]");
     } else {
-        Some(
-            p.attachments
-                .iter()
-                .map(|b| Buffer::from(b.to_vec()))
-                .collect(),
-        )
+        out.push_str(json);
     }
 }
 
-impl From<Outgoing> for NativeEvent {
-    fn from(o: Outgoing) -> Self {
-        let blank = |kind: u32, sid: &str| NativeEvent {
-            kind,
-            sid: sid.to_string(),
-            nsp: None,
-            data: None,
-            attachments: None,
-            id: None,
-            reason: None,
-            address: None,
-            port: None,
-            forwarded: None,
-            time: None,
-            welcomed: None,
-            rooms: None,
-        };
+fn push_str(out: &mut String, s: &str) {
+    // A `String` serialises infallibly.
+    out.push_str(&serde_json::Value::from(s).to_string());
+}
+
+impl BatchWriter {
+    /// Appends one event.
+    pub(crate) fn push(&mut self, o: Outgoing) {
+        use std::fmt::Write as _;
+        let out = &mut self.json;
+        out.push(if out.is_empty() { '[' } else { ',' });
         match o {
             Outgoing::Server(ServerEvent::Connection {
                 sid,
@@ -99,43 +86,96 @@ impl From<Outgoing> for NativeEvent {
                 forwarded,
                 time,
                 welcomed,
-            }) => NativeEvent {
-                nsp: Some(nsp.to_string()),
-                address: Some(address),
-                port: Some(u32::from(port)),
-                forwarded,
-                time: Some(time as f64),
-                welcomed: Some(welcomed),
-                ..blank(CONNECTION, &sid)
-            },
-            Outgoing::Server(ServerEvent::Event { sid, data, ack }) => NativeEvent {
-                attachments: attachments(&data),
-                data: Some(data.json),
-                id: ack.map(|a| a as f64),
-                ..blank(EVENT, &sid)
-            },
-            Outgoing::Server(ServerEvent::Ack { sid, id, data }) => NativeEvent {
-                attachments: attachments(&data),
-                data: Some(data.json),
-                id: Some(id as f64),
-                ..blank(ACK, &sid)
-            },
-            Outgoing::Server(ServerEvent::Disconnect { sid, reason, rooms }) => NativeEvent {
-                reason: Some(reason.to_string()),
-                rooms: Some(rooms.iter().map(|r| r.to_string()).collect()),
-                ..blank(DISCONNECT, &sid)
-            },
-            Outgoing::Server(ServerEvent::ServerSideEmit { nsp, data, reply }) => NativeEvent {
-                nsp: Some(nsp.to_string()),
-                attachments: attachments(&data),
-                data: Some(data.json),
-                id: reply.map(|r| r as f64),
-                ..blank(SERVER_SIDE_EMIT, "")
-            },
-            Outgoing::Status { up, detail } => NativeEvent {
-                data: Some(detail),
-                reason: Some(if up { "up" } else { "down" }.to_string()),
-                ..blank(ADAPTER_STATUS, "")
+            }) => {
+                let _ = write!(out, "[{CONNECTION},");
+                push_str(out, &sid);
+                out.push(',');
+                push_str(out, &nsp);
+                out.push(',');
+                push_str(out, &address);
+                let _ = write!(out, ",{port},");
+                match forwarded {
+                    Some(f) => push_str(out, &f),
+                    None => out.push_str("null"),
+                }
+                let _ = write!(out, ",{time},{welcomed}]");
+            }
+            Outgoing::Server(ServerEvent::Event { sid, data, ack }) => {
+                let _ = write!(out, "[{EVENT},");
+                push_str(out, &sid);
+                out.push(',');
+                push_raw(out, &data.json);
+                match ack {
+                    Some(a) => {
+                        let _ = write!(out, ",{a}");
+                    }
+                    None => out.push_str(",null"),
+                }
+                self.attachments(&data);
+            }
+            Outgoing::Server(ServerEvent::Ack { sid, id, data }) => {
+                let _ = write!(out, "[{ACK},");
+                push_str(out, &sid);
+                let _ = write!(out, ",{id},");
+                push_raw(out, &data.json);
+                self.attachments(&data);
+            }
+            Outgoing::Server(ServerEvent::Disconnect { sid, reason, rooms }) => {
+                let _ = write!(out, "[{DISCONNECT},");
+                push_str(out, &sid);
+                out.push(',');
+                push_str(out, reason);
+                out.push_str(",[");
+                for (i, r) in rooms.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    push_str(out, r);
+                }
+                out.push_str("]]");
+            }
+            Outgoing::Server(ServerEvent::ServerSideEmit { nsp, data, reply }) => {
+                let _ = write!(out, "[{SERVER_SIDE_EMIT},");
+                push_str(out, &nsp);
+                out.push(',');
+                push_str(out, &data.json);
+                match reply {
+                    Some(r) => {
+                        let _ = write!(out, ",{r}");
+                    }
+                    None => out.push_str(",null"),
+                }
+                self.attachments(&data);
+            }
+            Outgoing::Status { up, detail } => {
+                let _ = write!(out, "[{ADAPTER_STATUS},{up},");
+                push_str(out, &detail);
+                out.push(']');
+            }
+        }
+    }
+
+    /// Closes an entry that carries a payload: `,first,count]`.
+    fn attachments(&mut self, p: &Payload) {
+        use std::fmt::Write as _;
+        let first = self.buffers.len();
+        self.buffers
+            .extend(p.attachments.iter().map(|b| Buffer::from(b.to_vec())));
+        let _ = write!(self.json, ",{first},{}]", p.attachments.len());
+    }
+
+    /// The finished batch.
+    pub(crate) fn finish(mut self) -> NativeBatch {
+        if self.json.is_empty() {
+            self.json.push('[');
+        }
+        self.json.push(']');
+        NativeBatch {
+            json: self.json,
+            buffers: if self.buffers.is_empty() {
+                None
+            } else {
+                Some(self.buffers)
             },
         }
     }
@@ -183,19 +223,92 @@ async fn pump(
     callback: Arc<Mutex<Option<EventCallback>>>,
 ) {
     while let Some(first) = rx.recv().await {
-        let mut batch = Vec::with_capacity(16);
-        batch.push(NativeEvent::from(first));
-        while batch.len() < BATCH {
+        let mut batch = BatchWriter::default();
+        batch.push(first);
+        for _ in 1..BATCH {
             match rx.try_recv() {
-                Ok(o) => batch.push(NativeEvent::from(o)),
+                Ok(o) => batch.push(o),
                 Err(_) => break,
             }
         }
+        let batch = batch.finish();
         match crate::server::lock(&callback).as_ref() {
             Some(cb) => {
                 cb.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
             }
             None => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+    use std::sync::Arc;
+
+    fn payload(json: &str, n: usize) -> Payload {
+        Payload {
+            json: json.to_string(),
+            attachments: (0..n)
+                .map(|i| bytes::Bytes::from(vec![i as u8; 3]))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_one_json_array_with_buffers_beside_it() {
+        let mut w = BatchWriter::default();
+        w.push(Outgoing::Server(ServerEvent::Connection {
+            sid: Arc::from("a\"b"),
+            nsp: Arc::from("/"),
+            address: "::ffff:127.0.0.1".into(),
+            port: 5000,
+            forwarded: None,
+            time: 1_700_000_000_000,
+            welcomed: true,
+        }));
+        w.push(Outgoing::Server(ServerEvent::Event {
+            sid: Arc::from("s1"),
+            data: payload(r#" ["m", {"_placeholder":true,"num":0}, "\u2028"] "#, 1),
+            ack: Some(7),
+        }));
+        w.push(Outgoing::Server(ServerEvent::Ack {
+            sid: Arc::from("s1"),
+            id: 3,
+            data: payload(
+                r#"[{"_placeholder":true,"num":1},{"_placeholder":true,"num":0}]"#,
+                2,
+            ),
+        }));
+        w.push(Outgoing::Server(ServerEvent::Disconnect {
+            sid: Arc::from("s1"),
+            reason: "transport close",
+            rooms: vec![Arc::from("r\n1"), Arc::from("###s1")],
+        }));
+        w.push(Outgoing::Server(ServerEvent::ServerSideEmit {
+            nsp: Arc::from("/"),
+            data: payload(r#"["hi",1]"#, 0),
+            reply: None,
+        }));
+        w.push(Outgoing::Status {
+            up: false,
+            detail: "gone".into(),
+        });
+        let batch = w.finish();
+        let v: Value = serde_json::from_str(&batch.json).expect("valid JSON");
+        assert_eq!(
+            v,
+            json!([
+                [0, "a\"b", "/", "::ffff:127.0.0.1", 5000, null, 1_700_000_000_000u64, true],
+                [1, "s1", ["m", {"_placeholder": true, "num": 0}, "\u{2028}"], 7, 0, 1],
+                [2, "s1", 3, [{"_placeholder": true, "num": 1}, {"_placeholder": true, "num": 0}], 1, 2],
+                [3, "s1", "transport close", ["r\n1", "###s1"]],
+                [4, "/", "[\"hi\",1]", null, 3, 0],
+                [5, false, "gone"]
+            ])
+        );
+        assert_eq!(batch.buffers.map(|b| b.len()), Some(3));
+        assert_eq!(BatchWriter::default().finish().json, "[]");
     }
 }

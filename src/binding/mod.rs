@@ -18,7 +18,7 @@ use crate::adapter::redis::{AdapterStatus, RedisAdapterFactory, RedisConfig, Sta
 use crate::adapter::{AdapterFactory, BroadcastFlags, BroadcastOptions};
 use crate::protocol::Payload;
 use crate::server::{lock, Server, Welcome};
-use events::{EventPump, NativeEvent};
+use events::{BatchWriter, EventPump, NativeBatch};
 
 /// Tokio worker threads per process: `WEROLL_NATIVE_THREADS`, default 1. A weroll cluster runs
 /// one process per core, so one network thread beside Node's own thread keeps every hand-off
@@ -44,7 +44,7 @@ fn init() {
     }
 }
 
-type EventCallback = ThreadsafeFunction<Vec<NativeEvent>, (), Vec<NativeEvent>, Status, false>;
+type EventCallback = ThreadsafeFunction<NativeBatch, (), NativeBatch, Status, false>;
 
 /// Arguments or ack data crossing the boundary: JSON of the data array (binaries replaced by
 /// placeholders) and the binaries.
@@ -296,18 +296,17 @@ impl NativeServer {
         Ok(())
     }
 
-    /// Connection events of the sockets of `nsp` JavaScript has not heard of yet (all, or the
-    /// one with id `sid`); they count as heard of afterwards.
+    /// Connection events (a batch as `onEvents` gets it) of the sockets of `nsp` JavaScript has
+    /// not heard of yet (all, or the one with id `sid`); they count as heard of afterwards.
     #[napi]
-    pub fn announce(&self, nsp: String, sid: Option<String>) -> Result<Vec<NativeEvent>> {
-        Ok(match self.server()?.namespace(&nsp) {
-            Some(ns) => ns
-                .announce_pending(sid.as_deref())
-                .into_iter()
-                .map(|e| NativeEvent::from(events::Outgoing::Server(e)))
-                .collect(),
-            None => Vec::new(),
-        })
+    pub fn announce(&self, nsp: String, sid: Option<String>) -> Result<NativeBatch> {
+        let mut batch = BatchWriter::default();
+        if let Some(ns) = self.server()?.namespace(&nsp) {
+            for e in ns.announce_pending(sid.as_deref()) {
+                batch.push(events::Outgoing::Server(e));
+            }
+        }
+        Ok(batch.finish())
     }
 
     /// Emits to one socket; `ack` asks the client to acknowledge with that id.
