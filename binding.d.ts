@@ -39,6 +39,12 @@ export declare class NativeServer {
    * not heard of yet (all, or the one with id `sid`); they count as heard of afterwards.
    */
   announce(nsp: string, sid?: string | undefined | null): NativeBatch
+  /** Whether new sockets of `nsp` wait for `accept` / `refuse` (JavaScript middlewares). */
+  setGated(nsp: string, gated: boolean): void
+  /** Lets a pending socket connect (CONNECT sent). False if it is gone or was not pending. */
+  accept(sid: string): boolean
+  /** Turns a pending socket away with CONNECT_ERROR `{message, data}`; `data` is JSON. */
+  refuse(sid: string, message: string, data?: string | undefined | null): boolean
   /** Emits to one socket; `ack` asks the client to acknowledge with that id. */
   emit(sid: string, data: string, attachments?: Array<Buffer> | undefined | null, ack?: number | undefined | null): boolean
   /** Acknowledges the client's event `id`. */
@@ -89,7 +95,8 @@ export declare function msgpackEncode(json: string): Buffer
  * attachments beside it.
  *
  * `json` is an array of entries, each an array led by its kind:
- * - `[0, sid, nsp, address, port, forwarded|null, time, welcomed]` connection
+ * - `[0, sid, nsp, address, port, forwarded|null, time, welcomed, pending]` connection
+ *   (`pending`: waiting for `accept` / `refuse`)
  * - `[1, sid, args, ack|null, first, count]` event: `args` is the client's data array itself
  *   (checked to be valid JSON by the packet decoder), its attachments are
  *   `buffers[first .. first+count]`

@@ -307,9 +307,17 @@ export declare class Namespace extends EventEmitter {
   /** To the other servers; a function as last argument gets `(err, responses)`. */
   serverSideEmit(event: string, ...args: any[]): true;
   serverSideEmitWithAck(event: string, ...args: any[]): Promise<any[]>;
+  /**
+   * A middleware run for every new socket before it connects; `next(err)` turns the socket
+   * away (the client gets `connect_error` with `err.message` and `err.data`).
+   */
+  use(fn: Middleware): this;
   on(event: "connection" | "connect", listener: (socket: Socket) => void): this;
   on(event: string, listener: (...args: any[]) => void): this;
 }
+
+/** `io.use` / `namespace.use`: call `next()` to let the socket in, `next(err)` to refuse it. */
+export type Middleware = (socket: Socket, next: (err?: Error & { data?: any }) => void) => void;
 
 /** socket.io's `Server`, over the native engine. */
 export declare class Server extends EventEmitter {
@@ -338,6 +346,8 @@ export declare class Server extends EventEmitter {
   socketsLeave(room: RoomList): void;
   disconnectSockets(close?: boolean): void;
   serverSideEmit(event: string, ...args: any[]): true;
+  /** A middleware for the main namespace (see `Namespace.use`). */
+  use(fn: Middleware): this;
   /** This server's socket with that id. */
   socket(id: string): Socket | undefined;
   /** Starts listening; resolves the bound port (0 picks a free one). */

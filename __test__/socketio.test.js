@@ -32,6 +32,73 @@ function ask(emitter, ...args) {
   });
 }
 
+matrix("io.use middlewares run in order before connection, see the handshake, and refuse with connect_error", async (mode, scope) => {
+  const tokenOf = (socket) => (mode.version === 4 ? socket.handshake.auth.token : socket.handshake.query.token);
+  const io = await scope.io({}, (io) => {
+    io.use((socket, next) => {
+      socket.data.order = ["a"];
+      next();
+    });
+    io.use((socket, next) =>
+      setTimeout(() => {
+        socket.data.order.push("b");
+        if (tokenOf(socket) === "good") return next();
+        const err = new Error("not authorized");
+        err.data = { code: 401 };
+        next(err);
+      }, 20),
+    );
+  });
+  const creds = (token) => (mode.version === 4 ? { auth: { token } } : { query: { token } });
+  const conns = collect(io.sockets, "connection");
+
+  const { client, socket } = await join(scope, io, mode, creds("good"));
+  assert.deepEqual(socket.data.order, ["a", "b"]);
+  assert.equal(socket.connected, true);
+  const up = once(socket, "up");
+  client.emit("up", 1);
+  assert.deepEqual(await up, [1]);
+  const down = waitFor(client, "down");
+  io.emit("down", 2);
+  assert.equal(await down, 2);
+
+  const bad = scope.clientMode(mode, io.port, creds("bad"));
+  if (mode.version === 4) {
+    const err = await waitFor(bad, "connect_error");
+    assert.equal(err.message, "not authorized");
+    assert.deepEqual(err.data, { code: 401 });
+  } else {
+    // socket.io 2 sends `err.data` (or the message) in an ERROR packet.
+    assert.deepEqual(await waitFor(bad, "error"), { code: 401 });
+  }
+  assert.equal(bad.connected, false);
+  const notThere = expectNo(bad, "down");
+  io.emit("down", 3);
+  await notThere;
+  assert.equal(conns.length, 1, "a refused socket never reaches `connection`");
+  assert.equal(io.sockets.sockets.size, 1);
+  assert.equal(io.stats().sockets, 1);
+});
+
+matrix("a middleware that throws or refuses with a plain message; a namespace of its own", async (mode, scope) => {
+  const io = await scope.io({}, (io) => {
+    io.of("/admin").use(() => {
+      throw new Error("boom");
+    });
+    io.of("/open").use((socket, next) => next());
+  });
+  const open = await join(scope, io, mode, { nsp: "/open" });
+  assert.equal(open.socket.connected, true);
+  const admin = scope.clientMode(mode, io.port, { nsp: "/admin" });
+  if (mode.version === 4) {
+    const err = await waitFor(admin, "connect_error");
+    assert.equal(err.message, "boom");
+  } else {
+    assert.equal(await waitFor(admin, "error"), "boom");
+  }
+  assert.equal(io.of("/admin").sockets.size, 0);
+});
+
 matrix("io.of(\"/chat\") has its own connection event and traffic", async (mode, scope) => {
   const io = await scope.io({}, (io) => io.of("/chat"));
   const chat = io.of("/chat");

@@ -158,7 +158,7 @@ class Socket extends EventEmitter {
   /** socket.io's handshake: headers, query, auth, address, time, issued, url, secure, xdomain. */
   get handshake() {
     if (!this._handshake) {
-      const json = this.connected ? this.server._native.handshake(this.id) : null;
+      const json = this.server._started ? this.server._native.handshake(this.id) : null;
       const p = this._peer;
       const h = json ? JSON.parse(json) : { headers: {}, query: "", address: p.address, port: p.port, issued: Date.now(), url: "", secure: false, xdomain: false, auth: {} };
       h.query = Object.assign(Object.create(null), querystring.parse(h.query || ""));
@@ -334,6 +334,7 @@ class Namespace extends EventEmitter {
     // for (see _setAnnounce); `sockets` then asks for the rest before answering.
     this._announce = { lazy: false, welcome: null };
     this._onSocket = null;
+    this._fns = [];
     this.adapter = {
       nsp: this,
       allRooms: () => server._native.allRooms(name).then((r) => new Set(r)),
@@ -430,6 +431,41 @@ class Namespace extends EventEmitter {
   _listening(ev) {
     if ((ev === "connection" || ev === "connect") && this._announce.lazy) this._setAnnounce(false, this._announce.welcome);
   }
+  /**
+   * Adds a middleware: `fn(socket, next)` runs for every new socket before it connects;
+   * `next(err)` turns it away (the client gets `connect_error` with `err.message` and
+   * `err.data`).
+   */
+  use(fn) {
+    if (typeof fn !== "function") throw new TypeError("a middleware must be a function");
+    this._fns.push(fn);
+    if (this._announce.lazy) this._setAnnounce(false, this._announce.welcome);
+    if (this.server._started) this.server._native.setGated(this.name, true);
+    return this;
+  }
+  /** Runs the middlewares over a socket waiting to connect; `done(err)` once. */
+  _runMiddlewares(socket, done) {
+    const fns = this._fns.slice();
+    let i = 0;
+    const step = (err) => {
+      if (err || i === fns.length) return done(err || null);
+      const fn = fns[i++];
+      let called = false;
+      try {
+        fn(socket, (e) => {
+          if (called) return;
+          called = true;
+          step(e);
+        });
+      } catch (e) {
+        if (!called) {
+          called = true;
+          step(e instanceof Error ? e : new Error(String(e)));
+        }
+      }
+    };
+    step(null);
+  }
   /** The connected sockets of this namespace on this server, by id. */
   get sockets() {
     if (this._announce.lazy) this._announcePending(null);
@@ -461,6 +497,25 @@ class Namespace extends EventEmitter {
     if (this._sockets.has(sid)) return this._sockets.get(sid);
     const socket = new this.server._Socket(this, sid, { address: ev[3], port: ev[4], forwarded: ev[5] === null ? undefined : ev[5], time: ev[6] });
     socket._welcomed = ev[7] === true;
+    if (ev[8] === true) {
+      // Waiting for the middlewares: not connected, not listed, until they let it in.
+      socket.connected = false;
+      this._runMiddlewares(socket, (err) => {
+        const native = this.server._native;
+        if (err) {
+          const data = err.data === undefined ? null : JSON.stringify(err.data);
+          native.refuse(sid, String(err.message === undefined ? err : err.message), data);
+        } else if (native.accept(sid)) {
+          socket.connected = true;
+          this._admit(socket);
+        }
+      });
+      return socket;
+    }
+    return this._admit(socket);
+  }
+  _admit(socket) {
+    const sid = socket.id;
     this._sockets.set(sid, socket);
     this.server._sockets.set(sid, socket);
     // An owner layered on top (Realtime) hears of every socket first, lazy or not.
@@ -565,6 +620,11 @@ class Server extends EventEmitter {
   serverSideEmitWithAck(...args) {
     return this.sockets.serverSideEmitWithAck(...args);
   }
+  /** Adds a middleware to the main namespace (see Namespace#use). */
+  use(fn) {
+    this.sockets.use(fn);
+    return this;
+  }
   /** The socket with this id, on this server. */
   socket(id) {
     let s = this._sockets.get(id);
@@ -590,7 +650,10 @@ class Server extends EventEmitter {
     cfg.presenceInterval = o.presenceInterval;
     try {
       this.port = await this._native.start(JSON.stringify(cfg), [...this._nsps.keys()], host || o.host || "0.0.0.0", port);
-      for (const ns of this._nsps.values()) if (ns._announce.lazy || ns._announce.welcome) ns._applyAnnounce();
+      for (const ns of this._nsps.values()) {
+        if (ns._announce.lazy || ns._announce.welcome) ns._applyAnnounce();
+        if (ns._fns.length) this._native.setGated(ns.name, true);
+      }
     } catch (err) {
       this._started = false;
       this._native.unref();

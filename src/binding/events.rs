@@ -28,7 +28,8 @@ pub const ADAPTER_STATUS: u32 = 5;
 /// attachments beside it.
 ///
 /// `json` is an array of entries, each an array led by its kind:
-/// - `[0, sid, nsp, address, port, forwarded|null, time, welcomed]` connection
+/// - `[0, sid, nsp, address, port, forwarded|null, time, welcomed, pending]` connection
+///   (`pending`: waiting for `accept` / `refuse`)
 /// - `[1, sid, args, ack|null, first, count]` event: `args` is the client's data array itself
 ///   (checked to be valid JSON by the packet decoder), its attachments are
 ///   `buffers[first .. first+count]`
@@ -86,6 +87,7 @@ impl BatchWriter {
                 forwarded,
                 time,
                 welcomed,
+                pending,
             }) => {
                 let _ = write!(out, "[{CONNECTION},");
                 push_str(out, &sid);
@@ -98,7 +100,7 @@ impl BatchWriter {
                     Some(f) => push_str(out, &f),
                     None => out.push_str("null"),
                 }
-                let _ = write!(out, ",{time},{welcomed}]");
+                let _ = write!(out, ",{time},{welcomed},{pending}]");
             }
             Outgoing::Server(ServerEvent::Event { sid, data, ack }) => {
                 let _ = write!(out, "[{EVENT},");
@@ -267,6 +269,7 @@ mod tests {
             forwarded: None,
             time: 1_700_000_000_000,
             welcomed: true,
+            pending: false,
         }));
         w.push(Outgoing::Server(ServerEvent::Event {
             sid: Arc::from("s1"),
@@ -300,7 +303,7 @@ mod tests {
         assert_eq!(
             v,
             json!([
-                [0, "a\"b", "/", "::ffff:127.0.0.1", 5000, null, 1_700_000_000_000u64, true],
+                [0, "a\"b", "/", "::ffff:127.0.0.1", 5000, null, 1_700_000_000_000u64, true, false],
                 [1, "s1", ["m", {"_placeholder": true, "num": 0}, "\u{2028}"], 7, 0, 1],
                 [2, "s1", 3, [{"_placeholder": true, "num": 1}, {"_placeholder": true, "num": 0}], 1, 2],
                 [3, "s1", "transport close", ["r\n1", "###s1"]],

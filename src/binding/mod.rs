@@ -309,6 +309,37 @@ impl NativeServer {
         Ok(batch.finish())
     }
 
+    /// Whether new sockets of `nsp` wait for `accept` / `refuse` (JavaScript middlewares).
+    #[napi]
+    pub fn set_gated(&self, nsp: String, gated: bool) -> Result<()> {
+        self.server()?.of(&nsp).set_gated(gated);
+        Ok(())
+    }
+
+    /// Lets a pending socket connect (CONNECT sent). False if it is gone or was not pending.
+    #[napi]
+    pub fn accept(&self, sid: String) -> Result<bool> {
+        Ok(self.server()?.socket(&sid).is_some_and(|s| s.accept()))
+    }
+
+    /// Turns a pending socket away with CONNECT_ERROR `{message, data}`; `data` is JSON.
+    #[napi]
+    pub fn refuse(&self, sid: String, message: String, data: Option<String>) -> Result<bool> {
+        if let Some(d) = &data {
+            use serde::Deserialize as _;
+            let mut de = serde_json::Deserializer::from_str(d);
+            serde::de::IgnoredAny::deserialize(&mut de)
+                .and_then(|_| de.end())
+                .map_err(|e| {
+                    Error::new(Status::InvalidArg, format!("refuse: data is not JSON: {e}"))
+                })?;
+        }
+        Ok(self
+            .server()?
+            .socket(&sid)
+            .is_some_and(|s| s.refuse(&message, data.as_deref())))
+    }
+
     /// Emits to one socket; `ack` asks the client to acknowledge with that id.
     #[napi]
     pub fn emit(

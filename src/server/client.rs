@@ -163,6 +163,7 @@ fn connect(core: &ServerCore, conn: &Conn, nsp: &str, auth: Option<String>) {
         ProtocolVersion::V4 if nsp == "/" => conn.id().into(),
         ProtocolVersion::V4 => format!("{nsp}#{}", conn.id()).into(),
     };
+    let gated = ns.is_gated();
     let socket = {
         let mut inner = lock(&conn.data.inner);
         if inner.closed || inner.sockets.iter().any(|s| s.nsp.name() == nsp) {
@@ -171,17 +172,15 @@ fn connect(core: &ServerCore, conn: &Conn, nsp: &str, auth: Option<String>) {
         if let Some(t) = inner.connect_timer.take() {
             t.abort();
         }
-        let socket = Arc::new(Socket::new(sid, ns.clone(), conn.clone(), auth));
+        let socket = Arc::new(Socket::new(sid, ns.clone(), conn.clone(), auth, gated));
         inner.sockets.push(socket.clone());
         socket
     };
-    ns.add(&socket);
     core.register(&socket);
-    socket.send_connect();
-    if let Some(welcome) = ns.welcome() {
-        socket.welcome(&welcome);
-    }
-    if !ns.is_lazy() {
+    if gated {
+        // JavaScript's middlewares decide; `Socket::accept` does the rest.
         socket.announce();
+        return;
     }
+    socket.complete_connect();
 }

@@ -59,6 +59,9 @@ pub enum ServerEvent {
         forwarded: Option<String>,
         time: u64,
         welcomed: bool,
+        /// Waiting for JavaScript's middlewares: answer with [`Socket::accept`] or
+        /// [`Socket::refuse`].
+        pending: bool,
     },
     /// The client emitted an event; `ack` is set when it asked for an acknowledgement.
     Event {

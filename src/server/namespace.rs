@@ -35,6 +35,8 @@ pub struct Namespace {
     core: Weak<ServerCore>,
     /// JavaScript hears of a socket only when it first sends something (or asks for it).
     lazy: AtomicBool,
+    /// New sockets wait for JavaScript's middlewares (`accept` / `refuse`) before connecting.
+    gated: AtomicBool,
     welcome: RwLock<Option<Arc<Welcome>>>,
     /// The first welcome's room prefix: room `prefix + id` of a socket is kept as a flag on the
     /// socket instead of an entry in `rooms` (one such room per connection).
@@ -54,6 +56,7 @@ impl Namespace {
             adapter: OnceLock::new(),
             core,
             lazy: AtomicBool::new(false),
+            gated: AtomicBool::new(false),
             welcome: RwLock::new(None),
             alias_prefix: OnceLock::new(),
         });
@@ -117,6 +120,16 @@ impl Namespace {
         socket
             .in_alias_room()
             .then(|| format!("{prefix}{}", socket.id).into())
+    }
+
+    /// Whether new sockets wait for JavaScript (its `use` middlewares) to accept or refuse them:
+    /// until then the client has no CONNECT and the socket is in no room.
+    pub fn set_gated(&self, gated: bool) {
+        self.gated.store(gated, Ordering::Release);
+    }
+
+    pub(crate) fn is_gated(&self) -> bool {
+        self.gated.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_lazy(&self) -> bool {

@@ -10,7 +10,9 @@ use super::client::{protocol_of, remove_socket};
 use super::{lock, ClientState, Namespace, ServerEvent, Welcome};
 use crate::adapter::RemoteSocket;
 use crate::engine::{CloseReason, Connection, Frame};
-use crate::protocol::{encode_ack, encode_connect, encode_disconnect, encode_event, Payload};
+use crate::protocol::{
+    encode_ack, encode_connect, encode_connect_error, encode_disconnect, encode_event, Payload,
+};
 
 /// A client's membership of one namespace.
 pub struct Socket {
@@ -26,6 +28,8 @@ pub struct Socket {
     announced: AtomicBool,
     /// The namespace's welcome (room + event) was done natively.
     welcomed: AtomicBool,
+    /// Waiting for JavaScript's middlewares: not in the namespace yet, no CONNECT sent.
+    pending: AtomicBool,
     /// In the namespace's alias room `prefix + id` (see `Namespace::alias_room`).
     alias_room: AtomicBool,
     /// The v5 CONNECT auth payload (raw JSON), kept for `handshake.auth`.
@@ -52,6 +56,7 @@ impl Socket {
         nsp: Arc<Namespace>,
         conn: Arc<Connection<ClientState>>,
         auth: Option<String>,
+        pending: bool,
     ) -> Self {
         Socket {
             id,
@@ -62,6 +67,7 @@ impl Socket {
             announced: AtomicBool::new(false),
             welcomed: AtomicBool::new(false),
             alias_room: AtomicBool::new(false),
+            pending: AtomicBool::new(pending),
             auth: auth.map(String::into_boxed_str),
         }
     }
@@ -93,6 +99,7 @@ impl Socket {
             forwarded: hs.header("x-forwarded-for").map(str::to_string),
             time: hs.issued,
             welcomed: self.welcomed.load(Ordering::Acquire),
+            pending: self.pending.load(Ordering::Acquire),
         }
     }
 
@@ -135,6 +142,47 @@ impl Socket {
             },
             None,
         );
+    }
+
+    /// Joins the namespace, sends CONNECT, does the namespace's welcome, and tells JavaScript
+    /// (now, or later for a lazy namespace).
+    pub(crate) fn complete_connect(self: &Arc<Self>) {
+        self.nsp.add(self);
+        self.send_connect();
+        if let Some(welcome) = self.nsp.welcome() {
+            self.welcome(&welcome);
+        }
+        if !self.nsp.is_lazy() {
+            self.announce();
+        }
+    }
+
+    /// The middlewares let a pending socket in. False if it was not pending (or is gone).
+    pub fn accept(self: &Arc<Self>) -> bool {
+        if !self.connected() || !self.pending.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        self.complete_connect();
+        true
+    }
+
+    /// The middlewares turned a pending socket away: the client gets CONNECT_ERROR with
+    /// `message` (and `data_json`, already valid JSON), and the socket is forgotten without a
+    /// disconnect event. False if it was not pending (or is gone).
+    pub fn refuse(&self, message: &str, data_json: Option<&str>) -> bool {
+        if !self.connected() || !self.pending.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        let text =
+            encode_connect_error(self.nsp.name(), message, data_json, protocol_of(&self.conn));
+        self.conn.send(Frame::text(&text));
+        remove_socket(&self.conn, &self.id);
+        if self.connected.swap(false, Ordering::AcqRel) {
+            if let Some(core) = self.nsp.core() {
+                core.unregister(&self.id);
+            }
+        }
+        true
     }
 
     pub(crate) fn send_connect(&self) {
