@@ -61,6 +61,11 @@ export declare class NativeServer {
   disconnect(sid: string, close: boolean): boolean
   /** Broadcasts `data` (`["event", ...args]`) in a namespace; resolves local recipients count. */
   broadcast(nsp: string, data: string, attachments?: Array<Buffer> | undefined | null, rooms?: Array<string> | undefined | null, except?: Array<string> | undefined | null, local?: boolean | undefined | null): void
+  /**
+   * Broadcasts `data` asking every recipient (on every server) to acknowledge; resolves once
+   * all answered or after `timeoutMs`, with whether all answered and the answers.
+   */
+  broadcastWithAck(nsp: string, data: string, attachments: Array<Buffer> | undefined | null, rooms: Array<string> | undefined | null, except: Array<string> | undefined | null, local: boolean | undefined | null, timeoutMs: number): Promise<NativeAcks>
   /** `socketsJoin` / `socketsLeave` (`join` false) over the cluster. */
   socketsJoin(nsp: string, rooms: Array<string> | undefined | null, except: Array<string> | undefined | null, local: boolean | undefined | null, targets: Array<string>, join: boolean): void
   /** `disconnectSockets` over the cluster. */
@@ -88,6 +93,14 @@ export declare class NativeServer {
 
 /** Encodes a JSON value as MessagePack (weroll's `compress` option). */
 export declare function msgpackEncode(json: string): Buffer
+
+/** The answers to a broadcast that asked for acknowledgements. */
+export interface NativeAcks {
+  /** Every recipient answered in time. */
+  complete: boolean
+  /** Each answer: the client's acknowledgement arguments. */
+  responses: Array<NativePayload>
+}
 
 /**
  * Server events as JavaScript receives them: one JSON text for the whole batch (one

@@ -207,9 +207,16 @@ export declare class BroadcastOperator {
   readonly local: BroadcastOperator;
   readonly volatile: BroadcastOperator;
   compress(compress: boolean): BroadcastOperator;
+  /** How long a broadcast with acknowledgements waits for them. */
   timeout(ms: number): BroadcastOperator;
-  /** Emits to every targeted socket of the cluster (no acknowledgements). */
+  /**
+   * Emits to every targeted socket of the cluster. A function as last argument asks each
+   * recipient to acknowledge: `(err, responses)` once all answered, or an "operation has timed
+   * out" error with the answers so far after `timeout(ms)`.
+   */
   emit(event: string, ...args: any[]): true;
+  /** `emit` asking for acknowledgements, as a Promise of the responses. */
+  emitWithAck(event: string, ...args: any[]): Promise<any[]>;
   fetchSockets(): Promise<RemoteSocket[]>;
   socketsJoin(room: RoomList): void;
   socketsLeave(room: RoomList): void;
@@ -298,6 +305,8 @@ export declare class Namespace extends EventEmitter {
   timeout(ms: number): BroadcastOperator;
   /** Broadcasts to every socket of the namespace on every server. */
   emit(event: string, ...args: any[]): boolean;
+  /** Broadcasts asking for acknowledgements (`timeout(ms).emitWithAck(...)`). */
+  emitWithAck(event: string, ...args: any[]): Promise<any[]>;
   send(...args: any[]): boolean;
   write(...args: any[]): boolean;
   fetchSockets(): Promise<RemoteSocket[]>;
@@ -336,10 +345,11 @@ export declare class Server extends EventEmitter {
   readonly volatile: BroadcastOperator;
   /** Same as `sockets.compress(c)`. */
   compress(compress: boolean): BroadcastOperator;
-  /** Same as `sockets.timeout(ms)` (broadcasts take no callbacks). */
+  /** Same as `sockets.timeout(ms)`. */
   timeout(ms: number): BroadcastOperator;
   /** Broadcasts to every socket of `/` (`error`, `listening`, `close`, `adapter` are local events). */
   emit(event: string, ...args: any[]): boolean;
+  emitWithAck(event: string, ...args: any[]): Promise<any[]>;
   send(...args: any[]): boolean;
   fetchSockets(): Promise<RemoteSocket[]>;
   socketsJoin(room: RoomList): void;

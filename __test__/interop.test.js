@@ -205,7 +205,7 @@ describe("native workers, a Node socket.io server and the emitter on one Redis",
     assert.equal(answers.find((a) => !a.node).port, base + 1);
   });
 
-  test("Node io.timeout().emit with acks completes with its own clients' acks; native clients still get it once", async () => {
+  test("broadcasts with acks gather every client's answer across native workers and Node, both ways", async () => {
     const heard = new Map(all.map((c) => [c, 0]));
     const listeners = all.map((c) => {
       const fn = (data, cb) => {
@@ -215,15 +215,21 @@ describe("native workers, a Node socket.io server and the emitter on one Redis",
       c.on("ackme", fn);
       return () => c.off("ackme", fn);
     });
+    const labels = all.map((c) => c.label).sort();
     try {
       const acks = await u.within(
         new Promise((resolve, reject) => io.timeout(ANSWER_WITHIN).emit("ackme", { x: 1 }, (err, r) => (err ? reject(err) : resolve(r)))),
         ANSWER_WITHIN + 1000,
         "Node broadcast with acks",
       );
-      assert.deepEqual([...acks].sort(), ["m0", "m1"]);
+      assert.deepEqual([...acks].sort(), labels, "Node hears from the native workers' clients too");
       await u.delay(300);
       assert.deepEqual(all.map((c) => heard.get(c)), all.map(() => 1), "each client got the event once");
+
+      const fromNative = await u.within(u.op(clients.n1, "broadcastWithAck", { type: "ackme", data: { x: 2 } }), ANSWER_WITHIN, "native emitWithAck");
+      assert.deepEqual(fromNative, labels, "a native worker hears from the other worker's and Node's clients");
+      await u.delay(300);
+      assert.deepEqual(all.map((c) => heard.get(c)), all.map(() => 2), "each client got it once more");
     } finally {
       for (const off of listeners) off();
     }

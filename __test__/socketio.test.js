@@ -32,6 +32,34 @@ function ask(emitter, ...args) {
   });
 }
 
+matrix("broadcast with acks: every recipient answers, or the timeout gives the answers so far", async (mode, scope) => {
+  const io = await scope.io();
+  const a = await join(scope, io, mode);
+  const b = await join(scope, io, mode);
+  a.client.on("q", (n, ack) => ack(n + 1));
+  b.client.on("q", (n, ack) => ack(n + 2));
+  const responses = await io.timeout(2000).emitWithAck("q", 10);
+  assert.deepEqual(responses.sort(), [11, 12]);
+
+  // The callback form, to one room.
+  a.socket.join("r");
+  const inRoom = await new Promise((resolve) => io.to("r").timeout(2000).emit("q", 1, (err, resp) => resolve([err, resp])));
+  assert.deepEqual(inRoom, [null, [2]]);
+
+  // A client that never answers: the timeout reports the answers that came.
+  b.client.off("q");
+  b.client.on("q", () => {});
+  const late = await new Promise((resolve) => io.timeout(300).emit("q", 5, (err, resp) => resolve([err && err.message, resp])));
+  assert.deepEqual(late, ["operation has timed out", [6]]);
+  await assert.rejects(io.timeout(300).emitWithAck("q", 5), /operation has timed out/);
+
+  // Nobody targeted: done at once, no answers.
+  assert.deepEqual(await io.to("nobody").timeout(1000).emitWithAck("q", 1), []);
+  // The per-socket acks still work beside them.
+  a.client.on("p", (ack) => ack("pong"));
+  assert.deepEqual(await ask(a.socket, "p"), ["pong"]);
+});
+
 matrix("io.use middlewares run in order before connection, see the handshake, and refuse with connect_error", async (mode, scope) => {
   const tokenOf = (socket) => (mode.version === 4 ? socket.handshake.auth.token : socket.handshake.query.token);
   const io = await scope.io({}, (io) => {

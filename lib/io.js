@@ -79,14 +79,36 @@ class BroadcastOperator {
   _args() {
     return [this.rooms.size ? [...this.rooms] : null, this.exceptRooms.size ? [...this.exceptRooms] : null, !!this.flags.local];
   }
-  /** Emits to every targeted socket of the cluster. Acks are not supported on broadcasts. */
+  /**
+   * Emits to every targeted socket of the cluster. A function as last argument asks every
+   * recipient to acknowledge: it gets `(err, responses)` once all answered, or an "operation has
+   * timed out" error with the answers so far after `timeout(ms)`.
+   */
   emit(ev, ...args) {
     if (RESERVED.has(ev)) throw new Error(`"${ev}" is a reserved event name`);
-    if (typeof args[args.length - 1] === "function") throw new Error("Callbacks are not supported when broadcasting");
+    const cb = typeof args[args.length - 1] === "function" ? args.pop() : null;
     const { data, attachments } = encode([ev, ...args]);
     const [rooms, except, local] = this._args();
-    this.nsp.server._native.broadcast(this.nsp.name, data, attachments, rooms, except, local);
+    const native = this.nsp.server._native;
+    if (!cb) {
+      native.broadcast(this.nsp.name, data, attachments, rooms, except, local);
+      return true;
+    }
+    const timeout = this.flags.timeout === undefined ? 0 : Number(this.flags.timeout);
+    native.broadcastWithAck(this.nsp.name, data, attachments, rooms, except, local, timeout).then(
+      (r) => {
+        const responses = r.responses.map((p) => decode(p.data, p.attachments)[0]);
+        cb.call(this, r.complete ? null : new Error("operation has timed out"), responses);
+      },
+      (err) => cb.call(this, err, []),
+    );
     return true;
+  }
+  /** `emit` with acknowledgements, as a Promise of the responses (rejects on timeout). */
+  emitWithAck(ev, ...args) {
+    return new Promise((resolve, reject) => {
+      this.emit(ev, ...args, (err, responses) => (err ? reject(err) : resolve(responses)));
+    });
   }
   /** The targeted sockets of the cluster (remote ones as plain descriptions that can act). */
   async fetchSockets() {
@@ -376,6 +398,10 @@ class Namespace extends EventEmitter {
   write(...args) {
     return this.send(...args);
   }
+  /** Broadcasts and resolves every recipient's acknowledgement (use `timeout(ms)` first). */
+  emitWithAck(ev, ...args) {
+    return this._op().emitWithAck(ev, ...args);
+  }
   fetchSockets() {
     return this._op().fetchSockets();
   }
@@ -601,6 +627,9 @@ class Server extends EventEmitter {
   }
   send(...args) {
     return this.sockets.send(...args);
+  }
+  emitWithAck(...args) {
+    return this.sockets.emitWithAck(...args);
   }
   fetchSockets() {
     return this.sockets.fetchSockets();

@@ -69,6 +69,92 @@ impl std::fmt::Display for AdapterError {
 
 impl std::error::Error for AdapterError {}
 
+/// The answers to one broadcast whose recipients acknowledge: how many clients each server
+/// reached, and every client's acknowledgement. Complete once every server told its count and
+/// that many acknowledgements came in.
+pub struct AckCollector {
+    state: std::sync::Mutex<AckState>,
+    done: tokio::sync::Notify,
+    /// Set for another server's broadcast: each answer goes straight there.
+    forward: Option<Box<dyn Fn(Payload) + Send + Sync>>,
+}
+
+struct AckState {
+    /// Servers (this one included) yet to tell how many clients they reached.
+    servers_left: usize,
+    expected: usize,
+    responses: Vec<Payload>,
+}
+
+impl AckCollector {
+    /// A collector waiting for `servers` client counts.
+    pub fn new(servers: usize) -> AckCollector {
+        AckCollector {
+            state: std::sync::Mutex::new(AckState {
+                servers_left: servers,
+                expected: 0,
+                responses: Vec::new(),
+            }),
+            done: tokio::sync::Notify::new(),
+            forward: None,
+        }
+    }
+
+    /// A collector that hands every answer to `forward` (another server's broadcast).
+    pub fn forwarding(forward: Box<dyn Fn(Payload) + Send + Sync>) -> AckCollector {
+        AckCollector {
+            forward: Some(forward),
+            ..AckCollector::new(0)
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut AckState)) {
+        let complete = {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut s);
+            s.servers_left == 0 && s.responses.len() >= s.expected
+        };
+        if complete {
+            self.done.notify_waiters();
+        }
+    }
+
+    /// One server reached `n` clients.
+    pub fn client_count(&self, n: usize) {
+        self.update(|s| {
+            s.servers_left = s.servers_left.saturating_sub(1);
+            s.expected += n;
+        });
+    }
+
+    /// One client's acknowledgement (its arguments).
+    pub fn response(&self, data: Payload) {
+        match &self.forward {
+            Some(forward) => forward(data),
+            None => self.update(|s| s.responses.push(data)),
+        }
+    }
+
+    /// Waits until complete or `timeout`; returns whether it completed, and the answers.
+    pub async fn wait(&self, timeout: Duration) -> (bool, Vec<Payload>) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.done.notified();
+            {
+                let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                if s.servers_left == 0 && s.responses.len() >= s.expected {
+                    return (true, std::mem::take(&mut s.responses));
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let complete = s.servers_left == 0 && s.responses.len() >= s.expected;
+                return (complete, std::mem::take(&mut s.responses));
+            }
+        }
+    }
+}
+
 /// What a namespace does for the adapter when another server asks (everything local only).
 pub trait LocalNamespace: Send + Sync + 'static {
     /// Namespace name, with its leading slash.
@@ -87,6 +173,21 @@ pub trait LocalNamespace: Send + Sync + 'static {
     fn local_rooms(&self) -> Vec<String>;
     /// Another server's `serverSideEmit`; when it wants an answer, send it through `ack`.
     fn on_server_side_emit(&self, args: Payload, ack: Option<oneshot::Sender<Payload>>);
+    /// Delivers another server's broadcast that asks for acknowledgements; each local answer
+    /// (the client's arguments) goes to `forward`. Returns the ack id it went out with and the
+    /// number of recipients; [`LocalNamespace::forget_broadcast_ack`] ends the wait.
+    fn apply_broadcast_with_ack(
+        &self,
+        data: Payload,
+        opts: &BroadcastOptions,
+        forward: Box<dyn Fn(Payload) + Send + Sync>,
+    ) -> (u64, usize) {
+        drop(forward);
+        self.apply_broadcast(data, opts);
+        (0, 0)
+    }
+    /// No more answers are wanted for ack id `id` of [`LocalNamespace::apply_broadcast_with_ack`].
+    fn forget_broadcast_ack(&self, _id: u64) {}
 }
 
 /// The other servers, as one namespace sees them. Every method covers the *other* servers
@@ -94,6 +195,18 @@ pub trait LocalNamespace: Send + Sync + 'static {
 pub trait Adapter: Send + Sync + 'static {
     /// Publishes a broadcast for the other servers (not called for `flags.local`).
     fn broadcast(&self, data: &Payload, opts: &BroadcastOptions);
+    /// A broadcast whose recipients acknowledge, for the other servers: each of them reports
+    /// its client count and every acknowledgement to `acks` (`data` carries ack id `id`).
+    /// Returns whether the other servers were asked (each then owes `acks` a client count).
+    fn broadcast_with_ack(
+        &self,
+        _data: &Payload,
+        _opts: &BroadcastOptions,
+        _id: u64,
+        _acks: Arc<AckCollector>,
+    ) -> BoxFuture<'static, bool> {
+        Box::pin(async { false })
+    }
     /// `socketsJoin` on the other servers.
     fn sockets_join(&self, opts: &BroadcastOptions, rooms: &[String]);
     /// `socketsLeave` on the other servers.
@@ -125,4 +238,57 @@ pub trait AdapterFactory: Send + Sync + 'static {
     /// The adapter of namespace `nsp`. It calls back into the namespace through the weak
     /// reference, which dies when the server closes.
     fn create(&self, nsp: Weak<dyn LocalNamespace>) -> Arc<dyn Adapter>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(n: u8) -> Payload {
+        Payload {
+            json: format!("[{n}]"),
+            attachments: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn ack_collector_completes_when_every_server_counted_and_answered() {
+        let c = Arc::new(AckCollector::new(2));
+        c.client_count(1);
+        c.response(answer(1));
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move { c.wait(Duration::from_secs(5)).await }
+        });
+        tokio::task::yield_now().await;
+        c.client_count(2);
+        c.response(answer(2));
+        c.response(answer(3));
+        let (complete, answers) = waiter.await.expect("waiter");
+        assert!(complete);
+        assert_eq!(answers.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn ack_collector_times_out_with_the_answers_so_far() {
+        let c = AckCollector::new(1);
+        c.client_count(2);
+        c.response(answer(1));
+        let (complete, answers) = c.wait(Duration::from_millis(50)).await;
+        assert!(!complete);
+        assert_eq!(answers.len(), 1);
+        let (complete, answers) = AckCollector::new(0).wait(Duration::ZERO).await;
+        assert!(complete && answers.is_empty());
+    }
+
+    #[test]
+    fn a_forwarding_collector_hands_answers_on() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let c = AckCollector::forwarding(Box::new({
+            let seen = seen.clone();
+            move |p: Payload| seen.lock().expect("lock").push(p.json)
+        }));
+        c.response(answer(7));
+        assert_eq!(*seen.lock().expect("lock"), ["[7]"]);
+    }
 }

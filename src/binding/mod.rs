@@ -54,6 +54,15 @@ pub struct NativePayload {
     pub attachments: Vec<Buffer>,
 }
 
+/// The answers to a broadcast that asked for acknowledgements.
+#[napi(object)]
+pub struct NativeAcks {
+    /// Every recipient answered in time.
+    pub complete: bool,
+    /// Each answer: the client's acknowledgement arguments.
+    pub responses: Vec<NativePayload>,
+}
+
 /// Connection counters.
 #[napi(object)]
 pub struct NativeStats {
@@ -435,6 +444,52 @@ impl NativeServer {
             .ok_or_else(|| Error::new(Status::InvalidArg, format!("unknown namespace {nsp}")))?;
         ns.broadcast(payload(data, attachments), &options(rooms, except, local));
         Ok(())
+    }
+
+    /// Broadcasts `data` asking every recipient (on every server) to acknowledge; resolves once
+    /// all answered or after `timeoutMs`, with whether all answered and the answers.
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub async fn broadcast_with_ack(
+        &self,
+        nsp: String,
+        data: String,
+        attachments: Option<Vec<Buffer>>,
+        rooms: Option<Vec<String>>,
+        except: Option<Vec<String>>,
+        local: Option<bool>,
+        timeout_ms: f64,
+    ) -> Result<NativeAcks> {
+        let server = self.server()?.clone();
+        let ns = server
+            .namespace(&nsp)
+            .ok_or_else(|| Error::new(Status::InvalidArg, format!("unknown namespace {nsp}")))?;
+        let timeout = Duration::from_millis(if timeout_ms.is_finite() && timeout_ms > 0.0 {
+            timeout_ms.min(u32::MAX as f64) as u64
+        } else {
+            0
+        });
+        let (complete, answers) = ns
+            .broadcast_with_ack(
+                payload(data, attachments),
+                &options(rooms, except, local),
+                timeout,
+            )
+            .await;
+        Ok(NativeAcks {
+            complete,
+            responses: answers
+                .into_iter()
+                .map(|p| NativePayload {
+                    data: p.json,
+                    attachments: p
+                        .attachments
+                        .iter()
+                        .map(|b| Buffer::from(b.to_vec()))
+                        .collect(),
+                })
+                .collect(),
+        })
     }
 
     /// `socketsJoin` / `socketsLeave` (`join` false) over the cluster.

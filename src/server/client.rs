@@ -131,14 +131,19 @@ fn dispatch(core: &ServerCore, conn: &Conn, packet: Packet, attachments: Vec<byt
                 return;
             };
             if let Some(socket) = socket_for(conn, &packet.nsp) {
+                let data = Payload {
+                    json: packet.data.unwrap_or_default(),
+                    attachments,
+                };
+                if id >= super::namespace::FIRST_BROADCAST_ACK {
+                    socket.nsp.on_ack(&socket.id, id, data);
+                    return;
+                }
                 socket.announce();
                 core.emit(ServerEvent::Ack {
                     sid: socket.id.clone(),
                     id,
-                    data: Payload {
-                        json: packet.data.unwrap_or_default(),
-                        attachments,
-                    },
+                    data,
                 });
             }
         }

@@ -1,7 +1,7 @@
 //! A namespace: its sockets, its rooms, local delivery of broadcasts, and its adapter.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
@@ -9,8 +9,21 @@ use tokio::sync::oneshot;
 
 use super::socket::frames;
 use super::{read, write, ServerCore, ServerEvent, Socket};
-use crate::adapter::{Adapter, AdapterFactory, BroadcastOptions, LocalNamespace, RemoteSocket};
+use crate::adapter::{
+    AckCollector, Adapter, AdapterFactory, BroadcastOptions, LocalNamespace, RemoteSocket,
+};
 use crate::protocol::{encode_event, Payload};
+
+/// Ack ids of broadcasts that wait for acknowledgements start here, far above the ids
+/// JavaScript gives its per-socket emits, so the two never meet.
+pub(crate) const FIRST_BROADCAST_ACK: u64 = 1 << 40;
+
+/// A broadcast waiting for acknowledgements: the local sockets that may still answer, and
+/// where the answers go.
+struct PendingAcks {
+    targeted: HashSet<Arc<str>>,
+    collector: Arc<AckCollector>,
+}
 
 /// How long a `serverSideEmit` from another server waits for JavaScript's answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,6 +51,9 @@ pub struct Namespace {
     /// New sockets wait for JavaScript's middlewares (`accept` / `refuse`) before connecting.
     gated: AtomicBool,
     welcome: RwLock<Option<Arc<Welcome>>>,
+    /// Broadcasts waiting for acknowledgements, by ack id.
+    acks: std::sync::Mutex<HashMap<u64, PendingAcks>>,
+    next_ack: AtomicU64,
     /// The first welcome's room prefix: room `prefix + id` of a socket is kept as a flag on the
     /// socket instead of an entry in `rooms` (one such room per connection).
     alias_prefix: OnceLock<Arc<str>>,
@@ -59,6 +75,8 @@ impl Namespace {
             gated: AtomicBool::new(false),
             welcome: RwLock::new(None),
             alias_prefix: OnceLock::new(),
+            acks: std::sync::Mutex::new(HashMap::new()),
+            next_ack: AtomicU64::new(FIRST_BROADCAST_ACK),
         });
         let weak: Weak<dyn LocalNamespace> = Arc::downgrade(&ns) as Weak<dyn LocalNamespace>;
         let _ = ns.adapter.set(factory.create(weak));
@@ -304,6 +322,105 @@ impl Namespace {
         self.deliver(&data, opts);
     }
 
+    /// Emits `data` to the targeted sockets of every server, each asked to acknowledge; waits
+    /// until every recipient answered or `timeout`. Returns whether all answered, and the
+    /// answers (each client's acknowledgement arguments).
+    pub async fn broadcast_with_ack(
+        &self,
+        data: Payload,
+        opts: &BroadcastOptions,
+        timeout: Duration,
+    ) -> (bool, Vec<Payload>) {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        let remote = if opts.flags.local {
+            0
+        } else {
+            self.adapter().server_count().await.saturating_sub(1)
+        };
+        let collector = Arc::new(AckCollector::new(remote + 1));
+        crate::server::lock(&self.acks).insert(
+            id,
+            PendingAcks {
+                targeted: HashSet::new(),
+                collector: collector.clone(),
+            },
+        );
+        let asked = remote > 0
+            && self
+                .adapter()
+                .broadcast_with_ack(&data, opts, id, collector.clone())
+                .await;
+        if !asked {
+            // Servers that could not be asked owe no count.
+            for _ in 0..remote {
+                collector.client_count(0);
+            }
+        }
+        let n = self.deliver_with_ack(&data, opts, id);
+        collector.client_count(n);
+        let answers = collector.wait(timeout).await;
+        crate::server::lock(&self.acks).remove(&id);
+        answers
+    }
+
+    /// Local part of a broadcast that asks for acknowledgements with ack id `id`; returns the
+    /// number of recipients (each one may answer once, through [`Namespace::on_ack`]).
+    pub(crate) fn deliver_with_ack(
+        &self,
+        data: &Payload,
+        opts: &BroadcastOptions,
+        id: u64,
+    ) -> usize {
+        let text = encode_event(&self.name, Some(id), &data.json, data.attachments.len());
+        let frames = frames(&text, data);
+        let targets = self.targets(opts);
+        // Listed before sending, so that no answer can come before its socket is.
+        if let Some(p) = crate::server::lock(&self.acks).get_mut(&id) {
+            p.targeted.extend(targets.iter().map(|s| s.id.clone()));
+        }
+        let mut n = 0;
+        for s in &targets {
+            if s.send_frames(&frames) {
+                n += 1;
+            } else if let Some(p) = crate::server::lock(&self.acks).get_mut(&id) {
+                p.targeted.remove(&s.id);
+            }
+        }
+        n
+    }
+
+    /// A client answered ack id `id` of a broadcast waiting for acknowledgements: counted once
+    /// per targeted socket, anything else is dropped.
+    pub(crate) fn on_ack(&self, sid: &str, id: u64, data: Payload) {
+        let collector = {
+            let mut acks = crate::server::lock(&self.acks);
+            match acks.get_mut(&id) {
+                Some(p) if p.targeted.contains(sid) => {
+                    p.targeted.remove(sid);
+                    Some(p.collector.clone())
+                }
+                _ => None,
+            }
+        };
+        if let Some(c) = collector {
+            c.response(data);
+        }
+    }
+
+    /// Registers a broadcast from another server that asks for acknowledgements; the local
+    /// recipients' answers go to `collector`. Returns the ack id to deliver with.
+    fn remote_ack(&self, collector: Arc<AckCollector>) -> u64 {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        crate::server::lock(&self.acks).insert(
+            id,
+            PendingAcks {
+                targeted: HashSet::new(),
+                collector,
+            },
+        );
+        id
+    }
+
     /// Local part of a broadcast; returns the number of recipients.
     pub fn deliver(&self, data: &Payload, opts: &BroadcastOptions) -> usize {
         let text = encode_event(&self.name, None, &data.json, data.attachments.len());
@@ -399,6 +516,24 @@ impl LocalNamespace for Namespace {
             );
         }
         out
+    }
+
+    fn apply_broadcast_with_ack(
+        &self,
+        data: Payload,
+        opts: &BroadcastOptions,
+        forward: Box<dyn Fn(Payload) + Send + Sync>,
+    ) -> (u64, usize) {
+        let id = self.remote_ack(Arc::new(AckCollector::forwarding(forward)));
+        let n = self.deliver_with_ack(&data, opts, id);
+        if n == 0 {
+            crate::server::lock(&self.acks).remove(&id);
+        }
+        (id, n)
+    }
+
+    fn forget_broadcast_ack(&self, id: u64) {
+        crate::server::lock(&self.acks).remove(&id);
     }
 
     fn on_server_side_emit(&self, args: Payload, ack: Option<oneshot::Sender<Payload>>) {

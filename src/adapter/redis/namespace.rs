@@ -14,7 +14,9 @@ use tokio::sync::oneshot;
 use super::link::{log, Link, Throttle};
 use super::wire::{self, Channels, RequestType};
 use crate::adapter::msgpack::{self, Value};
-use crate::adapter::{Adapter, AdapterError, BroadcastOptions, LocalNamespace, RemoteSocket};
+use crate::adapter::{
+    AckCollector, Adapter, AdapterError, BroadcastOptions, LocalNamespace, RemoteSocket,
+};
 use crate::protocol::Payload;
 
 /// The longest this server waits for its own namespace to acknowledge another server's
@@ -78,6 +80,9 @@ pub struct Namespace {
     local: Weak<dyn LocalNamespace>,
     link: Arc<Link>,
     pending: Mutex<HashMap<String, Pending>>,
+    /// This server's broadcasts waiting for acknowledgements, by request id (weak: the
+    /// broadcast owns its collector and drops it when done).
+    ack_requests: Mutex<HashMap<String, Weak<AckCollector>>>,
     closed: AtomicBool,
     bad_messages: Throttle,
 }
@@ -108,6 +113,7 @@ impl Namespace {
             local,
             link,
             pending: Mutex::new(HashMap::new()),
+            ack_requests: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             bad_messages: Throttle::default(),
         })
@@ -237,21 +243,48 @@ impl Namespace {
             RequestType::Broadcast => {
                 let Some(id) = request_id else { return };
                 let packet = wire::field(request, "packet").ok_or_else(|| "no packet".to_owned());
-                match packet.and_then(wire::parse_packet) {
-                    Ok((data, nsp)) if nsp == self.name => {
-                        let opts = opts.unwrap_or_default();
-                        self.local(|l| l.apply_broadcast(data, &opts));
-                    }
+                let data = match packet.and_then(wire::parse_packet) {
+                    Ok((data, nsp)) if nsp == self.name => data,
                     Ok(_) => return,
                     Err(e) => return self.reject("broadcast request", e),
-                }
-                // Clients of this server cannot acknowledge through this API: announce none, so
-                // the Node server completes with the acks of its own clients.
+                };
+                let opts = opts.unwrap_or_default();
+                // The asking server stops listening after its timeout (in the flags).
+                let linger = wire::field(request, "opts")
+                    .and_then(|o| wire::field(o, "flags"))
+                    .and_then(|f| wire::field(f, "timeout"))
+                    .and_then(Value::as_u64)
+                    .map_or(ACK_WAIT_MAX, |ms| {
+                        Duration::from_millis(ms).min(ACK_WAIT_MAX)
+                    });
+                let weak = Arc::downgrade(self);
+                let request_id = id.clone();
+                let forward = Box::new(move |answer: Payload| {
+                    if let Some(ns) = weak.upgrade() {
+                        ns.respond(vec![
+                            ("type", RequestType::BroadcastAck.value()),
+                            ("requestId", request_id.clone()),
+                            ("packet", wire::first_argument(&answer)),
+                        ]);
+                    }
+                });
+                let (ack_id, count) = self
+                    .local(|l| l.apply_broadcast_with_ack(data, &opts, forward))
+                    .unwrap_or((0, 0));
                 self.respond(vec![
                     ("type", RequestType::BroadcastClientCount.value()),
                     ("requestId", id),
-                    ("clientCount", Value::from(0)),
+                    ("clientCount", Value::from(count as u64)),
                 ]);
+                if count > 0 {
+                    let local = self.local.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(linger).await;
+                        if let Some(l) = local.upgrade() {
+                            l.forget_broadcast_ack(ack_id);
+                        }
+                    });
+                }
             }
             RequestType::BroadcastClientCount | RequestType::BroadcastAck => {}
         }
@@ -347,6 +380,26 @@ impl Namespace {
         let Some(id) = wire::text(wire::field(response, "requestId")) else {
             return;
         };
+        let kind = RequestType::of(response);
+        if matches!(
+            kind,
+            Some(RequestType::BroadcastClientCount | RequestType::BroadcastAck)
+        ) {
+            let collector = self
+                .ack_requests
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&id).and_then(Weak::upgrade));
+            if let Some(c) = collector {
+                if kind == Some(RequestType::BroadcastAck) {
+                    c.response(wire::ack_payload(wire::field(response, "packet")));
+                } else {
+                    let n = wire::field(response, "clientCount").and_then(Value::as_u64);
+                    c.client_count(n.unwrap_or(0) as usize);
+                }
+            }
+            return;
+        }
         let Ok(mut pending) = self.pending.lock() else {
             return;
         };
@@ -508,6 +561,56 @@ impl Adapter for RedisAdapter {
                 .publish(self.ns.channels.for_rooms(&opts.rooms), body),
             Err(e) => log(&format!("broadcast on {} not published: {e}", self.ns.name)),
         }
+    }
+
+    fn broadcast_with_ack(
+        &self,
+        data: &Payload,
+        opts: &BroadcastOptions,
+        id: u64,
+        acks: Arc<AckCollector>,
+    ) -> BoxFuture<'static, bool> {
+        let ns = self.ns.clone();
+        let packet = wire::ack_broadcast_packet(&ns.name, data, id);
+        let opts = wire::options_value(opts, true);
+        Box::pin(async move {
+            if ns.is_closed() {
+                return false;
+            }
+            let packet = match packet {
+                Ok(p) => p,
+                Err(e) => {
+                    log(&format!("broadcast on {} not published: {e}", ns.name));
+                    return false;
+                }
+            };
+            let request_id = random_id(12);
+            if let Ok(mut m) = ns.ack_requests.lock() {
+                m.retain(|_, c| c.strong_count() > 0);
+                m.insert(request_id.clone(), Arc::downgrade(&acks));
+            }
+            let body = wire::encode_message(&wire::map(vec![
+                ("uid", Value::from(ns.uid.as_str())),
+                ("requestId", Value::from(request_id.as_str())),
+                ("type", RequestType::Broadcast.value()),
+                ("packet", packet),
+                ("opts", opts),
+            ]));
+            match ns
+                .link
+                .publish_confirmed(ns.channels.request.clone(), body)
+                .await
+            {
+                Ok(_) => true,
+                Err(e) => {
+                    log(&format!("broadcast on {} not published: {e}", ns.name));
+                    if let Ok(mut m) = ns.ack_requests.lock() {
+                        m.remove(&request_id);
+                    }
+                    false
+                }
+            }
+        })
     }
 
     fn sockets_join(&self, opts: &BroadcastOptions, rooms: &[String]) {

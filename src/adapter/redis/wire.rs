@@ -278,6 +278,24 @@ pub fn encode_broadcast(
     Ok(msgpack::encode(&envelope))
 }
 
+/// The packet of a BROADCAST request (a broadcast asking for acknowledgements with `id`).
+pub fn ack_broadcast_packet(nsp: &str, data: &Payload, id: u64) -> Result<Value, CodecError> {
+    Ok(map(vec![
+        ("type", Value::from(PACKET_EVENT)),
+        ("data", msgpack::from_payload(data)?),
+        ("nsp", Value::from(nsp)),
+        ("id", Value::from(id)),
+    ]))
+}
+
+/// A client's acknowledgement as a BROADCAST_ACK response carries it: its first argument.
+pub fn first_argument(data: &Payload) -> Value {
+    match msgpack::from_payload(data) {
+        Ok(Value::Array(mut args)) if !args.is_empty() => args.swap_remove(0),
+        _ => Value::Nil,
+    }
+}
+
 /// A socket as a REMOTE_FETCH response lists it: `{id, handshake, rooms, data}`.
 pub fn socket_value(s: &RemoteSocket) -> Value {
     map(vec![
