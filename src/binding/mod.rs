@@ -54,6 +54,19 @@ pub struct NativePayload {
     pub attachments: Vec<Buffer>,
 }
 
+impl From<Payload> for NativePayload {
+    fn from(p: Payload) -> Self {
+        NativePayload {
+            data: p.json,
+            attachments: p
+                .attachments
+                .iter()
+                .map(|b| Buffer::from(b.to_vec()))
+                .collect(),
+        }
+    }
+}
+
 /// The answers to a broadcast that asked for acknowledgements.
 #[napi(object)]
 pub struct NativeAcks {
@@ -152,6 +165,12 @@ impl NativeServer {
             .map_err(|e| Error::new(Status::GenericFailure, e))?;
         *lock(&self.presence) = Some(factory.clone());
         Ok(factory)
+    }
+
+    fn namespace(&self, nsp: &str) -> Result<Arc<crate::server::Namespace>> {
+        self.server()?
+            .namespace(nsp)
+            .ok_or_else(|| Error::new(Status::InvalidArg, format!("unknown namespace {nsp}")))
     }
 
     fn server(&self) -> Result<&Arc<Server>> {
@@ -438,11 +457,8 @@ impl NativeServer {
         except: Option<Vec<String>>,
         local: Option<bool>,
     ) -> Result<()> {
-        let server = self.server()?;
-        let ns = server
-            .namespace(&nsp)
-            .ok_or_else(|| Error::new(Status::InvalidArg, format!("unknown namespace {nsp}")))?;
-        ns.broadcast(payload(data, attachments), &options(rooms, except, local));
+        self.namespace(&nsp)?
+            .broadcast(payload(data, attachments), &options(rooms, except, local));
         Ok(())
     }
 
@@ -460,10 +476,7 @@ impl NativeServer {
         local: Option<bool>,
         timeout_ms: f64,
     ) -> Result<NativeAcks> {
-        let server = self.server()?.clone();
-        let ns = server
-            .namespace(&nsp)
-            .ok_or_else(|| Error::new(Status::InvalidArg, format!("unknown namespace {nsp}")))?;
+        let ns = self.namespace(&nsp)?;
         let timeout = Duration::from_millis(if timeout_ms.is_finite() && timeout_ms > 0.0 {
             timeout_ms.min(u32::MAX as f64) as u64
         } else {
@@ -478,17 +491,7 @@ impl NativeServer {
             .await;
         Ok(NativeAcks {
             complete,
-            responses: answers
-                .into_iter()
-                .map(|p| NativePayload {
-                    data: p.json,
-                    attachments: p
-                        .attachments
-                        .iter()
-                        .map(|b| Buffer::from(b.to_vec()))
-                        .collect(),
-                })
-                .collect(),
+            responses: answers.into_iter().map(NativePayload::from).collect(),
         })
     }
 
@@ -596,17 +599,7 @@ impl NativeServer {
             )
             .await
             .map_err(to_napi)?;
-        Ok(answers
-            .into_iter()
-            .map(|p| NativePayload {
-                data: p.json,
-                attachments: p
-                    .attachments
-                    .iter()
-                    .map(|b| Buffer::from(b.to_vec()))
-                    .collect(),
-            })
-            .collect())
+        Ok(answers.into_iter().map(NativePayload::from).collect())
     }
 
     /// Answers another server's `serverSideEmit` (token from the event).
