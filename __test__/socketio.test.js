@@ -127,6 +127,15 @@ matrix("a middleware that throws or refuses with a plain message; a namespace of
   assert.equal(io.of("/admin").sockets.size, 0);
 });
 
+test("a middleware that never answers: connectTimeout closes the v5 client", { timeout: 15000 }, scoped(async (scope) => {
+  const io = await scope.io({ connectTimeout: 400 }, (io) => io.use(() => {}));
+  const client = scope.clientMode(WS4, io.port);
+  await until(() => io.stats().clients === 1, "the client's session is open");
+  await until(() => io.stats().clients === 0, "the session closed by connectTimeout", 5000);
+  assert.equal(client.connected, false);
+  assert.equal(io.sockets.sockets.size, 0);
+}));
+
 matrix("io.of(\"/chat\") has its own connection event and traffic", async (mode, scope) => {
   const io = await scope.io({}, (io) => io.of("/chat"));
   const chat = io.of("/chat");

@@ -47,7 +47,11 @@ pub(super) fn on_open(core: &ServerCore, conn: &Conn) {
             let timer = tokio::spawn(async move {
                 tokio::time::sleep(timeout).await;
                 if let Some(conn) = weak.upgrade() {
-                    let idle = lock(&conn.data.inner).sockets.is_empty();
+                    // Sockets still waiting for the middlewares do not count as joined.
+                    let idle = lock(&conn.data.inner)
+                        .sockets
+                        .iter()
+                        .all(|s| s.is_pending());
                     if idle {
                         conn.close(CloseReason::ServerClose);
                     }
@@ -174,8 +178,12 @@ fn connect(core: &ServerCore, conn: &Conn, nsp: &str, auth: Option<String>) {
         if inner.closed || inner.sockets.iter().any(|s| s.nsp.name() == nsp) {
             return;
         }
-        if let Some(t) = inner.connect_timer.take() {
-            t.abort();
+        // A socket waiting for the middlewares leaves the timer running (socket.io's
+        // connectTimeout covers the middlewares too).
+        if !gated {
+            if let Some(t) = inner.connect_timer.take() {
+                t.abort();
+            }
         }
         let socket = Arc::new(Socket::new(sid, ns.clone(), conn.clone(), auth, gated));
         inner.sockets.push(socket.clone());

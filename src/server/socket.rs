@@ -157,6 +157,11 @@ impl Socket {
         }
     }
 
+    /// Still waiting for JavaScript's middlewares.
+    pub fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
     /// The middlewares let a pending socket in. False if it was not pending (or is gone).
     pub fn accept(self: &Arc<Self>) -> bool {
         if !self.connected() || !self.pending.swap(false, Ordering::AcqRel) {
