@@ -376,3 +376,55 @@ describe("pickServer() with workers reporting their load", { skip: redisBin.skip
     assert.equal(await u.op(asker, "pickServer"), addr(1));
   });
 });
+
+describe("idle sockets that live natively, across two workers", { skip: redisBin.skip, timeout: 30000 }, () => {
+  const { Realtime } = require("..");
+  let servers = [];
+  let clients = [];
+  after(async () => {
+    u.closeAll(clients);
+    for (const s of servers) await u.within(s.close(), 5000, "Realtime close").catch(() => {});
+  });
+
+  test("sendTo, broadcasts, cluster lookups and kick reach sockets no worker made a JS object for", async () => {
+    const base = await u.freePorts(2);
+    servers = [0, 1].map((workerIndex) =>
+      Realtime.createServer(
+        {
+          port: base,
+          host: "127.0.0.1",
+          shakehand: false,
+          requestsTimeout: 3000,
+          cluster: { enable: true, workerIndex, redis: { host: "127.0.0.1", port: redis.port, key: "lazy" } },
+        },
+        true,
+      ),
+    );
+    assert.deepEqual(await Promise.all(servers.map((s) => s.start())), [base, base + 1]);
+    await u.until(async () => (await servers[0].io.sockets.adapter.serverCount()) === 2, "both workers see each other", 5000);
+    // a: 4.x on worker 0; b: 2.x on worker 1.
+    const a = u.client(4, base);
+    const b = u.client(2, base + 1, { transports: ["polling", "websocket"] });
+    clients = [a, b];
+    for (const c of clients) {
+      await u.connected(c);
+      await u.until(() => c.got.some((g) => g.ev === "$init"), "$init from the native side", 5000);
+      c.socketID = c.got.find((g) => g.ev === "$init").data.socketID;
+    }
+    assert.equal(servers[1]._sockets.size, 0, "worker 1 made no socket object for b");
+
+    await servers[0].sendTo(b.socketID, "evt", { tag: "to-b" });
+    await u.expectDelivery(assert, clients, [b], "to-b");
+    servers[1].broadcastToAll("evt", { tag: "all" });
+    await u.expectDelivery(assert, clients, [a, b], "all");
+    assert.deepEqual(await servers[0].getClusterConnectionsByClientID(b.socketID), [b.socketID]);
+    assert.deepEqual(await servers[0].getClusterRoomMembers(`###${a.socketID}`), [a.socketID]);
+    assert.equal(servers[1]._sockets.size, 0, "still no socket object for b");
+
+    const gone = new Promise((resolve) => b.on("disconnect", resolve));
+    assert.equal(await servers[0].kick(b.socketID, { tag: "bye" }), 1);
+    await u.expectDelivery(assert, clients, [b], "bye", { ev: "$kick" });
+    await u.within(gone, 5000, "b disconnected after the kick");
+    await u.until(() => servers[1].io.stats().sockets === 0, "worker 1 has no socket left", 5000);
+  });
+});
