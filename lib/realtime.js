@@ -318,7 +318,7 @@ class RealtimeServer extends EventEmitter {
 
   _onConnection(socket) {
     this._sockets.set(socket.id, socket);
-    this.traceLog(`client *${socket.id}* connected from ${socket.info.ip}:${socket.info.port}`);
+    if (this.debug) this.traceLog(`client *${socket.id}* connected from ${socket.info.ip}:${socket.info.port}`);
     this._hook("connect", socket, () => {});
     const config = this.config;
     this.emit("connection", socket);
@@ -352,14 +352,14 @@ class RealtimeServer extends EventEmitter {
   }
 
   _route(socket, msg) {
-    this.traceLog(`get message from client *${socket.id}*`);
+    if (this.debug) this.traceLog(`get message from client *${socket.id}*`);
     this.emit(msg[0], socket, msg[1]);
   }
 
   _onDisconnect(socket) {
     clearTimeout(socket.initTimer);
     this._sockets.delete(socket.id);
-    this.traceLog(`client *${socket.id}* disconnected...`);
+    if (this.debug) this.traceLog(`client *${socket.id}* disconnected...`);
     this.emit("disconnect", socket);
     this._hook("disconnect", socket);
     socket.clientID = null;
@@ -404,7 +404,7 @@ class RealtimeServer extends EventEmitter {
       socket.fire("$init", init);
       if (typeof ack === "function") ack(init);
     }
-    this.traceLog(`client *${socket.clientID}* shakehand success.`);
+    if (this.debug) this.traceLog(`client *${socket.clientID}* shakehand success.`);
     this._hook("shakehandSuccess", socket);
     this.emit("shakeHandSuccess", socket);
   }
