@@ -18,7 +18,8 @@ pub enum Collected {
 /// time. After an error the state is reset (the client is to be closed anyway).
 #[derive(Debug, Default)]
 pub struct AttachmentCollector {
-    pending: Option<(Packet, Vec<Bytes>)>,
+    /// Boxed: every connection holds a collector, few ever have a packet waiting.
+    pending: Option<Box<(Packet, Vec<Bytes>)>>,
 }
 
 impl AttachmentCollector {
@@ -33,7 +34,7 @@ impl AttachmentCollector {
             n if n > MAX_ATTACHMENTS => Err(DecodeError::BadAttachments),
             n => {
                 // Reserve little up front: the count is the client's claim, the bytes are not here yet.
-                self.pending = Some((packet, Vec::with_capacity(n.min(16))));
+                self.pending = Some(Box::new((packet, Vec::with_capacity(n.min(16)))));
                 Ok(Collected::Pending)
             }
         }
@@ -41,14 +42,15 @@ impl AttachmentCollector {
 
     /// Feeds one binary message. A binary message when no packet awaits one is an error.
     pub fn attachment(&mut self, data: Bytes) -> Result<Collected, DecodeError> {
-        let Some((packet, mut buffers)) = self.pending.take() else {
+        let Some(mut pending) = self.pending.take() else {
             return Err(DecodeError::UnexpectedAttachment);
         };
-        buffers.push(data);
-        if buffers.len() >= packet.attachments {
+        pending.1.push(data);
+        if pending.1.len() >= pending.0.attachments {
+            let (packet, buffers) = *pending;
             Ok(Collected::Complete(packet, buffers))
         } else {
-            self.pending = Some((packet, buffers));
+            self.pending = Some(pending);
             Ok(Collected::Pending)
         }
     }
