@@ -209,7 +209,9 @@ class RealtimeServer extends EventEmitter {
   }
   /** The socket object of `id` made now if the native side has not told of it yet. */
   _announce(id) {
-    if (this.io && this.io.sockets._announce.lazy && id !== undefined && id !== null) this.io.sockets._announcePending(String(id));
+    if (!this.io || !this.io.sockets._announce.lazy || id === undefined || id === null) return;
+    const sid = String(id);
+    if (!this._sockets.has(sid)) this.io.sockets._announcePending(sid);
   }
 
   _hook(name, ...args) {
