@@ -48,6 +48,8 @@ pub struct Namespace {
     core: Weak<ServerCore>,
     /// JavaScript hears of a socket only when it first sends something (or asks for it).
     lazy: AtomicBool,
+    /// Sockets JavaScript has not heard of yet (so asking for them is free when there are none).
+    unannounced: std::sync::atomic::AtomicIsize,
     /// New sockets wait for JavaScript's middlewares (`accept` / `refuse`) before connecting.
     gated: AtomicBool,
     welcome: RwLock<Option<Arc<Welcome>>>,
@@ -72,6 +74,7 @@ impl Namespace {
             adapter: OnceLock::new(),
             core,
             lazy: AtomicBool::new(false),
+            unannounced: std::sync::atomic::AtomicIsize::new(0),
             gated: AtomicBool::new(false),
             welcome: RwLock::new(None),
             alias_prefix: OnceLock::new(),
@@ -150,6 +153,10 @@ impl Namespace {
         self.gated.load(Ordering::Acquire)
     }
 
+    pub(crate) fn count_unannounced(&self, delta: isize) {
+        self.unannounced.fetch_add(delta, Ordering::AcqRel);
+    }
+
     pub(crate) fn is_lazy(&self) -> bool {
         self.lazy.load(Ordering::Acquire)
     }
@@ -161,6 +168,9 @@ impl Namespace {
     /// Connection events of the sockets JavaScript has not heard of yet (all of them, or the
     /// one with id `sid`), marking them heard of.
     pub fn announce_pending(&self, sid: Option<&str>) -> Vec<ServerEvent> {
+        if self.unannounced.load(Ordering::Acquire) <= 0 {
+            return Vec::new();
+        }
         let sockets = read(&self.sockets);
         match sid {
             Some(sid) => sockets

@@ -58,6 +58,8 @@ impl Socket {
         auth: Option<String>,
         pending: bool,
     ) -> Self {
+        // Every socket starts unheard of; `mark_announced` counts it out exactly once.
+        nsp.count_unannounced(1);
         Socket {
             id,
             nsp,
@@ -103,10 +105,19 @@ impl Socket {
         }
     }
 
+    /// Marks the socket heard of; true for the one call that did.
+    fn mark_announced(&self) -> bool {
+        let first = !self.announced.swap(true, Ordering::AcqRel);
+        if first {
+            self.nsp.count_unannounced(-1);
+        }
+        first
+    }
+
     /// Tells JavaScript of this socket, once. Eager namespaces call it on connect; lazy ones
     /// when the socket first sends something.
     pub(crate) fn announce(&self) {
-        if self.announced.load(Ordering::Acquire) || self.announced.swap(true, Ordering::AcqRel) {
+        if self.announced.load(Ordering::Acquire) || !self.mark_announced() {
             return;
         }
         if let Some(core) = self.nsp.core() {
@@ -117,7 +128,7 @@ impl Socket {
     /// The connection event of a connected socket JavaScript has not heard of yet, marking it
     /// heard of (for JavaScript asking for the sockets of a lazy namespace).
     pub(crate) fn take_announcement(&self) -> Option<ServerEvent> {
-        if !self.connected() || self.announced.swap(true, Ordering::AcqRel) {
+        if !self.connected() || !self.mark_announced() {
             return None;
         }
         Some(self.connection_event())
@@ -283,7 +294,7 @@ impl Socket {
         let rooms = self.nsp.remove(self);
         if let Some(core) = self.nsp.core() {
             core.unregister(&self.id);
-            if self.announced.swap(true, Ordering::AcqRel) {
+            if !self.mark_announced() {
                 core.emit(ServerEvent::Disconnect {
                     sid: self.id.clone(),
                     reason,
