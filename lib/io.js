@@ -455,7 +455,11 @@ class Namespace extends EventEmitter {
   }
   /** A `connection` listener needs every socket as it connects: no more lazy announcing. */
   _listening(ev) {
-    if ((ev === "connection" || ev === "connect") && this._announce.lazy) this._setAnnounce(false, this._announce.welcome);
+    if (ev === "connection" || ev === "connect") this._eager();
+  }
+  /** Every socket gets its object as it connects from now on (the native welcome stays). */
+  _eager() {
+    if (this._announce.lazy) this._setAnnounce(false, this._announce.welcome);
   }
   /**
    * Adds a middleware: `fn(socket, next)` runs for every new socket before it connects;
@@ -465,7 +469,7 @@ class Namespace extends EventEmitter {
   use(fn) {
     if (typeof fn !== "function") throw new TypeError("a middleware must be a function");
     this._fns.push(fn);
-    if (this._announce.lazy) this._setAnnounce(false, this._announce.welcome);
+    this._eager();
     if (this.server._started) this.server._native.setGated(this.name, true);
     return this;
   }

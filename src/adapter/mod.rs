@@ -86,6 +86,12 @@ struct AckState {
     responses: Vec<Payload>,
 }
 
+impl AckState {
+    fn complete(&self) -> bool {
+        self.servers_left == 0 && self.responses.len() >= self.expected
+    }
+}
+
 impl AckCollector {
     /// A collector waiting for `servers` client counts.
     pub fn new(servers: usize) -> AckCollector {
@@ -112,7 +118,7 @@ impl AckCollector {
         let complete = {
             let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
             f(&mut s);
-            s.servers_left == 0 && s.responses.len() >= s.expected
+            s.complete()
         };
         if complete {
             self.done.notify_waiters();
@@ -142,14 +148,13 @@ impl AckCollector {
             let notified = self.done.notified();
             {
                 let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                if s.servers_left == 0 && s.responses.len() >= s.expected {
+                if s.complete() {
                     return (true, std::mem::take(&mut s.responses));
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                let complete = s.servers_left == 0 && s.responses.len() >= s.expected;
-                return (complete, std::mem::take(&mut s.responses));
+                return (s.complete(), std::mem::take(&mut s.responses));
             }
         }
     }

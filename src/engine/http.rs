@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -138,10 +138,7 @@ fn build_handshake(req: &Request<Body>, peer: SocketAddr) -> Handshake {
             .iter()
             .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v.as_bytes()))),
         peer,
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0),
+        super::unix_ms(),
     )
 }
 

@@ -341,20 +341,13 @@ impl Namespace {
         opts: &BroadcastOptions,
         timeout: Duration,
     ) -> (bool, Vec<Payload>) {
-        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         let remote = if opts.flags.local {
             0
         } else {
             self.adapter().server_count().await.saturating_sub(1)
         };
         let collector = Arc::new(AckCollector::new(remote + 1));
-        crate::server::lock(&self.acks).insert(
-            id,
-            PendingAcks {
-                targeted: HashSet::new(),
-                collector: collector.clone(),
-            },
-        );
+        let id = self.register_acks(collector.clone());
         let asked = remote > 0
             && self
                 .adapter()
@@ -369,7 +362,7 @@ impl Namespace {
         let n = self.deliver_with_ack(&data, opts, id);
         collector.client_count(n);
         let answers = collector.wait(timeout).await;
-        crate::server::lock(&self.acks).remove(&id);
+        self.forget_acks(id);
         answers
     }
 
@@ -417,9 +410,9 @@ impl Namespace {
         }
     }
 
-    /// Registers a broadcast from another server that asks for acknowledgements; the local
-    /// recipients' answers go to `collector`. Returns the ack id to deliver with.
-    fn remote_ack(&self, collector: Arc<AckCollector>) -> u64 {
+    /// Registers a broadcast that asks for acknowledgements; the local recipients' answers go
+    /// to `collector`. Returns the ack id to deliver with.
+    fn register_acks(&self, collector: Arc<AckCollector>) -> u64 {
         let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         crate::server::lock(&self.acks).insert(
             id,
@@ -429,6 +422,11 @@ impl Namespace {
             },
         );
         id
+    }
+
+    /// No more answers are wanted for ack id `id`.
+    fn forget_acks(&self, id: u64) {
+        crate::server::lock(&self.acks).remove(&id);
     }
 
     /// Local part of a broadcast; returns the number of recipients.
@@ -534,16 +532,16 @@ impl LocalNamespace for Namespace {
         opts: &BroadcastOptions,
         forward: Box<dyn Fn(Payload) + Send + Sync>,
     ) -> (u64, usize) {
-        let id = self.remote_ack(Arc::new(AckCollector::forwarding(forward)));
+        let id = self.register_acks(Arc::new(AckCollector::forwarding(forward)));
         let n = self.deliver_with_ack(&data, opts, id);
         if n == 0 {
-            crate::server::lock(&self.acks).remove(&id);
+            self.forget_acks(id);
         }
         (id, n)
     }
 
     fn forget_broadcast_ack(&self, id: u64) {
-        crate::server::lock(&self.acks).remove(&id);
+        self.forget_acks(id);
     }
 
     fn on_server_side_emit(&self, args: Payload, ack: Option<oneshot::Sender<Payload>>) {

@@ -2,7 +2,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 
@@ -138,10 +137,7 @@ impl Socket {
     /// `{time, socketID, clientID}` (weroll's shakehand success when no shakehand is asked).
     pub(crate) fn welcome(self: &Arc<Self>, welcome: &Welcome) {
         self.join(&[format!("{}{}", welcome.room_prefix, self.id)]);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = crate::engine::unix_ms();
         let id = serde_json::Value::from(&*self.id).to_string();
         let event = serde_json::Value::from(welcome.event.as_str()).to_string();
         let json = format!("[{event},{{\"time\":{now},\"socketID\":{id},\"clientID\":{id}}}]");

@@ -571,7 +571,7 @@ impl Adapter for RedisAdapter {
         acks: Arc<AckCollector>,
     ) -> BoxFuture<'static, bool> {
         let ns = self.ns.clone();
-        let packet = wire::ack_broadcast_packet(&ns.name, data, id);
+        let packet = wire::event_packet(&ns.name, data, Some(id));
         let opts = wire::options_value(opts, true);
         Box::pin(async move {
             if ns.is_closed() {

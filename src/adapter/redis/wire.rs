@@ -262,6 +262,20 @@ pub fn parse_packet(packet: &Value) -> Result<(Payload, String), String> {
     Ok((msgpack::to_payload(data), nsp))
 }
 
+/// An event packet `{type, data, nsp}`, with `id` when it asks for acknowledgements (the
+/// packet of a BROADCAST request).
+pub fn event_packet(nsp: &str, data: &Payload, id: Option<u64>) -> Result<Value, CodecError> {
+    let mut entries = vec![
+        ("type", Value::from(PACKET_EVENT)),
+        ("data", msgpack::from_payload(data)?),
+        ("nsp", Value::from(nsp)),
+    ];
+    if let Some(id) = id {
+        entries.push(("id", Value::from(id)));
+    }
+    Ok(map(entries))
+}
+
 /// The broadcast envelope Node's adapter publishes (MessagePack).
 pub fn encode_broadcast(
     uid: &str,
@@ -269,23 +283,9 @@ pub fn encode_broadcast(
     data: &Payload,
     opts: &BroadcastOptions,
 ) -> Result<Vec<u8>, CodecError> {
-    let packet = map(vec![
-        ("type", Value::from(PACKET_EVENT)),
-        ("data", msgpack::from_payload(data)?),
-        ("nsp", Value::from(nsp)),
-    ]);
+    let packet = event_packet(nsp, data, None)?;
     let envelope = Value::Array(vec![Value::from(uid), packet, options_value(opts, true)]);
     Ok(msgpack::encode(&envelope))
-}
-
-/// The packet of a BROADCAST request (a broadcast asking for acknowledgements with `id`).
-pub fn ack_broadcast_packet(nsp: &str, data: &Payload, id: u64) -> Result<Value, CodecError> {
-    Ok(map(vec![
-        ("type", Value::from(PACKET_EVENT)),
-        ("data", msgpack::from_payload(data)?),
-        ("nsp", Value::from(nsp)),
-        ("id", Value::from(id)),
-    ]))
 }
 
 /// A client's acknowledgement as a BROADCAST_ACK response carries it: its first argument.
