@@ -533,23 +533,18 @@ async fn upgrade_probe_noop_switch() {
         assert_eq!(ws_text(&mut ws).await, "4over-ws");
         assert!(srv.echo.conn(&sid).is_websocket());
 
-        // Polling requests and second websockets are refused after the upgrade.
+        // Polling requests are refused after the upgrade; a second websocket is accepted
+        // and closed at once (as engine.io does), and the session stays on the first one.
         assert_eq!(get(addr, &q).await.json()["code"], 3);
         assert_eq!(post(addr, &q, b"4x").await.json()["code"], 3);
-        let res = http(
-            addr,
-            "GET",
-            &format!("/socket.io/?EIO={eio}&transport=websocket&sid={sid}"),
-            &[
-                ("Upgrade", "websocket"),
-                ("Connection", "Upgrade"),
-                ("Sec-WebSocket-Version", "13"),
-                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-            ],
-            b"",
-        )
-        .await;
-        assert_eq!((res.status, res.json()["code"].clone()), (400, 3.into()));
+        let mut second =
+            ws_connect(addr, &format!("EIO={eio}&transport=websocket&sid={sid}")).await;
+        match tokio::time::timeout(Duration::from_secs(2), second.next()).await {
+            Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) => {}
+            other => panic!("second websocket: expected a close, got {other:?}"),
+        }
+        ws_send(&mut ws, "4still").await;
+        assert_eq!(ws_text(&mut ws).await, "4still");
         srv.echo.assert_clean();
     }
 }
@@ -1058,4 +1053,78 @@ async fn server_close_during_the_upgrade_flushes_over_the_websocket() {
         ));
         srv.echo.assert_clean();
     }
+}
+
+/// engine.io forgets a polling session as soon as the client side ends it: a GET already
+/// waiting gets its answer, any later request gets `400 {"code":1}`. Only a server close keeps
+/// the sid until a GET has collected the final packets.
+#[tokio::test]
+async fn a_polling_session_ended_by_the_client_side_is_unknown_at_once() {
+    let srv = start(fast_config()).await;
+    let addr = srv.addr;
+    let unknown = |r: Resp| {
+        assert_eq!(
+            (r.status, r.json()["code"].clone()),
+            (400, 1.into()),
+            "{r:?}"
+        );
+    };
+    for eio in [4u8, 3] {
+        let q = |sid: &str| format!("EIO={eio}&transport=polling&sid={sid}");
+
+        // An undecodable POST.
+        let (sid, _, _) = handshake(addr, eio).await;
+        assert_eq!(post(addr, &q(&sid), b"abc").await.status, 400);
+        unknown(get(addr, &q(&sid)).await);
+        assert_eq!(srv.echo.wait_close(&sid).await, CloseReason::ParseError);
+
+        // A second GET while one is waiting: the first gets the close packet.
+        let (sid, _, _) = handshake(addr, eio).await;
+        let pending = {
+            let q = q(&sid);
+            tokio::spawn(async move { get(addr, &q).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(get(addr, &q(&sid)).await.status, 400);
+        let close = if eio == 4 { "1" } else { "1:1" };
+        assert_eq!(pending.await.unwrap().text(), close);
+        unknown(get(addr, &q(&sid)).await);
+        assert_eq!(srv.echo.wait_close(&sid).await, CloseReason::TransportError);
+
+        // The client closes: its waiting GET just ends with a noop.
+        let (sid, _, _) = handshake(addr, eio).await;
+        let pending = {
+            let q = q(&sid);
+            tokio::spawn(async move { get(addr, &q).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let bye: &[u8] = if eio == 4 { b"1" } else { b"1:1" };
+        assert_eq!(post(addr, &q(&sid), bye).await.status, 200);
+        let noop = if eio == 4 { "6" } else { "1:6" };
+        assert_eq!(pending.await.unwrap().text(), noop);
+        unknown(get(addr, &q(&sid)).await);
+        unknown(post(addr, &q(&sid), bye).await);
+        assert_eq!(srv.echo.wait_close(&sid).await, CloseReason::ForcedClose);
+
+        // A request that comes after the heartbeat deadline finds the session gone, even if
+        // the engine task has not expired it yet.
+        let (sid, _, _) = handshake(addr, eio).await;
+        if eio == 4 {
+            assert_eq!(get(addr, &q(&sid)).await.text(), "2");
+            tokio::time::sleep(Duration::from_millis(210)).await;
+            unknown(get(addr, &q(&sid)).await);
+        } else {
+            tokio::time::sleep(Duration::from_millis(510)).await;
+            unknown(post(addr, &q(&sid), b"1:2").await);
+        }
+        assert_eq!(srv.echo.wait_close(&sid).await, CloseReason::PingTimeout);
+
+        // A server close: the next GET collects the close packet, then the sid is unknown.
+        let (sid, _, _) = handshake(addr, eio).await;
+        srv.echo.conn(&sid).close(CloseReason::ServerClose);
+        assert_eq!(get(addr, &q(&sid)).await.text(), close);
+        unknown(get(addr, &q(&sid)).await);
+        assert_eq!(srv.echo.wait_close(&sid).await, CloseReason::ServerClose);
+    }
+    srv.echo.assert_clean();
 }

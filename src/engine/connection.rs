@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
@@ -238,13 +238,30 @@ impl State {
             return false;
         }
         self.closing = Some(reason);
-        if reason == CloseReason::SlowClient {
+        match reason {
             // Free the memory now: the client is not reading it anyway.
-            self.queue = VecDeque::new();
-        } else {
-            self.queue.push_back(control::CLOSE);
+            CloseReason::SlowClient => self.queue = VecDeque::new(),
+            // The client ended a polling session itself: its waiting GET just ends (`6`).
+            CloseReason::ForcedClose if !self.websocket => {
+                self.queue = VecDeque::new();
+                self.queue.push_back(control::NOOP);
+            }
+            _ => self.queue.push_back(control::CLOSE),
         }
         true
+    }
+
+    /// Whether a new polling request may still reach this session. Once it is closing, only
+    /// a server close keeps it reachable, and only until a GET has collected its final
+    /// packets (the queue ends with `1`, and nothing can be queued after that). Any other close
+    /// makes the sid unknown at once, as in engine.io; a GET already waiting still gets its
+    /// answer.
+    pub(crate) fn reachable(&self) -> bool {
+        match self.closing {
+            None => true,
+            Some(CloseReason::ServerClose) => !self.queue.is_empty(),
+            Some(_) => false,
+        }
     }
 }
 
@@ -389,8 +406,8 @@ impl<D> Connection<D> {
     /// the engine task to run `on_close`. Never runs handler code on the caller's thread:
     /// `close` and `send` may be called with the layer above's locks held.
     fn after_close(&self, waker: Option<Waker>, websocket: bool) {
-        self.timer_at
-            .store(self.core.now_ms() + self.core.grace_ms, Ordering::Relaxed);
+        self.core
+            .schedule(&self.timer_at, self.core.now_ms() + self.core.grace_ms);
         if let Some(w) = waker {
             w.wake();
         }

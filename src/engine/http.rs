@@ -276,6 +276,7 @@ impl<H: EngineHandler> Engine<H> {
         let Some(conn) = self.sessions.get(&sid) else {
             return error(EioError::UnknownSid);
         };
+        self.expire_if_late(&conn);
         if req.method() == Method::GET {
             self.poll(&conn, b64).await
         } else if req.method() == Method::POST {
@@ -391,10 +392,19 @@ impl<H: EngineHandler> Engine<H> {
     /// A long-polling GET: answers at once if something is queued, else waits for the next
     /// frame, an upgrade (`6`), or the end of the session (`1`).
     async fn poll(&self, conn: &Arc<Connection<H::Data>>, b64: bool) -> Reply {
+        if conn.lock().upgrading {
+            // A websocket is probing: let it act on what it has received first (yielding
+            // lets the runtime poll the sockets), so a GET sent after the client's `5`
+            // finds the session upgraded, as it would on a single-threaded server.
+            tokio::task::yield_now().await;
+        }
         {
             let mut st = conn.lock();
             if st.websocket {
                 return error(EioError::BadRequest);
+            }
+            if !st.reachable() {
+                return error(EioError::UnknownSid);
             }
             if st.get_busy {
                 drop(st);
@@ -550,14 +560,18 @@ impl<H: EngineHandler> Engine<H> {
                 let Some(conn) = self.sessions.get(&sid) else {
                     return error(EioError::UnknownSid);
                 };
-                {
-                    let mut st = conn.lock();
-                    if st.websocket || st.upgrading || st.closing.is_some() {
-                        return error(EioError::BadRequest);
-                    }
-                    st.upgrading = true;
+                let mut st = conn.lock();
+                if st.closing.is_some() {
+                    return error(EioError::BadRequest);
                 }
-                WsTarget::Upgrade(conn)
+                if st.websocket || st.upgrading {
+                    // engine.io completes the handshake, then closes the extra websocket.
+                    WsTarget::Reject
+                } else {
+                    st.upgrading = true;
+                    drop(st);
+                    WsTarget::Upgrade(conn)
+                }
             }
         };
         let on_upgrade = hyper::upgrade::on(&mut req);

@@ -185,8 +185,8 @@ impl<H: EngineHandler> Engine<H> {
                 self.core.clone(),
                 H::Data::default(),
             );
-            conn.timer_at
-                .store(now.saturating_add(first_timer), Ordering::Relaxed);
+            self.core
+                .schedule(&conn.timer_at, now.saturating_add(first_timer));
             Arc::new(conn)
         });
         // Pairs with `close_all`, which sets the flag before listing sessions: a session
@@ -221,7 +221,7 @@ impl<H: EngineHandler> Engine<H> {
             let deadline = self.core.now_ms()
                 + duration_ms(self.config.ping_interval)
                 + duration_ms(self.config.ping_timeout);
-            conn.timer_at.store(deadline, Ordering::Relaxed);
+            self.core.schedule(&conn.timer_at, deadline);
         }
         match packet {
             EnginePacket::Message(msg) => self.handler.on_message(conn, msg),
@@ -231,7 +231,7 @@ impl<H: EngineHandler> Engine<H> {
                 if st.awaiting_pong && st.closing.is_none() {
                     st.awaiting_pong = false;
                     let next = self.core.now_ms() + duration_ms(self.config.ping_interval);
-                    conn.timer_at.store(next, Ordering::Relaxed);
+                    self.core.schedule(&conn.timer_at, next);
                 }
             }
             // Heartbeats go one way per revision; engine.io drops a client that reverses them.
@@ -274,17 +274,22 @@ impl<H: EngineHandler> Engine<H> {
             .ping_interval
             .min(self.config.ping_timeout)
             .max(Duration::from_millis(1));
-        let tick = (shortest / 4).clamp(Duration::from_millis(5), Duration::from_millis(500));
+        // Timers fire when due, but sweeps (each looks at every session) are at least this far
+        // apart, so many connections with spread-out timers cost a few sweeps a second.
+        let gap = (shortest / 20).clamp(Duration::from_millis(2), Duration::from_millis(250));
         let weak = Arc::downgrade(self);
         let core = self.core.clone();
-        tokio::spawn(ticker(weak, core, tick));
+        tokio::spawn(ticker(weak, core, gap));
     }
 
     /// Heartbeats: sends v4 pings, expires silent sessions, forgets closed polling sessions.
     fn sweep(&self) {
         let now = self.core.now_ms();
-        self.sessions
+        self.core.sweeping();
+        let earliest = self
+            .sessions
             .for_each_due(now, |conn| self.on_timer(conn, now));
+        self.core.swept(earliest);
     }
 
     fn on_timer(&self, conn: &Arc<Connection<H::Data>>, now: u64) {
@@ -296,6 +301,7 @@ impl<H: EngineHandler> Engine<H> {
                 // Its task removes it; stop looking at it meanwhile.
                 conn.timer_at.store(u64::MAX, Ordering::Relaxed);
             } else if finalized {
+                conn.timer_at.store(u64::MAX, Ordering::Relaxed);
                 self.sessions.remove(&conn.sid());
             } else {
                 self.finish_polling(conn);
@@ -304,10 +310,10 @@ impl<H: EngineHandler> Engine<H> {
         }
         if conn.version() == EioVersion::V4 && !st.awaiting_pong {
             st.awaiting_pong = true;
-            conn.timer_at.store(
-                now + duration_ms(self.config.ping_timeout),
-                Ordering::Relaxed,
-            );
+            // Counted from when the ping was due, so a late sweep does not add up.
+            let due = conn.timer_at.load(Ordering::Relaxed).min(now);
+            self.core
+                .schedule(&conn.timer_at, due + duration_ms(self.config.ping_timeout));
             drop(st);
             conn.push_control(control::PING);
             return;
@@ -315,6 +321,20 @@ impl<H: EngineHandler> Engine<H> {
         drop(st);
         conn.close(CloseReason::PingTimeout);
         self.finish_polling(conn);
+    }
+
+    /// Closes a session whose heartbeat deadline passed before the engine task got to it, so
+    /// a request arriving after the deadline never finds the session alive.
+    fn expire_if_late(&self, conn: &Arc<Connection<H::Data>>) {
+        let late = {
+            let st = conn.lock();
+            st.closing.is_none()
+                && (conn.version() == EioVersion::V3 || st.awaiting_pong)
+                && conn.timer_at.load(Ordering::Relaxed) <= self.core.now_ms()
+        };
+        if late {
+            conn.close(CloseReason::PingTimeout);
+        }
     }
 
     fn reap(&self) {
@@ -326,12 +346,15 @@ impl<H: EngineHandler> Engine<H> {
     }
 }
 
-async fn ticker<H: EngineHandler>(weak: Weak<Engine<H>>, core: Arc<Core>, tick: Duration) {
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// The engine task: sweeps the timers when the earliest is due (and at least once a second),
+/// reaps closed polling sessions when asked.
+async fn ticker<H: EngineHandler>(weak: Weak<Engine<H>>, core: Arc<Core>, gap: Duration) {
+    let mut last_sweep = tokio::time::Instant::now();
     loop {
+        let due = tokio::time::Instant::from_std(core.next_due(Duration::from_secs(1)));
+        let at = due.max(last_sweep + gap);
         let sweep = tokio::select! {
-            _ = interval.tick() => true,
+            _ = tokio::time::sleep_until(at) => true,
             _ = core.wake.notified() => false,
         };
         let Some(engine) = weak.upgrade() else {
@@ -339,6 +362,7 @@ async fn ticker<H: EngineHandler>(weak: Weak<Engine<H>>, core: Arc<Core>, tick: 
         };
         engine.reap();
         if sweep {
+            last_sweep = tokio::time::Instant::now();
             engine.sweep();
         }
     }

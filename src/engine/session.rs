@@ -1,7 +1,7 @@
 //! The session table and the engine-wide state every connection points to.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -21,8 +21,10 @@ pub(crate) struct Core {
     epoch: Instant,
     /// Polling sessions that closed and wait for the engine task to run `on_close`.
     reap: Mutex<Vec<Sid>>,
-    /// Wakes the engine task early (a session to reap).
+    /// Wakes the engine task early (a session to reap, or a timer due sooner than it planned).
     pub(crate) wake: Notify,
+    /// No session's timer is due before this engine-clock ms; the engine task sleeps until then.
+    next_due: AtomicU64,
 }
 
 impl Core {
@@ -34,7 +36,39 @@ impl Core {
             epoch: Instant::now(),
             reap: Mutex::new(Vec::new()),
             wake: Notify::new(),
+            next_due: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Sets a session's timer to `at` (engine-clock ms), waking the engine task if that is
+    /// sooner than anything it is waiting for.
+    pub(crate) fn schedule(&self, timer: &AtomicU64, at: u64) {
+        timer.store(at, Ordering::Relaxed);
+        if at < self.next_due.load(Ordering::Relaxed)
+            && at < self.next_due.fetch_min(at, Ordering::Relaxed)
+        {
+            self.wake.notify_one();
+        }
+    }
+
+    /// When the engine task must look at the timers next, at the latest `limit` from now.
+    pub(crate) fn next_due(&self, limit: std::time::Duration) -> Instant {
+        let latest = Instant::now() + limit;
+        let due = self.next_due.load(Ordering::Relaxed);
+        self.epoch
+            .checked_add(std::time::Duration::from_millis(due))
+            .map_or(latest, |at| at.min(latest))
+    }
+
+    /// Starts a sweep: timers set from now on lower the mark again; the sweep itself lowers it
+    /// to the earliest timer it saw ([`Core::swept`]).
+    pub(crate) fn sweeping(&self) {
+        self.next_due.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// Ends a sweep whose earliest remaining timer is `earliest`.
+    pub(crate) fn swept(&self, earliest: u64) {
+        self.next_due.fetch_min(earliest, Ordering::Relaxed);
     }
 
     /// Milliseconds on the engine's monotonic clock.
@@ -114,19 +148,25 @@ impl<D> Sessions<D> {
         all
     }
 
-    /// Calls `f` with the sessions of each shard whose timer is due at `now`.
-    pub(crate) fn for_each_due(&self, now: u64, mut f: impl FnMut(&Arc<Connection<D>>)) {
+    /// Calls `f` with the sessions of each shard whose timer is due at `now`; returns the
+    /// earliest timer left afterwards.
+    pub(crate) fn for_each_due(&self, now: u64, mut f: impl FnMut(&Arc<Connection<D>>)) -> u64 {
         let mut due = Vec::new();
+        let mut earliest = u64::MAX;
         for shard in self.shards.iter() {
-            due.extend(
-                lock(shard)
-                    .values()
-                    .filter(|c| c.timer_at.load(Ordering::Relaxed) <= now)
-                    .cloned(),
-            );
+            for conn in lock(shard).values() {
+                let at = conn.timer_at.load(Ordering::Relaxed);
+                if at <= now {
+                    due.push(conn.clone());
+                } else {
+                    earliest = earliest.min(at);
+                }
+            }
             for conn in due.drain(..) {
                 f(&conn);
+                earliest = earliest.min(conn.timer_at.load(Ordering::Relaxed));
             }
         }
+        earliest
     }
 }

@@ -48,6 +48,8 @@ pub(crate) enum WsTarget<D> {
     New(Handshake),
     /// An upgrade probe for this polling session (already marked `upgrading`).
     Upgrade(Arc<Connection<D>>),
+    /// A second websocket for a session that is already upgrading or upgraded: closed at once.
+    Reject,
 }
 
 impl<H: EngineHandler> Engine<H> {
@@ -85,6 +87,10 @@ impl<H: EngineHandler> Engine<H> {
                     return;
                 }
                 conn
+            }
+            WsTarget::Reject => {
+                let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
+                return;
             }
         };
         let already_closing = conn.lock().closing;
