@@ -298,6 +298,13 @@ async fn post(addr: SocketAddr, query: &str, body: &[u8]) -> Resp {
 }
 
 /// Polling handshake; returns the sid and the open packet's JSON.
+/// A long-polling GET left waiting on the server (given time to arrive there).
+async fn parked_get(addr: SocketAddr, query: String) -> tokio::task::JoinHandle<Resp> {
+    let pending = tokio::spawn(async move { get(addr, &query).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    pending
+}
+
 async fn handshake(addr: SocketAddr, eio: u8) -> (String, serde_json::Value, Resp) {
     let res = get(addr, &format!("EIO={eio}&transport=polling")).await;
     assert_eq!(res.status, 200, "{res:?}");
@@ -1080,11 +1087,7 @@ async fn a_polling_session_ended_by_the_client_side_is_unknown_at_once() {
 
         // A second GET while one is waiting: the first gets the close packet.
         let (sid, _, _) = handshake(addr, eio).await;
-        let pending = {
-            let q = q(&sid);
-            tokio::spawn(async move { get(addr, &q).await })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let pending = parked_get(addr, q(&sid)).await;
         assert_eq!(get(addr, &q(&sid)).await.status, 400);
         let close = if eio == 4 { "1" } else { "1:1" };
         assert_eq!(pending.await.unwrap().text(), close);
@@ -1093,11 +1096,7 @@ async fn a_polling_session_ended_by_the_client_side_is_unknown_at_once() {
 
         // The client closes: its waiting GET just ends with a noop.
         let (sid, _, _) = handshake(addr, eio).await;
-        let pending = {
-            let q = q(&sid);
-            tokio::spawn(async move { get(addr, &q).await })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let pending = parked_get(addr, q(&sid)).await;
         let bye: &[u8] = if eio == 4 { b"1" } else { b"1:1" };
         assert_eq!(post(addr, &q(&sid), bye).await.status, 200);
         let noop = if eio == 4 { "6" } else { "1:6" };
