@@ -63,3 +63,79 @@ test("chat page in Chromium: polling, websocket upgrade, messages both ways", { 
   assert.strictEqual(msg.port, app.port);
   assert.deepStrictEqual(errors, []);
 });
+
+// The browser bundles of older clients over long-polling only, where text and binary travel in
+// polling payloads: socket.io-client 1.x (engine.io-parser 1.x encodes text differently) and
+// 2.x, the latter also with `forceBase64` (it asks for `b64=1` on the handshake only).
+const LEGACY = [
+  { name: "socket.io-client 1.7", bundle: "socket.io-client-v1/dist/socket.io.js", opts: {} },
+  { name: "socket.io-client 2.5", bundle: "socket.io-client-v2/dist/socket.io.js", opts: {} },
+  { name: "socket.io-client 2.5, forceBase64", bundle: "socket.io-client-v2/dist/socket.io.js", opts: { forceBase64: true } },
+];
+for (const client of LEGACY) {
+  test(`${client.name} in Chromium over long-polling: non-ASCII text and binary both ways`, { skip: !chromium && !isCI() && "chromium is not installed (apt-get install chromium)" }, async (t) => {
+    assert.ok(chromium, "chromium is required in CI (apt-get install chromium)");
+    const { chromium: playwright } = require("playwright-core");
+    const http = require("node:http");
+    const fs = require("node:fs");
+    const { Server } = require("..");
+
+    const io = new Server({ cors: { origin: true, credentials: true } });
+    const port = await io.listen(0, "127.0.0.1");
+    const TEXT = "é漢😀 ñ";
+    const received = new Promise((resolve) => {
+      io.on("connection", (socket) => {
+        socket.on("up", (text, bin, ack) => {
+          resolve({ text, bin: [...bin] });
+          ack("ok " + text);
+          socket.emit("down", TEXT, { bin: Buffer.from([1, 2, 250]) });
+        });
+      });
+    });
+    const script = fs.readFileSync(require.resolve(client.bundle), "utf8");
+    const page_ = http.createServer((req, res) => {
+      res.setHeader("content-type", "text/html; charset=utf-8");
+      res.end(`<!doctype html><meta charset="utf-8"><script>${script.replace(/<\/script/g, "<\\/script")}</script>`);
+    });
+    await new Promise((r) => page_.listen(0, "127.0.0.1", r));
+    const browser = await playwright.launch({
+      executablePath: chromium,
+      headless: true,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    });
+    t.after(async () => {
+      await browser.close();
+      page_.close();
+      await io.close();
+    });
+    const page = await browser.newPage();
+    const errors = [];
+    page.on("pageerror", (err) => errors.push(err.message));
+    await page.goto(`http://127.0.0.1:${page_.address().port}/`);
+    const got = page.evaluate(
+      ({ url, text, opts }) =>
+        new Promise((resolve, reject) => {
+          const socket = io(url, Object.assign({ transports: ["polling"], reconnection: false }, opts));
+          const out = {};
+          socket.on("error", (e) => reject(new Error("client error: " + e)));
+          socket.on("connect", () => {
+            socket.emit("up", text, new Uint8Array([7, 200, 9]).buffer, (answer) => {
+              out.ack = answer;
+            });
+          });
+          socket.on("down", (t, o) => {
+            out.text = t;
+            out.bin = Array.from(new Uint8Array(o.bin));
+            out.transport = socket.io.engine.transport.name;
+            setTimeout(() => resolve(out), 50);
+          });
+          setTimeout(() => reject(new Error("timed out: " + JSON.stringify(out))), 10000);
+        }),
+      { url: `http://127.0.0.1:${port}`, text: TEXT, opts: client.opts },
+    );
+    const [fromPage, atServer] = await Promise.all([got, received]);
+    assert.deepStrictEqual(atServer, { text: TEXT, bin: [7, 200, 9] });
+    assert.deepStrictEqual(fromPage, { ack: "ok " + TEXT, text: TEXT, bin: [1, 2, 250], transport: "polling" });
+    assert.deepStrictEqual(errors, []);
+  });
+}

@@ -213,7 +213,8 @@ matrix("socket.handshake: headers, query, auth, address, time, issued, url", asy
     query: { foo: "bar", n: "1" },
     extraHeaders: { "x-test": "yes" },
   };
-  if (mode.version === 4) opts.auth = { token: "abc", n: 2 };
+  // keys out of alphabetical order: the client's order must be kept
+  if (mode.version === 4) opts.auth = { token: "abc", n: 2, deep: { z: 1, a: 2 } };
   else opts.transportOptions = { polling: { extraHeaders: opts.extraHeaders } };
   const { socket } = await join(scope, io, mode, opts);
   const h = socket.handshake;
@@ -223,7 +224,12 @@ matrix("socket.handshake: headers, query, auth, address, time, issued, url", asy
   assert.equal(h.query.n, "1");
   assert.equal(h.query.EIO, mode.version === 4 ? "4" : "3");
   assert.equal(h.query.transport, mode.transports[0]);
-  assert.deepEqual(h.auth, mode.version === 4 ? { token: "abc", n: 2 } : {});
+  assert.deepEqual(h.auth, mode.version === 4 ? { token: "abc", n: 2, deep: { z: 1, a: 2 } } : {});
+  if (mode.version === 4) {
+    assert.deepEqual(Object.keys(h.auth), ["token", "n", "deep"]);
+    assert.deepEqual(Object.keys(h.auth.deep), ["z", "a"]);
+  }
+
   assert.match(h.address, /^(::ffff:)?127\.0\.0\.1$/);
   assert.equal(typeof h.issued, "number");
   assert.ok(h.issued >= t0 - 5 && h.issued <= Date.now(), `issued ${h.issued}`);

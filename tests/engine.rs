@@ -1127,3 +1127,34 @@ async fn a_polling_session_ended_by_the_client_side_is_unknown_at_once() {
     }
     srv.echo.assert_clean();
 }
+
+/// engine.io clients send `b64=1` on the handshake only: later polls of that session must still
+/// get text payloads (binary as `b4<base64>`), never the XHR2 binary form.
+#[tokio::test]
+async fn v3_b64_asked_at_the_handshake_holds_for_the_whole_session() {
+    let srv = start(EngineConfig::default()).await;
+    let res = get(srv.addr, "EIO=3&transport=polling&b64=1").await;
+    let (_, open) = res.text().split_once(":0").expect("v3 open packet");
+    let open: serde_json::Value = serde_json::from_str(open).expect("open json");
+    let sid = open["sid"].as_str().expect("sid").to_owned();
+    let conn = srv.echo.conn(&sid);
+    assert!(conn.send(Frame::binary(vec![1u8, 2])));
+    assert!(conn.send(Frame::text("é")));
+    let res = get(srv.addr, &format!("EIO=3&transport=polling&sid={sid}")).await;
+    assert_eq!(res.status, 200);
+    assert!(res
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/plain")));
+    assert_eq!(res.text(), "6:b4AQI=2:4é");
+
+    // Without b64, the same frames come in the binary form.
+    let (sid, _, _) = handshake(srv.addr, 3).await;
+    let conn = srv.echo.conn(&sid);
+    assert!(conn.send(Frame::text("é")));
+    let res = get(srv.addr, &format!("EIO=3&transport=polling&sid={sid}")).await;
+    assert_eq!(res.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(
+        res.body,
+        [&[0u8, 3, 0xff, b'4'][..], "é".as_bytes()].concat()
+    );
+}

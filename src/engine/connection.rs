@@ -228,6 +228,8 @@ pub(crate) struct State {
     pub(crate) post_busy: bool,
     /// v4: a ping went out and its pong has not come back yet.
     pub(crate) awaiting_pong: bool,
+    /// v3: the handshake asked for `b64=1`; clients say so only there, not on later polls.
+    pub(crate) base64_only: bool,
 }
 
 impl State {

@@ -363,6 +363,7 @@ impl<H: EngineHandler> Engine<H> {
             return res;
         }
         let conn = self.create_session(version, build_handshake(req, peer), false);
+        conn.lock().base64_only = b64;
         conn.push_control(self.open_frame(&conn, false));
         self.handler.on_open(&conn);
         self.end_dispatch(&conn);
@@ -391,7 +392,7 @@ impl<H: EngineHandler> Engine<H> {
 
     /// A long-polling GET: answers at once if something is queued, else waits for the next
     /// frame, an upgrade (`6`), or the end of the session (`1`).
-    async fn poll(&self, conn: &Arc<Connection<H::Data>>, b64: bool) -> Reply {
+    async fn poll(&self, conn: &Arc<Connection<H::Data>>, mut b64: bool) -> Reply {
         if conn.lock().upgrading {
             // A websocket is probing: let it act on what it has received first (yielding
             // lets the runtime poll the sockets), so a GET sent after the client's `5`
@@ -406,6 +407,7 @@ impl<H: EngineHandler> Engine<H> {
             if !st.reachable() {
                 return error(EioError::UnknownSid);
             }
+            b64 |= st.base64_only;
             if st.get_busy {
                 drop(st);
                 conn.close(CloseReason::TransportError);

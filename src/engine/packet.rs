@@ -176,11 +176,33 @@ pub fn decode_payload_v3(body: &[u8], binary_body: bool) -> Result<Vec<EnginePac
         }
         let (packet, tail) = rest.split_at(end);
         if !packet.is_empty() {
-            out.push(decode_packet_v3(packet)?);
+            out.push(decode_packet_v3(&undo_byte_chars(packet))?);
         }
         rest = tail;
     }
     Ok(out)
+}
+
+/// socket.io 1.x clients (engine.io-parser 1.x) UTF-8-encode each text packet of a polling
+/// payload once more before sending it: every character stands for one byte of the UTF-8 form.
+/// Such a packet has only characters up to U+00FF, some of them U+0080 or above, and those
+/// characters taken as bytes are valid UTF-8; it is decoded back. Anything else (a character
+/// above U+00FF, or bytes that are not UTF-8, as in ordinary Latin-1 text) is left as it is.
+fn undo_byte_chars(packet: &str) -> std::borrow::Cow<'_, str> {
+    if packet.is_ascii() {
+        return packet.into();
+    }
+    let mut bytes = Vec::with_capacity(packet.len());
+    for c in packet.chars() {
+        match u8::try_from(u32::from(c)) {
+            Ok(b) => bytes.push(b),
+            Err(_) => return packet.into(),
+        }
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => text.into(),
+        Err(_) => packet.into(),
+    }
 }
 
 /// The XHR2 binary payload: per packet `0x00` (text) or `0x01` (binary), the byte length as
@@ -290,12 +312,18 @@ pub struct PayloadV3 {
     pub binary: bool,
 }
 
-/// Encodes a v3 polling payload as engine.io 3.x does: when the client can take binary (no
-/// `b64=1`) and some packet is binary, every packet goes in the XHR2 binary form; otherwise
-/// `<len>:<packet>` text with binary packets as `b4<base64>`. An empty list is `0:`.
+/// Encodes a v3 polling payload. When the client can take binary (no `b64=1`) and some packet
+/// is binary or has non-ASCII text, every packet goes in the XHR2 binary form, where text is
+/// UTF-8 bytes counted in bytes: clients of every generation read that form alike, while the
+/// text form is read differently by socket.io 1.x clients (which expect doubly encoded UTF-8)
+/// and later ones. Otherwise it is `<len>:<packet>` text with binary packets as `b4<base64>`.
+/// An empty list is `0:`.
 pub fn encode_payload_v3(frames: &[Frame], base64_only: bool) -> PayloadV3 {
-    let any_binary = frames.iter().any(|f| matches!(f, Frame::Binary(_)));
-    if any_binary && !base64_only {
+    let needs_bytes = frames.iter().any(|f| match f {
+        Frame::Binary(_) => true,
+        Frame::Text(t) => !t.is_ascii(),
+    });
+    if needs_bytes && !base64_only {
         let mut body = Vec::new();
         for frame in frames {
             match frame {
@@ -430,9 +458,51 @@ mod tests {
                 EnginePacket::Ping(String::new())
             ])
         );
-        let encoded = encode_payload_v3(&[Frame::text("€"), Frame::text("😀")], false);
+        // The text form (for `b64=1` clients) counts UTF-16 units too.
+        let encoded = encode_payload_v3(&[Frame::text("€"), Frame::text("😀")], true);
         assert!(!encoded.binary);
         assert_eq!(encoded.body, "2:4€3:4😀".as_bytes());
+        // ASCII-only text stays in the text form for every client.
+        let encoded = encode_payload_v3(&[Frame::text("ab"), Frame::text("c")], false);
+        assert_eq!(
+            (encoded.binary, &encoded.body[..]),
+            (false, &b"3:4ab2:4c"[..])
+        );
+    }
+
+    #[test]
+    fn v3_non_ascii_text_goes_in_the_binary_form_to_clients_that_take_it() {
+        // UTF-8 bytes counted in bytes: socket.io 1.x and 2.x clients both read this right.
+        let encoded = encode_payload_v3(&[Frame::text("a"), Frame::text("é漢")], false);
+        assert!(encoded.binary);
+        let mut expected = vec![0, 2, 0xff, b'4', b'a', 0, 6, 0xff, b'4'];
+        expected.extend_from_slice("é漢".as_bytes());
+        assert_eq!(encoded.body, expected);
+        assert_eq!(
+            decode_payload_v3(&encoded.body, true),
+            Ok(vec![text("a"), text("é漢")])
+        );
+    }
+
+    #[test]
+    fn v3_doubly_encoded_text_from_socket_io_1_clients_is_decoded() {
+        // engine.io-parser 1.x sends "é😀" as the characters of its UTF-8 bytes, counted as
+        // characters: 7 = "4" + 2 bytes of "é" + 4 bytes of "😀".
+        let doubled: String = "4é😀".bytes().map(char::from).collect();
+        let body = format!("7:{doubled}1:2");
+        assert_eq!(
+            decode_payload_v3(body.as_bytes(), false),
+            Ok(vec![text("é😀"), EnginePacket::Ping(String::new())])
+        );
+        // Latin-1 text that is not UTF-8 as bytes, and anything above U+00FF, stay as they are.
+        for kept in ["4café", "4Ã", "4é漢", "4ÃÃ"] {
+            let body = format!("{}:{kept}", kept.encode_utf16().count());
+            let expected = text(kept.strip_prefix('4').unwrap_or_default());
+            assert_eq!(
+                decode_payload_v3(body.as_bytes(), false),
+                Ok(vec![expected])
+            );
+        }
     }
 
     #[test]

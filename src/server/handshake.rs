@@ -1,6 +1,8 @@
 //! socket.io's `handshake` object, as the JSON handed to JavaScript.
 
-use serde_json::{Map, Value};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::ClientState;
 use crate::engine::{Connection, EioVersion, Handshake};
@@ -16,38 +18,75 @@ pub(crate) fn address(hs: &Handshake) -> String {
     }
 }
 
-/// `{headers, query, address, time, issued, url, secure, xdomain, auth, eio}`; `query` stays the
-/// raw query string (the JS side parses it).
+/// `{headers, query, address, port, issued, url, secure, xdomain, auth, eio}`; `query` stays
+/// the raw query string (the JS side parses it). Headers keep the order they came in (repeated
+/// ones joined with `, `) and `auth` is the client's JSON as sent, so key order is the client's,
+/// as in socket.io.
 pub(crate) fn to_json(conn: &Connection<ClientState>, auth: Option<&str>) -> String {
     let hs = conn.handshake();
-    let mut headers = Map::new();
+    let mut headers: Vec<(&str, String)> = Vec::new();
     for (name, value) in hs.headers() {
-        match headers.get_mut(name) {
-            Some(Value::String(prev)) => {
+        match headers.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, prev)) => {
                 prev.push_str(", ");
                 prev.push_str(value);
             }
-            _ => {
-                headers.insert(name.to_string(), Value::String(value.to_string()));
-            }
+            None => headers.push((name, value.to_string())),
         }
     }
-    let xdomain = headers.contains_key("origin");
-    let auth: Value = auth
-        .and_then(|a| serde_json::from_str(a).ok())
-        .unwrap_or_else(|| Value::Object(Map::new()));
-    let address = address(hs);
-    let value = serde_json::json!({
-        "headers": headers,
-        "query": hs.query(),
-        "address": address,
-        "port": hs.address.port(),
-        "issued": hs.issued,
-        "url": hs.url(),
-        "secure": false,
-        "xdomain": xdomain,
-        "auth": auth,
-        "eio": match conn.version() { EioVersion::V3 => 3, EioVersion::V4 => 4 },
-    });
-    value.to_string()
+    let auth = auth
+        .and_then(|a| serde_json::from_str::<&RawValue>(a).ok())
+        .filter(|a| a.get() != "null");
+    let json = HandshakeJson {
+        xdomain: headers.iter().any(|(n, _)| *n == "origin"),
+        headers: OrderedHeaders(headers),
+        query: hs.query(),
+        address: address(hs),
+        port: hs.address.port(),
+        issued: hs.issued,
+        url: hs.url(),
+        secure: false,
+        auth,
+        eio: match conn.version() {
+            EioVersion::V3 => 3,
+            EioVersion::V4 => 4,
+        },
+    };
+    serde_json::to_string(&json).unwrap_or_else(|_| String::from("{}"))
+}
+
+#[derive(Serialize)]
+struct HandshakeJson<'a> {
+    headers: OrderedHeaders<'a>,
+    query: &'a str,
+    address: String,
+    port: u16,
+    issued: u64,
+    url: &'a str,
+    secure: bool,
+    xdomain: bool,
+    #[serde(serialize_with = "auth_or_empty")]
+    auth: Option<&'a RawValue>,
+    eio: u8,
+}
+
+/// Header names and values as a JSON object, in arrival order.
+struct OrderedHeaders<'a>(Vec<(&'a str, String)>);
+
+impl Serialize for OrderedHeaders<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+/// A missing or unparseable `auth` is `{}`, as socket.io has it.
+fn auth_or_empty<S: Serializer>(auth: &Option<&RawValue>, s: S) -> Result<S::Ok, S::Error> {
+    match auth {
+        Some(raw) => raw.serialize(s),
+        None => s.serialize_map(Some(0))?.end(),
+    }
 }
