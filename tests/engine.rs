@@ -423,8 +423,19 @@ async fn v3_polling_handshake_and_echo() {
     // Lengths count UTF-16 units: "4€" is 2.
     let res = post(srv.addr, &q, "2:4€6:4hello1:2".as_bytes()).await;
     assert_eq!(res.text(), "ok");
+    // Non-ASCII text comes back in the binary form (UTF-8, byte lengths) to this client,
+    // which can take binary; a `b64=1` client gets the text form.
     let res = get(srv.addr, &q).await;
-    assert_eq!(res.text(), "2:4€6:4hello1:3");
+    assert_eq!(res.header("content-type"), Some("application/octet-stream"));
+    let mut expected = vec![0u8, 4, 0xff];
+    expected.extend_from_slice("4€".as_bytes());
+    expected.extend_from_slice(&[0, 6, 0xff]);
+    expected.extend_from_slice(b"4hello");
+    expected.extend_from_slice(&[0, 1, 0xff, b'3']);
+    assert_eq!(res.body, expected);
+    post(srv.addr, &q, "2:4€".as_bytes()).await;
+    let res = get(srv.addr, &format!("{q}&b64=1")).await;
+    assert_eq!(res.text(), "2:4€");
 
     // Base64 binary in, base64 binary out with b64=1.
     post(srv.addr, &q, b"6:b4AQI=").await;
