@@ -1115,6 +1115,12 @@ async fn a_polling_session_ended_by_the_client_side_is_unknown_at_once() {
         unknown(get(addr, &q(&sid)).await);
         unknown(post(addr, &q(&sid), bye).await);
         assert_eq!(srv.echo.wait_close(&sid).await, CloseReason::ForcedClose);
+        // When the close overtakes the GET, that GET still collects the noop, and only it.
+        let (sid, _, _) = handshake(addr, eio).await;
+        assert_eq!(post(addr, &q(&sid), bye).await.status, 200);
+        assert_eq!(get(addr, &q(&sid)).await.text(), noop);
+        unknown(get(addr, &q(&sid)).await);
+        assert_eq!(srv.echo.wait_close(&sid).await, CloseReason::ForcedClose);
 
         // A request that comes after the heartbeat deadline finds the session gone, even if
         // the engine task has not expired it yet.

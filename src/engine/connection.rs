@@ -254,14 +254,17 @@ impl State {
     }
 
     /// Whether a new polling request may still reach this session. Once it is closing, only
-    /// a server close keeps it reachable, and only until a GET has collected its final
-    /// packets (the queue ends with `1`, and nothing can be queued after that). Any other close
+    /// a server close or the client's own close keeps it reachable, and only until a GET has
+    /// collected its final packets (the queue ends with `1` or `6`, and nothing can be queued
+    /// after that). Any other close
     /// makes the sid unknown at once, as in engine.io; a GET already waiting still gets its
     /// answer.
     pub(crate) fn reachable(&self) -> bool {
         match self.closing {
             None => true,
-            Some(CloseReason::ServerClose) => !self.queue.is_empty(),
+            // The client's own close leaves a noop for its GET, which may arrive just after
+            // the POST that closed the session.
+            Some(CloseReason::ServerClose | CloseReason::ForcedClose) => !self.queue.is_empty(),
             Some(_) => false,
         }
     }

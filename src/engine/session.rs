@@ -42,10 +42,12 @@ impl Core {
 
     /// Sets a session's timer to `at` (engine-clock ms), waking the engine task if that is
     /// sooner than anything it is waiting for.
+    /// Sequentially consistent, as are [`Core::sweeping`] and the sweep's reads of the timers:
+    /// a sweep either sees this timer or this call sees the sweep's reset of the mark.
     pub(crate) fn schedule(&self, timer: &AtomicU64, at: u64) {
-        timer.store(at, Ordering::Relaxed);
-        if at < self.next_due.load(Ordering::Relaxed)
-            && at < self.next_due.fetch_min(at, Ordering::Relaxed)
+        timer.store(at, Ordering::SeqCst);
+        if at < self.next_due.load(Ordering::SeqCst)
+            && at < self.next_due.fetch_min(at, Ordering::SeqCst)
         {
             self.wake.notify_one();
         }
@@ -63,12 +65,12 @@ impl Core {
     /// Starts a sweep: timers set from now on lower the mark again; the sweep itself lowers it
     /// to the earliest timer it saw ([`Core::swept`]).
     pub(crate) fn sweeping(&self) {
-        self.next_due.store(u64::MAX, Ordering::Relaxed);
+        self.next_due.store(u64::MAX, Ordering::SeqCst);
     }
 
     /// Ends a sweep whose earliest remaining timer is `earliest`.
     pub(crate) fn swept(&self, earliest: u64) {
-        self.next_due.fetch_min(earliest, Ordering::Relaxed);
+        self.next_due.fetch_min(earliest, Ordering::SeqCst);
     }
 
     /// Milliseconds on the engine's monotonic clock.
@@ -155,7 +157,7 @@ impl<D> Sessions<D> {
         let mut earliest = u64::MAX;
         for shard in self.shards.iter() {
             for conn in lock(shard).values() {
-                let at = conn.timer_at.load(Ordering::Relaxed);
+                let at = conn.timer_at.load(Ordering::SeqCst);
                 if at <= now {
                     due.push(conn.clone());
                 } else {
@@ -164,7 +166,7 @@ impl<D> Sessions<D> {
             }
             for conn in due.drain(..) {
                 f(&conn);
-                earliest = earliest.min(conn.timer_at.load(Ordering::Relaxed));
+                earliest = earliest.min(conn.timer_at.load(Ordering::SeqCst));
             }
         }
         earliest
