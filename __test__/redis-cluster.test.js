@@ -428,3 +428,72 @@ describe("idle sockets that live natively, across two workers", { skip: redisBin
     await u.until(() => servers[1].io.stats().sockets === 0, "worker 1 has no socket left", 5000);
   });
 });
+
+// Redis over TLS (`tls: {ca}` or `rediss://`): a redis-server with a TLS port and a certificate
+// from a throwaway CA made with openssl; two workers broadcast to each other through it. A worker
+// that does not trust that CA (system roots only) fails to start, naming the server.
+const openssl = u.needBinary("openssl");
+describe("Redis over TLS", { skip: redisBin.skip || openssl.skip, timeout: 30000 }, () => {
+  const { Realtime } = require("..");
+  const fs = require("node:fs");
+  const os = require("node:os");
+  const path = require("node:path");
+  const { execFileSync } = require("node:child_process");
+  const tlsRedisProcess = new u.Children();
+  let dir;
+  let tlsPort;
+  let servers = [];
+  let clients = [];
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "weroll-native-tls-"));
+    const f = (name) => path.join(dir, name);
+    const run = (...args) => execFileSync("openssl", args, { stdio: "pipe" });
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA", "-keyout", f("ca.key"), "-out", f("ca.crt"));
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", f("server.key"), "-out", f("server.csr"));
+    fs.writeFileSync(f("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+    run("x509", "-req", "-in", f("server.csr"), "-CA", f("ca.crt"), "-CAkey", f("ca.key"), "-CAcreateserial", "-days", "2", "-extfile", f("ext.cnf"), "-out", f("server.crt"));
+    tlsPort = await u.freePorts(1);
+    const tlsArgs = ["--tls-port", String(tlsPort), "--tls-cert-file", f("server.crt"), "--tls-key-file", f("server.key"), "--tls-ca-cert-file", f("ca.crt"), "--tls-auth-clients", "no"];
+    await new u.RedisServer(tlsRedisProcess, undefined, tlsArgs).start();
+  });
+  after(async () => {
+    u.closeAll(clients);
+    for (const s of servers) await u.within(s.close(), 5000, "Realtime close").catch(() => {});
+    await tlsRedisProcess.killAll();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("two workers broadcast through a TLS-only connection; an untrusted certificate is refused", async () => {
+    const ca = fs.readFileSync(path.join(dir, "ca.crt"), "utf8");
+    const base = await u.freePorts(2);
+    const redisFor = [
+      { host: "localhost", port: tlsPort, key: "tls", tls: { ca } },
+      { url: `rediss://127.0.0.1:${tlsPort}`, key: "tls", option: { tls: { ca: [ca] } } },
+    ];
+    servers = [0, 1].map((workerIndex) =>
+      Realtime.createServer(
+        { port: base, host: "127.0.0.1", shakehand: false, cluster: { enable: true, workerIndex, redis: redisFor[workerIndex] } },
+        true,
+      ),
+    );
+    assert.deepEqual(await Promise.all(servers.map((s) => s.start())), [base, base + 1]);
+    await u.until(async () => (await servers[0].io.sockets.adapter.serverCount()) === 2, "both workers see each other over TLS", 5000);
+    const a = u.client(4, base);
+    const b = u.client(2, base + 1);
+    clients = [a, b];
+    for (const c of clients) await u.connected(c);
+    servers[0].broadcastToAll("evt", { tag: "over-tls" });
+    await u.expectDelivery(assert, clients, [a, b], "over-tls");
+
+    // The same server, trusting only the system's roots: the handshake fails and start() says so.
+    const untrusting = Realtime.createServer(
+      { port: await u.freePorts(1), host: "127.0.0.1", shakehand: false, cluster: { enable: true, redis: { url: `rediss://localhost:${tlsPort}` } } },
+      true,
+    );
+    await assert.rejects(u.within(untrusting.start(), 10000, "start() with an untrusted certificate"), (err) => {
+      assert.match(err.message, new RegExp(`localhost:${tlsPort}`));
+      return true;
+    });
+    await untrusting.close().catch(() => {});
+  });
+});

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Makes sure the system programs the tests and the demo start (redis-server, nginx, chromium)
-// are installed, then that the native addon is built. Run by `npm test` and `npm run demo`.
+// Makes sure the system programs the tests and the demo start (redis-server, nginx, chromium,
+// openssl) are installed, then that the native addon is built. Run by `npm test` and `npm run demo`.
 //
 // A missing program is installed with apt-get when we are root on Debian/Ubuntu; otherwise the
 // command to run is printed. Only what the current task cannot do without is fatal: redis-server
@@ -18,6 +18,8 @@ const PROGRAMS = [
   { bin: "redis-server", pkg: "redis-server", usedBy: ["demo", "test"], requiredBy: ["demo"] },
   { bin: "nginx", pkg: "nginx", usedBy: ["test"], requiredBy: [] },
   { bin: "chromium", pkg: "chromium", usedBy: ["test"], requiredBy: [] },
+  // makes the certificates of the Redis-over-TLS test
+  { bin: "openssl", pkg: "openssl", usedBy: ["test"], requiredBy: [] },
 ];
 
 // nginx lives in sbin, which a normal user's PATH often lacks.

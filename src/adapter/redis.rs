@@ -33,14 +33,14 @@ use std::time::Duration;
 
 use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface};
-use fred::types::config::{Config, ReconnectPolicy, ServerConfig};
+use fred::types::config::{Config, ReconnectPolicy, ServerConfig, TlsConnector};
 use fred::types::{Builder, Expiration, Message, MessageKind};
 use futures_util::future::FutureExt;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-pub use config::{RedisConfig, RedisEndpoint, DEFAULT_KEY, DEFAULT_REQUESTS_TIMEOUT};
+pub use config::{RedisConfig, RedisEndpoint, RedisTls, DEFAULT_KEY, DEFAULT_REQUESTS_TIMEOUT};
 pub use link::{AdapterStatus, StatusCallback};
 pub use namespace::RedisAdapter;
 
@@ -257,19 +257,54 @@ pub struct RedisAdapterFactory {
     closed: AtomicBool,
 }
 
-fn fred_config(e: &RedisEndpoint) -> Config {
-    Config {
-        server: ServerConfig::new_centralized(e.host.clone(), e.port),
+fn fred_config(e: &RedisEndpoint) -> Result<Config, String> {
+    let mut server = fred::types::config::Server::new(e.host.clone(), e.port);
+    let tls = match &e.tls {
+        None => None,
+        Some(t) => {
+            server.tls_server_name = t.servername.clone().map(Into::into);
+            Some(tls_connector(t)?.into())
+        }
+    };
+    Ok(Config {
+        server: ServerConfig::Centralized { server },
         username: e.username.clone(),
         password: e.password.clone(),
         database: e.db,
         fail_fast: true,
+        tls,
         ..Config::default()
-    }
+    })
 }
 
-fn builder(e: &RedisEndpoint, requests_timeout: Duration) -> Builder {
-    let mut b = Builder::from_config(fred_config(e));
+/// rustls with the given CA certificates, or with the system's trusted roots when none are given.
+fn tls_connector(t: &RedisTls) -> Result<TlsConnector, String> {
+    use fred::rustls::pki_types::pem::PemObject;
+    use fred::rustls::pki_types::CertificateDer;
+    if t.ca.is_empty() {
+        return TlsConnector::default_rustls()
+            .map_err(|e| format!("TLS: cannot load the system's trusted certificates: {e}"));
+    }
+    let mut roots = fred::rustls::RootCertStore::empty();
+    for pem in &t.ca {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("TLS: unreadable certificate in ca: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("TLS: unusable certificate in ca: {e}"))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err("TLS: ca holds no PEM certificate".to_owned());
+    }
+    Ok(fred::rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+        .into())
+}
+
+fn builder(e: &RedisEndpoint, requests_timeout: Duration) -> Result<Builder, String> {
+    let mut b = Builder::from_config(fred_config(e)?);
     b.set_policy(ReconnectPolicy::new_exponential(0, 100, 5000, 2));
     b.with_connection_config(|c| {
         c.connection_timeout = requests_timeout.max(Duration::from_secs(1));
@@ -278,7 +313,7 @@ fn builder(e: &RedisEndpoint, requests_timeout: Duration) -> Builder {
         // No `unresponsive` check: it measures the time since the last write, which publishes
         // keep resetting, and never applies to the subscriber; `link::keep_alive` does this.
     });
-    b
+    Ok(b)
 }
 
 impl RedisAdapterFactory {
@@ -301,9 +336,10 @@ impl RedisAdapterFactory {
         let tracker = StatusTracker::new(status, server);
 
         let publisher = builder(&cfg.publisher, cfg.requests_timeout)
-            .build()
+            .and_then(|b| b.build().map_err(|e| e.to_string()))
             .map_err(|e| format!("Redis publisher for {}: {e}", cfg.publisher))?;
-        let mut sub_builder = builder(&cfg.subscriber, cfg.requests_timeout);
+        let mut sub_builder = builder(&cfg.subscriber, cfg.requests_timeout)
+            .map_err(|e| format!("Redis subscriber for {}: {e}", cfg.subscriber))?;
         sub_builder.with_performance_config(|p| p.broadcast_channel_capacity = SUBSCRIBER_BUFFER);
         let subscriber = sub_builder
             .build_subscriber_client()

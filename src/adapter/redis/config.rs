@@ -26,6 +26,17 @@ pub struct RedisEndpoint {
     pub password: Option<String>,
     /// Database selected after connecting (pub/sub ignores it; presence keys live there).
     pub db: Option<u8>,
+    /// Connect with TLS (`tls` option or a `rediss://` URL).
+    pub tls: Option<RedisTls>,
+}
+
+/// TLS settings of one endpoint, as Node's `tls.connect` options name them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// Certificates (PEM text) to trust instead of the system's roots (`ca`).
+    pub ca: Vec<String>,
+    /// Name to verify the server's certificate against, when not the host (`servername`).
+    pub servername: Option<String>,
 }
 
 impl Default for RedisEndpoint {
@@ -36,6 +47,7 @@ impl Default for RedisEndpoint {
             username: None,
             password: None,
             db: None,
+            tls: None,
         }
     }
 }
@@ -217,19 +229,55 @@ fn db(v: &Value, path: &str) -> Result<u8, String> {
     }
 }
 
-fn tls_error(path: &str) -> String {
-    format!(
-        "{path}: TLS connections to Redis are not available in this build of weroll-native \
-         (it needs the Redis client's TLS build feature); use a plain redis:// connection, \
-         e.g. through a local TLS tunnel"
-    )
-}
-
-fn no_tls(v: Option<&Value>, path: &str) -> Result<(), String> {
-    match v {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(()),
-        Some(_) => Err(tls_error(path)),
+/// `tls`: `true` (the system's trusted roots), or Node's options object with `ca` (PEM text, or
+/// a list of them) and `servername`. Options that would weaken or extend verification
+/// (`rejectUnauthorized: false`, client certificates) are refused rather than ignored.
+fn tls(v: &Value, path: &str) -> Result<Option<RedisTls>, String> {
+    let obj = match v {
+        Value::Null | Value::Bool(false) => return Ok(None),
+        Value::Bool(true) => return Ok(Some(RedisTls::default())),
+        Value::Object(obj) => obj,
+        other => {
+            return Err(format!(
+                "{path} must be true or an object, got {}",
+                kind(other)
+            ))
+        }
+    };
+    if obj.get("rejectUnauthorized") == Some(&Value::Bool(false)) {
+        return Err(format!(
+            "{path}.rejectUnauthorized: false is not supported; give the server's CA in {path}.ca"
+        ));
     }
+    for key in ["cert", "key", "pfx"] {
+        if obj.get(key).is_some_and(|v| !v.is_null()) {
+            return Err(format!(
+                "{path}.{key}: client certificates are not supported"
+            ));
+        }
+    }
+    let ca = match obj.get("ca") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(pem)) => vec![pem.clone()],
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| match v {
+                Value::String(pem) => Ok(pem.clone()),
+                other => Err(format!(
+                    "{path}.ca entries must be PEM strings, got {}",
+                    kind(other)
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(format!(
+                "{path}.ca must be a PEM string or a list of them, got {}",
+                kind(other)
+            ))
+        }
+    };
+    let servername = optional_string(obj, "servername", path)?;
+    Ok(Some(RedisTls { ca, servername }))
 }
 
 /// One endpoint: `{host, port, url, password, username, db, tls, option: {...}}`.
@@ -250,14 +298,20 @@ fn endpoint(v: &Value, path: &str) -> Result<RedisEndpoint, String> {
     if let Some(p) = obj.get("port").filter(|p| !p.is_null()) {
         e.port = port(p, &format!("{path}.port"))?;
     }
-    no_tls(obj.get("tls"), &format!("{path}.tls"))?;
+    // `tls` on the endpoint wins over node_redis' `option.tls`, and both over the URL's scheme.
+    let mut tls_setting = match obj.get("tls") {
+        Some(t) => Some(tls(t, &format!("{path}.tls"))?),
+        None => None,
+    };
 
     // node_redis' options object: `password` / `auth_pass`, `db`, `tls`.
     let option_path = format!("{path}.option");
     let sources: Vec<(&Map<String, Value>, String)> = match obj.get("option") {
         None | Some(Value::Null) => vec![(obj, path.to_owned())],
         Some(Value::Object(option)) => {
-            no_tls(option.get("tls"), &format!("{option_path}.tls"))?;
+            if let (None, Some(t)) = (&tls_setting, option.get("tls")) {
+                tls_setting = Some(tls(t, &format!("{option_path}.tls"))?);
+            }
             vec![(option, option_path), (obj, path.to_owned())]
         }
         Some(other) => {
@@ -267,6 +321,9 @@ fn endpoint(v: &Value, path: &str) -> Result<RedisEndpoint, String> {
             ))
         }
     };
+    if let Some(t) = tls_setting {
+        e.tls = t;
+    }
     // Later sources (the endpoint itself) win over `option`.
     for (src, p) in sources {
         for key in ["password", "auth_pass"] {
@@ -284,19 +341,22 @@ fn endpoint(v: &Value, path: &str) -> Result<RedisEndpoint, String> {
     Ok(e)
 }
 
-/// `redis://[user[:password]@]host[:port][/db]`; `rediss://` (TLS) is refused with a clear error.
+/// `redis://[user[:password]@]host[:port][/db]`, or `rediss://` for TLS.
 fn parse_url(url: &str, path: &str) -> Result<RedisEndpoint, String> {
     let bad = |why: &str| format!("{path}: invalid Redis URL {url:?}: {why}");
-    let rest = match url.split_once("://") {
-        Some(("redis", rest)) => rest,
-        Some(("rediss", _)) => return Err(tls_error(path)),
+    let (rest, secure) = match url.split_once("://") {
+        Some(("redis", rest)) => (rest, false),
+        Some(("rediss", rest)) => (rest, true),
         _ => return Err(bad("expected redis://host:port")),
     };
     let (authority, tail) = match rest.find(['/', '?', '#']) {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
-    let mut e = RedisEndpoint::default();
+    let mut e = RedisEndpoint {
+        tls: secure.then(RedisTls::default),
+        ..RedisEndpoint::default()
+    };
     let host_port = match authority.rsplit_once('@') {
         Some((userinfo, hp)) => {
             let (user, pass) = match userinfo.split_once(':') {
@@ -420,6 +480,7 @@ mod tests {
                 username: Some("u".into()),
                 password: Some("p@ss".into()),
                 db: Some(3),
+                tls: None,
             }
         );
         let c = RedisConfig::from_json(&json!("redis://:secret@[::1]:6379")).unwrap();
@@ -458,12 +519,16 @@ mod tests {
                 json!({"requestsTimeout": -1}),
                 "cluster.redis.requestsTimeout",
             ),
-            (json!({"tls": true}), "cluster.redis.tls"),
             (
-                json!({"*": {"option": {"tls": {}}}}),
-                "cluster.redis.*.option.tls",
+                json!({"tls": {"rejectUnauthorized": false}}),
+                "cluster.redis.tls.rejectUnauthorized",
             ),
-            (json!({"url": "rediss://h:1"}), "cluster.redis.url: TLS"),
+            (
+                json!({"*": {"option": {"tls": {"cert": "x"}}}}),
+                "cluster.redis.*.option.tls.cert",
+            ),
+            (json!({"tls": {"ca": 5}}), "cluster.redis.tls.ca"),
+            (json!({"tls": "yes"}), "cluster.redis.tls must be"),
             (
                 json!({"url": "http://h"}),
                 "cluster.redis.url: invalid Redis URL",
@@ -479,5 +544,40 @@ mod tests {
             let e = RedisConfig::from_json(&v).unwrap_err();
             assert!(e.contains(want), "{v}: {e}");
         }
+    }
+
+    #[test]
+    fn tls_from_the_option_the_url_or_node_redis_options() {
+        let tls_of = |v: Value| RedisConfig::from_json(&v).unwrap().publisher.tls;
+        assert_eq!(tls_of(json!({"host": "h"})), None);
+        assert_eq!(tls_of(json!({"tls": false})), None);
+        assert_eq!(tls_of(json!({"tls": true})), Some(RedisTls::default()));
+        assert_eq!(
+            tls_of(json!({"url": "rediss://u:p@h:6380/2"})),
+            Some(RedisTls::default())
+        );
+        let pem = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            tls_of(json!({"*": {"option": {"tls": {"ca": [pem], "servername": "redis.local"}}}})),
+            Some(RedisTls {
+                ca: vec![pem.to_owned()],
+                servername: Some("redis.local".to_owned()),
+            })
+        );
+        assert_eq!(
+            tls_of(json!({"url": "rediss://h", "option": {"tls": {"ca": pem}}})),
+            Some(RedisTls {
+                ca: vec![pem.to_owned()],
+                servername: None,
+            })
+        );
+        assert_eq!(tls_of(json!({"url": "rediss://h", "tls": false})), None);
+        assert_eq!(
+            tls_of(json!({"tls": {"ca": pem}})),
+            Some(RedisTls {
+                ca: vec![pem.to_owned()],
+                servername: None,
+            })
+        );
     }
 }
