@@ -297,7 +297,6 @@ async fn post(addr: SocketAddr, query: &str, body: &[u8]) -> Resp {
     .await
 }
 
-/// Polling handshake; returns the sid and the open packet's JSON.
 /// A long-polling GET left waiting on the server (given time to arrive there).
 async fn parked_get(addr: SocketAddr, query: String) -> tokio::task::JoinHandle<Resp> {
     let pending = tokio::spawn(async move { get(addr, &query).await });
@@ -305,6 +304,7 @@ async fn parked_get(addr: SocketAddr, query: String) -> tokio::task::JoinHandle<
     pending
 }
 
+/// Polling handshake; returns the sid and the open packet's JSON.
 async fn handshake(addr: SocketAddr, eio: u8) -> (String, serde_json::Value, Resp) {
     let res = get(addr, &format!("EIO={eio}&transport=polling")).await;
     assert_eq!(res.status, 200, "{res:?}");
@@ -531,11 +531,7 @@ async fn upgrade_probe_noop_switch() {
         let (sid, _, _) = handshake(srv.addr, eio).await;
         let q = format!("EIO={eio}&transport=polling&sid={sid}");
         let addr = srv.addr;
-        let pending = {
-            let q = q.clone();
-            tokio::spawn(async move { get(addr, &q).await })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let pending = parked_get(addr, q.clone()).await;
         let mut ws = ws_connect(addr, &format!("EIO={eio}&transport=websocket&sid={sid}")).await;
         ws_send(&mut ws, "2probe").await;
         assert_eq!(ws_text(&mut ws).await, "3probe");
@@ -742,11 +738,7 @@ async fn concurrent_get_is_refused_and_closes() {
     let (sid, _, _) = handshake(srv.addr, 4).await;
     let q = format!("EIO=4&transport=polling&sid={sid}");
     let addr = srv.addr;
-    let first = {
-        let q = q.clone();
-        tokio::spawn(async move { get(addr, &q).await })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let first = parked_get(addr, q.clone()).await;
     let second = get(addr, &q).await;
     assert_eq!(
         (second.status, second.json()["code"].clone()),

@@ -245,7 +245,7 @@ impl State {
             CloseReason::SlowClient => self.queue = VecDeque::new(),
             // The client ended a polling session itself: its waiting GET just ends (`6`).
             CloseReason::ForcedClose if !self.websocket => {
-                self.queue = VecDeque::new();
+                self.queue.clear();
                 self.queue.push_back(control::NOOP);
             }
             _ => self.queue.push_back(control::CLOSE),

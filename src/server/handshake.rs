@@ -39,7 +39,7 @@ pub(crate) fn to_json(conn: &Connection<ClientState>, auth: Option<&str>) -> Str
         .filter(|a| a.get() != "null");
     let json = HandshakeJson {
         xdomain: headers.iter().any(|(n, _)| *n == "origin"),
-        headers: OrderedHeaders(headers),
+        headers,
         query: hs.query(),
         address: address(hs),
         port: hs.address.port(),
@@ -57,7 +57,9 @@ pub(crate) fn to_json(conn: &Connection<ClientState>, auth: Option<&str>) -> Str
 
 #[derive(Serialize)]
 struct HandshakeJson<'a> {
-    headers: OrderedHeaders<'a>,
+    /// Names and values as a JSON object, in arrival order.
+    #[serde(serialize_with = "in_order")]
+    headers: Vec<(&'a str, String)>,
     query: &'a str,
     address: String,
     port: u16,
@@ -70,17 +72,8 @@ struct HandshakeJson<'a> {
     eio: u8,
 }
 
-/// Header names and values as a JSON object, in arrival order.
-struct OrderedHeaders<'a>(Vec<(&'a str, String)>);
-
-impl Serialize for OrderedHeaders<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (name, value) in &self.0 {
-            map.serialize_entry(name, value)?;
-        }
-        map.end()
-    }
+fn in_order<S: Serializer>(pairs: &[(&str, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().map(|(name, value)| (name, value)))
 }
 
 /// A missing or unparseable `auth` is `{}`, as socket.io has it.
