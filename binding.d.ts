@@ -87,6 +87,8 @@ export declare class NativeServer {
    * `[{address, connections}]` (empty without Redis).
    */
   servers(): Promise<string>
+  /** The Redis adapter's offline queue, or nothing without Redis. */
+  offlineQueue(): NativeQueueStats | null
   /** Connection counters of this server. */
   stats(): NativeStats
 }
@@ -131,6 +133,20 @@ export interface NativeBatch {
 export interface NativePayload {
   data: string
   attachments: Array<Buffer>
+}
+
+/** What the Redis adapter's offline queue holds and has done (see `OfflineQueue`). */
+export interface NativeQueueStats {
+  /** Messages waiting for Redis now. */
+  queued: number
+  /** Their bytes. */
+  queuedBytes: number
+  /** Messages published late, once Redis was back. */
+  delivered: number
+  /** Messages dropped: the queue was full, they were too old, or it is disabled. */
+  dropped: number
+  /** Outages seen. */
+  outages: number
 }
 
 /** Connection counters. */

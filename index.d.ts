@@ -27,7 +27,38 @@ export type RealtimeRedisConfig = (RedisEndpoint | { "*": RedisEndpoint } | { pu
   prefix?: string;
   /** How long cluster requests (fetchSockets, serverSideEmit with ack, invoke) wait, ms. */
   requestsTimeout?: number;
+  /** What is kept of the messages published while Redis is away (see {@link OfflineQueueConfig}). */
+  offlineQueue?: OfflineQueueConfig;
 };
+
+/**
+ * The offline queue of the Redis adapter: messages published while Redis is unreachable wait,
+ * in order, and are published once it is back and the other servers have subscribed again.
+ * `true` (the defaults), `false` (disabled: such messages are dropped), a number of bytes, or
+ * the settings one by one.
+ */
+export type OfflineQueueConfig =
+  | boolean
+  | number
+  | {
+      /** Bytes kept at most; the oldest messages are dropped beyond it (default 8 MiB). */
+      maxBytes?: number;
+      /** A message older than this when Redis is back is dropped, ms (default 60000). */
+      maxAge?: number;
+      /** How long to wait for the other servers to subscribe again after a reconnection, ms (default 5000). */
+      flushWait?: number;
+    };
+
+/** What the offline queue holds now, and counts since the server started. */
+export interface OfflineQueueStats {
+  queued: number;
+  queuedBytes: number;
+  /** Messages published late, once Redis was back. */
+  delivered: number;
+  /** Messages dropped (queue full, too old, or queue disabled). */
+  dropped: number;
+  outages: number;
+}
 
 /** `config.cluster`. */
 export interface RealtimeClusterConfig {
@@ -43,6 +74,8 @@ export interface RealtimeClusterConfig {
   instanceVar?: string;
   /** How often a worker reports its load for `servers()` / `pickServer()`, ms (default 5000). */
   presenceInterval?: number;
+  /** The Redis adapter's offline queue, when `redis` does not set it. */
+  offlineQueue?: OfflineQueueConfig;
 }
 
 /** Checks a shakehand's credentials; may answer through `callback` or a returned Promise. */
@@ -368,6 +401,8 @@ export declare class Server extends EventEmitter {
   unref(): this;
   /** Open Engine.IO sessions and connected sockets of this server. */
   stats(): { clients: number; sockets: number };
+  /** The Redis adapter's offline queue, or null without Redis. */
+  offlineQueue(): OfflineQueueStats | null;
   on(event: "connection" | "connect", listener: (socket: Socket) => void): this;
   on(event: "adapter", listener: (status: AdapterStatus) => void): this;
   on(event: "close", listener: () => void): this;
@@ -474,6 +509,8 @@ export declare class RealtimeServer extends EventEmitter {
   servers(): Promise<ClusterServer[]>;
   /** Address (`host:port`) of the least loaded live worker, or null. */
   pickServer(): Promise<string | null>;
+  /** The Redis adapter's offline queue, or null without a cluster. */
+  offlineQueue(): OfflineQueueStats | null;
   /** Registers `fn` under `name`, callable on every worker with `invoke`. */
   registerProducer(name: string, fn: RealtimeProducer): void;
   /** Runs producer `method` on every worker; resolves their results, this worker's first. */

@@ -712,6 +712,13 @@ class Server extends EventEmitter {
   stats() {
     return this._native.stats();
   }
+  /**
+   * The Redis adapter's offline queue: `{queued, queuedBytes, delivered, dropped, outages}`,
+   * or null without Redis.
+   */
+  offlineQueue() {
+    return this._native.offlineQueue() || null;
+  }
   /** One batch of native events: `{json, buffers}` (the entry layout is in binding.d.ts). */
   _onEvents(batch) {
     let list;

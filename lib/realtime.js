@@ -6,6 +6,8 @@ const { workerIndex } = require("./worker");
 const native = require("../binding.js");
 
 const INVOKE_EVENT = "weroll:invoke";
+/** How a cluster request that could not be sent (Redis away) fails. */
+const UNAVAILABLE = /cluster adapter unavailable/;
 // Server events that must see every connection as it comes and goes.
 const EVERY_SOCKET_EVENTS = new Set(["connection", "disconnect", "shakeHandStart", "shakeHandComplete", "shakeHandSuccess", "shakeHandFail"]);
 
@@ -239,6 +241,7 @@ class RealtimeServer extends EventEmitter {
       const redis = clone(c.cluster.redis);
       redis.key = redis.key || redis.prefix || c.cluster.key || c.cluster.prefix || "realtime";
       if (c.requestsTimeout && !redis.requestsTimeout) redis.requestsTimeout = c.requestsTimeout;
+      if (c.cluster.offlineQueue !== undefined && redis.offlineQueue === undefined) redis.offlineQueue = c.cluster.offlineQueue;
       opts.redis = redis;
       const host = c.publicHost || process.env.WEROLL_PUBLIC_HOST || "127.0.0.1";
       opts.publicAddress = c.publicAddress || `${host}:${this.port}`;
@@ -446,7 +449,13 @@ class RealtimeServer extends EventEmitter {
     return this._invokeRemote("kick", [clientID, data]).then(
       (remote) => remote.reduce((n, r) => n + ((r && r.result) || 0), local),
       (err) => {
-        this.traceError("kick error --->", err.message);
+        if (UNAVAILABLE.test(err.message) && this.io) {
+          // Redis is away: the kick waits in the offline queue without an answer, and the
+          // other workers carry it out once Redis is back. Only local kicks are counted.
+          this.io.sockets.serverSideEmit(INVOKE_EVENT, "kick", [clientID, data]);
+        } else {
+          this.traceError("kick error --->", err.message);
+        }
         return local;
       },
     );
@@ -498,6 +507,13 @@ class RealtimeServer extends EventEmitter {
   async servers() {
     const io = this._requireStarted();
     return JSON.parse(await io._native.servers());
+  }
+  /**
+   * The Redis adapter's offline queue: `{queued, queuedBytes, delivered, dropped, outages}`
+   * (what waits for Redis now, and counts since start), or null without a cluster.
+   */
+  offlineQueue() {
+    return this._requireStarted().offlineQueue();
   }
   /** The least loaded live worker's address, or null. */
   async pickServer() {

@@ -14,9 +14,10 @@
 //! 0, so the Node server completes with its own clients' acks instead of timing out.
 //!
 //! Both connections are checked with a `PING` every second; one that is not answered in time
-//! (a stopped Redis, a network path that silently drops packets) is reported down and
-//! re-established. While a connection is down, publishes are dropped (logged, throttled) and
-//! requests fail at once with `Unavailable`.
+//! (a stopped Redis, a network path that silently drops packets) is reported down, and
+//! re-established when it stays silent for 20 s. While the publisher cannot publish, what the
+//! adapter publishes waits in an offline queue (see `link`) and is published once Redis and
+//! the other servers' subscriptions are back; requests fail at once with `Unavailable`.
 //!
 //! The factory also keeps a small presence registry (`P#presence#ADDRESS` keys with a TTL) so
 //! that a client can be sent to the least loaded worker.
@@ -40,8 +41,10 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-pub use config::{RedisConfig, RedisEndpoint, RedisTls, DEFAULT_KEY, DEFAULT_REQUESTS_TIMEOUT};
-pub use link::{AdapterStatus, StatusCallback};
+pub use config::{
+    OfflineQueue, RedisConfig, RedisEndpoint, RedisTls, DEFAULT_KEY, DEFAULT_REQUESTS_TIMEOUT,
+};
+pub use link::{AdapterStatus, QueueStats, StatusCallback};
 pub use namespace::RedisAdapter;
 
 use self::link::{log, unavailable, Link, Role, StatusTracker, Throttle};
@@ -305,7 +308,9 @@ fn tls_connector(t: &RedisTls) -> Result<TlsConnector, String> {
 
 fn builder(e: &RedisEndpoint, requests_timeout: Duration) -> Result<Builder, String> {
     let mut b = Builder::from_config(fred_config(e)?);
-    b.set_policy(ReconnectPolicy::new_exponential(0, 100, 5000, 2));
+    // At most 2 s between attempts, so that every server is back soon after Redis is, and the
+    // offline queues (which wait for the others to subscribe again) are published soon.
+    b.set_policy(ReconnectPolicy::new_exponential(0, 100, 2000, 2));
     b.with_connection_config(|c| {
         c.connection_timeout = requests_timeout.max(Duration::from_secs(1));
         c.internal_command_timeout = requests_timeout.max(Duration::from_secs(1));
@@ -418,6 +423,7 @@ impl RedisAdapterFactory {
             tracker.clone(),
             runtime,
             cfg.requests_timeout,
+            cfg.offline_queue.clone(),
         );
         tasks.push(publisher_task);
 
@@ -437,6 +443,11 @@ impl RedisAdapterFactory {
     /// The configuration this factory was made with.
     pub fn config(&self) -> &RedisConfig {
         &self.config
+    }
+
+    /// What the offline queue holds and has done.
+    pub fn queue_stats(&self) -> QueueStats {
+        self.link.stats()
     }
 
     fn presence_key(&self, address: &str) -> String {

@@ -85,6 +85,21 @@ pub struct NativeStats {
     pub sockets: u32,
 }
 
+/// What the Redis adapter's offline queue holds and has done (see `OfflineQueue`).
+#[napi(object)]
+pub struct NativeQueueStats {
+    /// Messages waiting for Redis now.
+    pub queued: u32,
+    /// Their bytes.
+    pub queued_bytes: f64,
+    /// Messages published late, once Redis was back.
+    pub delivered: f64,
+    /// Messages dropped: the queue was full, they were too old, or it is disabled.
+    pub dropped: f64,
+    /// Outages seen.
+    pub outages: f64,
+}
+
 /// One native realtime server.
 #[napi]
 pub struct NativeServer {
@@ -630,6 +645,20 @@ impl NativeServer {
             })
             .collect();
         Ok(serde_json::Value::Array(list).to_string())
+    }
+
+    /// The Redis adapter's offline queue, or nothing without Redis.
+    #[napi]
+    pub fn offline_queue(&self) -> Option<NativeQueueStats> {
+        let factory = lock(&self.presence).clone()?;
+        let s = factory.queue_stats();
+        Some(NativeQueueStats {
+            queued: u32::try_from(s.queued).unwrap_or(u32::MAX),
+            queued_bytes: s.queued_bytes as f64,
+            delivered: s.delivered as f64,
+            dropped: s.dropped as f64,
+            outages: s.outages as f64,
+        })
     }
 
     /// Connection counters of this server.

@@ -73,6 +73,103 @@ pub struct RedisConfig {
     pub key: String,
     /// How long `fetchSockets`, `allRooms` and acknowledged `serverSideEmit` wait for answers.
     pub requests_timeout: Duration,
+    /// What is kept of the messages published while Redis is unreachable.
+    pub offline_queue: OfflineQueue,
+}
+
+/// The publisher's offline queue: messages published while the connection to Redis is down
+/// are kept, in order, and published once it is back and the other servers listen again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineQueue {
+    /// Bytes of messages kept at most; beyond that the oldest are dropped. 0 disables the queue
+    /// (messages published while Redis is down are dropped).
+    pub max_bytes: usize,
+    /// A message older than this when Redis is back is dropped instead of published.
+    pub max_age: Duration,
+    /// After a reconnection, how long to wait for the other servers to subscribe again (as far
+    /// as `PUBSUB NUMSUB` and `CLIENT LIST` show) before the queue is published anyway.
+    pub flush_wait: Duration,
+}
+
+impl OfflineQueue {
+    /// 8 MiB, 60 s, 5 s.
+    pub const DEFAULT: OfflineQueue = OfflineQueue {
+        max_bytes: 8 << 20,
+        max_age: Duration::from_secs(60),
+        flush_wait: Duration::from_secs(5),
+    };
+
+    /// Whether messages are kept at all.
+    pub fn enabled(&self) -> bool {
+        self.max_bytes > 0
+    }
+
+    /// `offlineQueue`: `true` or missing (the defaults), `false` (disabled), a number of bytes,
+    /// or `{maxBytes, maxAge, flushWait}` (bytes, ms, ms; each defaulted when missing).
+    fn from_json(v: Option<&Value>) -> Result<OfflineQueue, String> {
+        let path = format!("{ROOT}.offlineQueue");
+        let obj = match v {
+            None | Some(Value::Null) | Some(Value::Bool(true)) => return Ok(Self::DEFAULT),
+            Some(Value::Bool(false)) => {
+                return Ok(OfflineQueue {
+                    max_bytes: 0,
+                    ..Self::DEFAULT
+                })
+            }
+            Some(n @ Value::Number(_)) => {
+                return Ok(OfflineQueue {
+                    max_bytes: bytes(n, &path)?,
+                    ..Self::DEFAULT
+                })
+            }
+            Some(Value::Object(obj)) => obj,
+            Some(other) => {
+                return Err(format!(
+                    "{path} must be true, false, a number of bytes or {{maxBytes, maxAge, flushWait}}, got {}",
+                    kind(other)
+                ))
+            }
+        };
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !["maxBytes", "maxAge", "flushWait"].contains(&k.as_str()))
+        {
+            return Err(format!(
+                "{path}.{k} is unknown (expected maxBytes, maxAge, flushWait)"
+            ));
+        }
+        let mut q = Self::DEFAULT;
+        if let Some(v) = obj.get("maxBytes").filter(|v| !v.is_null()) {
+            q.max_bytes = bytes(v, &format!("{path}.maxBytes"))?;
+        }
+        if let Some(v) = obj.get("maxAge").filter(|v| !v.is_null()) {
+            q.max_age = millis(v, &format!("{path}.maxAge"))?;
+        }
+        if let Some(v) = obj.get("flushWait").filter(|v| !v.is_null()) {
+            q.flush_wait = millis(v, &format!("{path}.flushWait"))?;
+        }
+        Ok(q)
+    }
+}
+
+fn bytes(v: &Value, path: &str) -> Result<usize, String> {
+    match v.as_f64() {
+        Some(n) if n.is_finite() && n >= 0.0 && n <= (1u64 << 40) as f64 => Ok(n as usize),
+        _ => Err(format!(
+            "{path} must be a number of bytes (0 to disable), got {v}"
+        )),
+    }
+}
+
+fn millis(v: &Value, path: &str) -> Result<Duration, String> {
+    match v.as_f64() {
+        Some(ms) if ms.is_finite() && (0.0..=86_400_000.0).contains(&ms) => {
+            Ok(Duration::from_millis(ms.ceil() as u64))
+        }
+        _ => Err(format!(
+            "{path} must be a number of milliseconds (0 to 86400000), got {v}"
+        )),
+    }
 }
 
 impl Default for RedisConfig {
@@ -82,6 +179,7 @@ impl Default for RedisConfig {
             subscriber: RedisEndpoint::default(),
             key: DEFAULT_KEY.to_owned(),
             requests_timeout: DEFAULT_REQUESTS_TIMEOUT,
+            offline_queue: OfflineQueue::DEFAULT,
         }
     }
 }
@@ -91,8 +189,11 @@ impl RedisConfig {
     /// `{pub: {...}, sub: {...}}`, each endpoint also taking `url` (`redis://user:pass@host:port/db`),
     /// `password`, `username`, `db` (directly or inside node_redis' `option`); at the top level
     /// `key` or `prefix` (channel prefix, default `"realtime"`) and `requestsTimeout` (ms,
-    /// default 5000). A plain string is taken as a URL. Unknown node_redis options are ignored;
-    /// a wrong type or value is an error naming the key.
+    /// default 5000) and `offlineQueue` (see [`OfflineQueue`]). A plain string is taken as a
+    /// URL; node-redis 4's `{socket: {host, port}}` is read too. Unknown node_redis options
+    /// beside an address are ignored; an object with no address and unknown keys, or one naming
+    /// another topology (Sentinel, Cluster, a Unix socket), is an error, as is a wrong type or
+    /// value, each naming the key.
     pub fn from_json(v: &Value) -> Result<RedisConfig, String> {
         let root = match v {
             Value::String(url) => {
@@ -159,11 +260,14 @@ impl RedisConfig {
             }
         };
 
+        let offline_queue = OfflineQueue::from_json(root.get("offlineQueue"))?;
+
         Ok(RedisConfig {
             publisher,
             subscriber,
             key,
             requests_timeout,
+            offline_queue,
         })
     }
 }
@@ -280,28 +384,127 @@ fn tls(v: &Value, path: &str) -> Result<Option<RedisTls>, String> {
     Ok(Some(RedisTls { ca, servername }))
 }
 
-/// One endpoint: `{host, port, url, password, username, db, tls, option: {...}}`.
+/// Keys that name a Redis topology other than one server, and what it is.
+const OTHER_TOPOLOGIES: [(&str, &str); 7] = [
+    ("sentinels", "Redis Sentinel"),
+    ("sentinel", "Redis Sentinel"),
+    ("nodes", "Redis Cluster"),
+    ("rootNodes", "Redis Cluster"),
+    ("startupNodes", "Redis Cluster"),
+    ("cluster", "Redis Cluster"),
+    ("path", "a Unix socket"),
+];
+/// Keys an endpoint (or the top level of `cluster.redis`) may have besides its address.
+const ENDPOINT_KEYS: [&str; 15] = [
+    "password",
+    "database",
+    "auth_pass",
+    "username",
+    "db",
+    "tls",
+    "option",
+    "key",
+    "prefix",
+    "requestsTimeout",
+    "offlineQueue",
+    "*",
+    "pub",
+    "sub",
+    "name",
+];
+const SHAPES: &str = r#"{host, port}, {url: "redis://host:port"}, {"*": {host, port, option}} or {pub: {...}, sub: {...}}"#;
+
+/// Refuses what would otherwise be read as the default server: another topology, or an object
+/// without any address key (`host`, `port`, `url`, node-redis' `socket`) whose keys are unknown.
+fn check_shape(obj: &Map<String, Value>, path: &str) -> Result<(), String> {
+    if let Some((k, what)) = OTHER_TOPOLOGIES
+        .iter()
+        .find(|(k, _)| obj.get(*k).is_some_and(|v| !v.is_null()))
+    {
+        return Err(format!(
+            "{path}.{k}: {what} is not supported; give one Redis server as {SHAPES}"
+        ));
+    }
+    let addressed = ["host", "port", "url", "socket"]
+        .iter()
+        .any(|k| obj.get(*k).is_some_and(|v| !v.is_null()));
+    let unknown: Vec<&str> = obj
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !ENDPOINT_KEYS.contains(k))
+        .collect();
+    if !addressed && !unknown.is_empty() {
+        return Err(format!(
+            "{path}: unknown shape (keys {}); expected {SHAPES}",
+            unknown.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// One endpoint: `{host, port, url, password, username, db, tls, option: {...}}`, or
+/// node-redis 4's `{socket: {host, port, tls, ca, servername}, url, password, username,
+/// database}`.
 fn endpoint(v: &Value, path: &str) -> Result<RedisEndpoint, String> {
     let obj = match v {
         Value::String(url) => return parse_url(url, path),
         Value::Object(obj) => obj,
         other => return Err(format!("{path} must be an object, got {}", kind(other))),
     };
+    check_shape(obj, path)?;
     let mut e = match obj.get("url") {
         None | Some(Value::Null) => RedisEndpoint::default(),
         Some(Value::String(url)) => parse_url(url, &format!("{path}.url"))?,
         Some(other) => return Err(format!("{path}.url must be a string, got {}", kind(other))),
     };
+    // node-redis 4: the address and TLS live in `socket`, the database is `database`.
+    let mut socket_tls = None;
+    match obj.get("socket") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(socket)) => {
+            let sp = format!("{path}.socket");
+            if let Some(h) = socket.get("host").filter(|h| !h.is_null()) {
+                e.host = non_empty_string(h, &format!("{sp}.host"))?;
+            }
+            if let Some(p) = socket.get("port").filter(|p| !p.is_null()) {
+                e.port = port(p, &format!("{sp}.port"))?;
+            }
+            if let Some(p) = socket.get("path").filter(|p| !p.is_null()) {
+                return Err(format!(
+                    "{sp}.path: a Unix socket is not supported (got {p}); give host and port"
+                ));
+            }
+            match socket.get("tls") {
+                None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+                Some(Value::Bool(true)) => {
+                    socket_tls = Some(tls(&Value::Object(socket.clone()), &sp)?)
+                }
+                Some(other) => {
+                    return Err(format!("{sp}.tls must be a boolean, got {}", kind(other)))
+                }
+            }
+        }
+        Some(other) => {
+            return Err(format!(
+                "{path}.socket must be an object, got {}",
+                kind(other)
+            ))
+        }
+    }
+    if let Some(d) = obj.get("database").filter(|d| !d.is_null()) {
+        e.db = Some(db(d, &format!("{path}.database"))?);
+    }
     if let Some(h) = obj.get("host").filter(|h| !h.is_null()) {
         e.host = non_empty_string(h, &format!("{path}.host"))?;
     }
     if let Some(p) = obj.get("port").filter(|p| !p.is_null()) {
         e.port = port(p, &format!("{path}.port"))?;
     }
-    // `tls` on the endpoint wins over node_redis' `option.tls`, and both over the URL's scheme.
+    // `tls` on the endpoint wins over node_redis' `option.tls` (and node-redis' `socket.tls`),
+    // and all of them over the URL's scheme.
     let mut tls_setting = match obj.get("tls") {
         Some(t) => Some(tls(t, &format!("{path}.tls"))?),
-        None => None,
+        None => socket_tls,
     };
 
     // node_redis' options object: `password` / `auth_pass`, `db`, `tls`.
@@ -469,6 +672,39 @@ mod tests {
     }
 
     #[test]
+    fn node_redis_4_socket_shape() {
+        let c = RedisConfig::from_json(
+            &json!({"socket": {"host": "r4", "port": 6400}, "password": "pw", "database": 1}),
+        )
+        .unwrap();
+        let mut want = ep("r4", 6400);
+        want.password = Some("pw".into());
+        want.db = Some(1);
+        assert_eq!(c.publisher, want);
+        let c = RedisConfig::from_json(&json!({"socket": {"host": "r", "tls": true}})).unwrap();
+        assert_eq!(c.publisher.tls, Some(RedisTls::default()));
+        // Node options beside an address are ignored.
+        let c = RedisConfig::from_json(&json!({"host": "h", "family": 4})).unwrap();
+        assert_eq!(c.publisher, ep("h", 6379));
+    }
+
+    #[test]
+    fn offline_queue() {
+        let q = |v: Value| RedisConfig::from_json(&v).unwrap().offline_queue;
+        assert_eq!(q(json!({"host": "h"})), OfflineQueue::DEFAULT);
+        assert!(!q(json!({"offlineQueue": false})).enabled());
+        assert_eq!(q(json!({"offlineQueue": 1000})).max_bytes, 1000);
+        assert_eq!(
+            q(json!({"offlineQueue": {"maxAge": 2000, "flushWait": 100.5}})),
+            OfflineQueue {
+                max_age: Duration::from_secs(2),
+                flush_wait: Duration::from_millis(101),
+                ..OfflineQueue::DEFAULT
+            }
+        );
+    }
+
+    #[test]
     fn urls() {
         let c =
             RedisConfig::from_json(&json!({"url": "redis://u:p%40ss@h.example:7000/3"})).unwrap();
@@ -539,6 +775,36 @@ mod tests {
             ),
             (json!({"password": 5}), "cluster.redis.password"),
             (json!([1]), "cluster.redis must be an object"),
+            (
+                json!({"sentinels": [{"host": "a", "port": 26379}], "name": "m"}),
+                "cluster.redis.sentinels: Redis Sentinel is not supported",
+            ),
+            (
+                json!({"nodes": [{"host": "a", "port": 7000}]}),
+                "Redis Cluster is not supported",
+            ),
+            (
+                json!({"hosts": ["a:6379"]}),
+                "cluster.redis: unknown shape (keys hosts)",
+            ),
+            (
+                json!({"*": {"server": "a"}}),
+                "cluster.redis.*: unknown shape (keys server)",
+            ),
+            (json!({"path": "/tmp/redis.sock"}), "a Unix socket"),
+            (
+                json!({"socket": {"path": "/tmp/redis.sock"}}),
+                "cluster.redis.socket.path",
+            ),
+            (json!({"offlineQueue": "big"}), "cluster.redis.offlineQueue"),
+            (
+                json!({"offlineQueue": {"max": 1}}),
+                "cluster.redis.offlineQueue.max is unknown",
+            ),
+            (
+                json!({"offlineQueue": {"maxAge": -5}}),
+                "cluster.redis.offlineQueue.maxAge",
+            ),
         ];
         for (v, want) in cases {
             let e = RedisConfig::from_json(&v).unwrap_err();

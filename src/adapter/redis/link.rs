@@ -1,9 +1,22 @@
 //! The publishing side of the Redis connection: an ordered, bounded, never-blocking publish
-//! queue, direct commands with a deadline, connection status tracking, a liveness check of both
-//! connections and throttled logging.
+//! queue that keeps what is published while Redis is away (the offline queue), direct commands
+//! with a deadline, connection status tracking, a liveness check of both connections and
+//! throttled logging.
+//!
+//! The offline queue: while the publisher cannot publish (its connection is down, or stalled
+//! past the liveness deadline), messages wait in order, up to [`OfflineQueue::max_bytes`]
+//! (oldest dropped first). Once the connection is back, they are published only after this
+//! server's own subscriber is up and the request channels of its namespaces have as many
+//! subscribers as before the outage (`PUBSUB NUMSUB`, and the pattern subscriptions that
+//! `CLIENT LIST` shows), or [`OfflineQueue::flush_wait`] has passed; messages published
+//! meanwhile queue behind them. A publish that was written but lost with its connection is
+//! queued again in its place. Requests, which wait for answers, are never queued: they fail at
+//! once while Redis is away.
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -13,18 +26,42 @@ use fred::clients::Client;
 use fred::error::ErrorKind;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::config::Options;
-use fred::types::ClientState;
+use fred::types::{ClientState, ClusterHash, CustomCommand};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::config::OfflineQueue;
 use crate::adapter::AdapterError;
 
-/// Messages waiting to be handed to Redis; beyond this, publishes are dropped (and logged).
+/// Messages waiting to be taken by the publisher task; beyond this, publishes are dropped (and
+/// logged). The task takes them at once, into the offline queue when Redis is away.
 const OUTBOX_CAPACITY: usize = 4096;
 /// Publishes awaiting Redis' reply at once.
 const MAX_IN_FLIGHT: usize = 1024;
+/// Bytes a message is counted for in the offline queue besides its channel and body.
+const QUEUED_OVERHEAD: usize = 64;
+/// What waits for a slow (but connected) Redis when the offline queue is disabled.
+const DISABLED_QUEUE_BYTES: usize = 1 << 20;
+/// Times a message is written before it is given up.
+const MAX_ATTEMPTS: u8 = 5;
+/// Pause after a failed publish before the next attempt.
+const RETRY_DELAY: Duration = Duration::from_millis(100);
+/// How often a held publisher looks at its connection (besides status changes).
+const HOLD_CHECK_EVERY: Duration = Duration::from_millis(250);
+/// How often the subscriber counts to return to after an outage are taken.
+const BASELINE_EVERY: Duration = Duration::from_millis(500);
+/// The level to return to is the highest count seen over this long before the outage (a
+/// server that left earlier is not waited for).
+const BASELINE_WINDOW: Duration = Duration::from_secs(10);
+/// How often, after a reconnection, the subscriber counts are checked.
+const HEARD_CHECK_EVERY: Duration = Duration::from_millis(50);
+/// How long a connection may stall (no answer to `PING`) before it is given up and
+/// re-established. Until then it is reported down but kept: a server that was only frozen
+/// answers everything written to it once it runs again, and what it sends its subscribers
+/// arrives, so nothing is lost or done twice.
+const STALL_LIMIT: Duration = Duration::from_secs(20);
 /// Shortest interval between two log lines of the same kind.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 /// How often each connection is checked with a `PING`.
@@ -76,11 +113,38 @@ struct Outgoing {
     done: Option<oneshot::Sender<Result<(), String>>>,
 }
 
+/// What the offline queue has done since the factory started.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Messages waiting now.
+    pub queued: usize,
+    /// Their bytes.
+    pub queued_bytes: usize,
+    /// Messages published late, after Redis came back.
+    pub delivered: u64,
+    /// Messages dropped because the queue was full, they were too old, or it is disabled.
+    pub dropped: u64,
+    /// Outages (the publisher not able to publish) seen.
+    pub outages: u64,
+}
+
+/// State the publisher task shares with the [`Link`].
+#[derive(Default)]
+struct Shared {
+    /// Publishing straight through: connected, and nothing waits in the offline queue.
+    live: AtomicBool,
+    /// Request channels (with how many namespaces use each) whose subscribers must be back
+    /// before the queue is published after an outage.
+    watched: Mutex<HashMap<String, usize>>,
+    stats: Mutex<QueueStats>,
+}
+
 /// The publisher connection shared by every namespace of a factory.
 pub struct Link {
     client: Client,
     status: Arc<StatusTracker>,
     outbox: mpsc::Sender<Outgoing>,
+    shared: Arc<Shared>,
     /// Runtime the adapter's tasks run on.
     pub runtime: Handle,
     /// Deadline of each Redis command and of cluster requests.
@@ -89,24 +153,37 @@ pub struct Link {
 }
 
 impl Link {
-    /// Wraps a connected client and starts the task that drains the publish queue in order.
+    /// Wraps a connected client and starts the task that publishes in order (and keeps what
+    /// cannot be published while Redis is away, as `queue` says).
     pub fn start(
         client: Client,
         status: Arc<StatusTracker>,
         runtime: Handle,
         requests_timeout: Duration,
+        queue: OfflineQueue,
     ) -> (Arc<Link>, JoinHandle<()>) {
         let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
-        let task = runtime.spawn(run_publisher(
-            client.clone(),
-            rx,
-            command_options(requests_timeout),
-            Arc::new(Throttle::default()),
-        ));
+        let shared = Arc::new(Shared::default());
+        shared.live.store(true, Ordering::SeqCst);
+        let publisher = Publisher {
+            client: client.clone(),
+            status: status.clone(),
+            shared: shared.clone(),
+            probe: command_options(requests_timeout),
+            queue,
+            backlog: VecDeque::new(),
+            backlog_bytes: 0,
+            next_seq: 0,
+            outage: None,
+            samples: VecDeque::new(),
+            errors: Throttle::default(),
+        };
+        let task = runtime.spawn(publisher.run(rx));
         let link = Link {
             client,
             status,
             outbox,
+            shared,
             runtime,
             requests_timeout,
             overflow: Throttle::default(),
@@ -119,26 +196,27 @@ impl Link {
         command_options(self.requests_timeout)
     }
 
-    /// `Err(Unavailable)` at once while the publisher connection is known to be down (the
-    /// client itself only notices when it starts reconnecting, and would queue commands).
+    /// `Err(Unavailable)` at once while the publisher cannot publish straight through: its
+    /// connection is known to be down, or it is back but still publishing what was queued
+    /// meanwhile (the client itself only notices a lost connection when it starts
+    /// reconnecting, and would queue commands).
     pub fn check(&self) -> Result<(), AdapterError> {
-        if self.status.is_up(Role::Publisher) {
-            Ok(())
-        } else {
+        if !self.status.is_up(Role::Publisher) {
             Err(AdapterError::Unavailable(
-                "the connection to Redis is down".into(),
+                "the connection to Redis is down (reconnecting)".into(),
             ))
+        } else if !self.shared.live.load(Ordering::SeqCst) {
+            Err(AdapterError::Unavailable(
+                "Redis is back, but the messages queued while it was down are still being published".into(),
+            ))
+        } else {
+            Ok(())
         }
     }
 
-    /// Publishes without waiting. When Redis is down the message is dropped and logged;
-    /// when the queue is full (Redis slower than the server) likewise.
+    /// Publishes without waiting, in order. While Redis is away the message waits in the
+    /// offline queue (or is dropped when that is disabled or full, counted and logged).
     pub fn publish(&self, channel: String, body: impl Into<Bytes>) {
-        if self.check().is_err() {
-            self.overflow
-                .log(|| format!("Redis is down, dropped a message for {channel}"));
-            return;
-        }
         let item = Outgoing {
             channel,
             body: body.into(),
@@ -150,12 +228,16 @@ impl Link {
                     o.channel.clone()
                 }
             };
+            if let Ok(mut stats) = self.shared.stats.lock() {
+                stats.dropped += 1;
+            }
             self.overflow
                 .log(|| format!("publish queue full or closed, dropped a message for {channel}"));
         }
     }
 
-    /// Publishes in order with the queued messages and waits until Redis accepted it.
+    /// Publishes in order with the queued messages and waits until Redis accepted it. Fails at
+    /// once (never queued) while Redis is away.
     pub async fn publish_confirmed(
         &self,
         channel: String,
@@ -189,6 +271,30 @@ impl Link {
             .map_err(unavailable)?;
         Ok(numsub_count(&reply))
     }
+
+    /// After an outage, the queue waits until `channel` has as many subscribers as before.
+    pub fn watch_channel(&self, channel: &str) {
+        if let Ok(mut w) = self.shared.watched.lock() {
+            *w.entry(channel.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// Undoes one [`Link::watch_channel`].
+    pub fn unwatch_channel(&self, channel: &str) {
+        if let Ok(mut w) = self.shared.watched.lock() {
+            if let Some(n) = w.get_mut(channel) {
+                *n -= 1;
+                if *n == 0 {
+                    w.remove(channel);
+                }
+            }
+        }
+    }
+
+    /// The offline queue's counters.
+    pub fn stats(&self) -> QueueStats {
+        self.shared.stats.lock().map(|s| *s).unwrap_or_default()
+    }
 }
 
 /// `PUBSUB NUMSUB ch` answers `[ch, n]` (or a map `{ch: n}` over RESP3).
@@ -200,6 +306,15 @@ fn numsub_count(reply: &fred::types::Value) -> usize {
         _ => None,
     };
     n.and_then(|n| usize::try_from(n).ok()).unwrap_or(0)
+}
+
+/// `CLIENT LIST TYPE pubsub`: the pattern subscriptions (`psub=N`) of all pub/sub clients.
+fn pattern_subscriptions(list: &str) -> usize {
+    list.lines()
+        .flat_map(|line| line.split(' '))
+        .filter_map(|field| field.strip_prefix("psub="))
+        .filter_map(|n| n.trim().parse::<usize>().ok())
+        .sum()
 }
 
 /// A Redis error as an [`AdapterError`].
@@ -220,56 +335,487 @@ fn command_options(timeout: Duration) -> Options {
     }
 }
 
-type InFlight = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A `PUBLISH` has no deadline of its own: on a connection that stalls (a frozen server) it
+/// completes when the server wakes up, in order, and fails only when the connection is lost.
+fn publish_options() -> Options {
+    Options {
+        fail_fast: true,
+        timeout: None,
+        max_attempts: Some(1),
+        ..Options::default()
+    }
+}
 
-/// Drains the queue. Each PUBLISH is polled once as soon as it is taken, which hands it to the
-/// client's command queue in order; its reply is awaited alongside the next ones.
-async fn run_publisher(
+/// One message on its way to Redis, numbered in the order it was published.
+struct Queued {
+    seq: u64,
+    at: Instant,
+    attempts: u8,
+    /// Held back by an outage (published late, or dropped when too old).
+    late: bool,
+    item: Outgoing,
+}
+
+impl Queued {
+    fn size(&self) -> usize {
+        self.item.channel.len() + self.item.body.len() + QUEUED_OVERHEAD
+    }
+}
+
+type InFlight = Pin<Box<dyn Future<Output = (Queued, Result<(), fred::error::Error>)> + Send>>;
+
+/// What the publisher task is doing.
+enum Mode {
+    /// Publishing as messages come.
+    Sending,
+    /// The connection is down or failed a publish: messages wait until it is up (checked at
+    /// the earliest at the instant given).
+    Holding(Instant),
+    /// The connection is back; waiting for the other servers to subscribe again.
+    Waiting(Pin<Box<dyn Future<Output = bool> + Send>>),
+}
+
+/// Subscriber counts while all was well: the level to wait for after an outage.
+#[derive(Default, Clone)]
+struct Baseline {
+    numsub: HashMap<String, usize>,
+    patterns: Option<usize>,
+}
+
+/// Counts of one outage, for its log line.
+struct Outage {
+    since: Instant,
+    queued: u64,
+    dropped: u64,
+    drop_logged: bool,
+}
+
+struct Publisher {
     client: Client,
-    mut rx: mpsc::Receiver<Outgoing>,
-    options: Options,
-    errors: Arc<Throttle>,
-) {
-    let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
-    loop {
-        tokio::select! {
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            item = rx.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
-                let Some(item) = item else { break };
-                let mut fut = publish_one(client.clone(), options.clone(), item, errors.clone());
-                let pending = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx).is_pending())).await;
-                if pending {
-                    in_flight.push(fut);
+    status: Arc<StatusTracker>,
+    shared: Arc<Shared>,
+    /// Options of the commands that check who listens.
+    probe: Options,
+    queue: OfflineQueue,
+    backlog: VecDeque<Queued>,
+    backlog_bytes: usize,
+    next_seq: u64,
+    outage: Option<Outage>,
+    /// Counts seen while all was well, newest last, over [`BASELINE_WINDOW`].
+    samples: VecDeque<(Instant, Baseline)>,
+    errors: Throttle,
+}
+
+impl Publisher {
+    fn seen(&mut self, counts: Baseline) {
+        let now = Instant::now();
+        while self
+            .samples
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > BASELINE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((now, counts));
+    }
+
+    /// The highest counts seen lately: what to wait for after an outage.
+    fn baseline(&self) -> Baseline {
+        let mut b = Baseline::default();
+        for (_, s) in &self.samples {
+            for (ch, n) in &s.numsub {
+                let e = b.numsub.entry(ch.clone()).or_default();
+                *e = (*e).max(*n);
+            }
+            if let Some(p) = s.patterns {
+                b.patterns = Some(b.patterns.unwrap_or(0).max(p));
+            }
+        }
+        b
+    }
+
+    /// Drains `rx` in order until every [`Link`] is gone. Each PUBLISH is polled once as soon
+    /// as it is sent, which hands it to the client's command queue in order; its reply is
+    /// awaited alongside the next ones.
+    async fn run(mut self, mut rx: mpsc::Receiver<Outgoing>) {
+        let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
+        let mut changes = self.status.changes();
+        let mut mode = Mode::Sending;
+        let mut tick = tokio::time::interval(HOLD_CHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sample = tokio::time::interval(BASELINE_EVERY);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sampling: Option<Pin<Box<dyn Future<Output = Option<Baseline>> + Send>>> = None;
+        let mut open = true;
+        let mut watching = true;
+        while open || !in_flight.is_empty() {
+            tokio::select! {
+                Some((q, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    if self.finished(q, result) && matches!(mode, Mode::Sending) {
+                        mode = self.hold(Instant::now() + RETRY_DELAY);
+                    }
                 }
+                item = rx.recv(), if open => match item {
+                    Some(item) => self.accept(item, &mode),
+                    None => open = false,
+                },
+                changed = changes.changed(), if watching => {
+                    // The tracker outlives this task; should it not, the tick does the work.
+                    watching = changed.is_ok();
+                    mode = self.step(mode);
+                }
+                _ = tick.tick(), if !matches!(mode, Mode::Sending) => mode = self.step(mode),
+                heard = async {
+                    match &mut mode {
+                        Mode::Waiting(wait) => wait.await,
+                        _ => std::future::pending().await,
+                    }
+                } => {
+                    if !heard {
+                        log(&format!(
+                            "publishing the offline queue although not every server has subscribed again within {} ms",
+                            self.queue.flush_wait.as_millis()
+                        ));
+                    }
+                    mode = Mode::Sending;
+                }
+                _ = sample.tick(), if sampling.is_none() && matches!(mode, Mode::Sending) => {
+                    sampling = Some(Box::pin(listeners(self.client.clone(), self.probe.clone(), self.watched())));
+                }
+                seen = async {
+                    match &mut sampling {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    sampling = None;
+                    // Only a level seen while all was well counts.
+                    if let (Some(seen), Mode::Sending) = (seen, &mode) {
+                        if self.status.is_up(Role::Publisher) && self.status.is_up(Role::Subscriber) {
+                            self.seen(seen);
+                        }
+                    }
+                }
+            }
+            if matches!(mode, Mode::Sending) {
+                if !self.status.is_up(Role::Publisher) {
+                    mode = self.hold(Instant::now());
+                } else {
+                    self.pump(&mut in_flight).await;
+                    if self.backlog.is_empty() {
+                        self.back_to_live();
+                    }
+                }
+            }
+        }
+        self.drop_all("the adapter closed");
+    }
+
+    /// Request channels to count subscribers of.
+    fn watched(&self) -> Vec<String> {
+        self.shared
+            .watched
+            .lock()
+            .map(|w| w.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Takes one message from the outbox: into the queue, or refused when it is a request
+    /// (which must not wait) and Redis is away.
+    fn accept(&mut self, item: Outgoing, mode: &Mode) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let away = !matches!(mode, Mode::Sending) || !self.status.is_up(Role::Publisher);
+        let q = Queued {
+            seq,
+            at: Instant::now(),
+            attempts: 0,
+            late: away,
+            item,
+        };
+        if away {
+            if let Some(done) = q.item.done {
+                let _ = done.send(Err("the connection to Redis is down (reconnecting)".into()));
+                return;
+            }
+            if !self.queue.enabled() {
+                self.count_dropped(1);
+                self.errors.log(|| {
+                    format!(
+                        "Redis is down and the offline queue is disabled; dropped a message for {}",
+                        q.item.channel
+                    )
+                });
+                return;
+            }
+            if let Some(o) = &mut self.outage {
+                o.queued += 1;
+            }
+        }
+        self.enqueue(q);
+    }
+
+    /// Puts `q` in the queue in publishing order, dropping the oldest beyond the byte limit.
+    fn enqueue(&mut self, q: Queued) {
+        self.backlog_bytes += q.size();
+        let at = self.backlog.partition_point(|x| x.seq < q.seq);
+        self.backlog.insert(at, q);
+        let limit = if self.queue.enabled() {
+            self.queue.max_bytes
+        } else {
+            DISABLED_QUEUE_BYTES
+        };
+        let mut dropped = 0;
+        while self.backlog_bytes > limit && self.backlog.len() > 1 {
+            let Some(old) = self.backlog.pop_front() else {
+                break;
+            };
+            self.backlog_bytes -= old.size();
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.count_dropped(dropped);
+            let limit = self.queue.max_bytes;
+            if let Some(o) = &mut self.outage {
+                if !o.drop_logged {
+                    o.drop_logged = true;
+                    log(&format!(
+                        "offline queue full ({limit} bytes): dropping the oldest messages until Redis is back"
+                    ));
+                }
+            }
+        }
+        self.publish_stats();
+    }
+
+    /// A publish finished. Returns whether it failed and goes back into the queue (to be tried
+    /// again after the reconnection) rather than being answered or given up.
+    fn finished(&mut self, mut q: Queued, result: Result<(), fred::error::Error>) -> bool {
+        let e = match result {
+            Ok(()) => {
+                if let Some(done) = q.item.done.take() {
+                    let _ = done.send(Ok(()));
+                }
+                return false;
+            }
+            Err(e) => e,
+        };
+        if let Some(done) = q.item.done.take() {
+            let _ = done.send(Err(e.to_string()));
+            return false;
+        }
+        q.attempts += 1;
+        q.late = true;
+        if !self.queue.enabled() || q.attempts >= MAX_ATTEMPTS {
+            self.count_dropped(1);
+            let channel = q.item.channel.clone();
+            self.errors
+                .log(|| format!("publish to {channel} failed, message dropped: {e}"));
+            return false;
+        }
+        self.start_outage();
+        if let Some(o) = &mut self.outage {
+            o.queued += 1;
+        }
+        self.enqueue(q);
+        true
+    }
+
+    /// Stops publishing until the connection is up again.
+    fn hold(&mut self, not_before: Instant) -> Mode {
+        self.start_outage();
+        Mode::Holding(not_before)
+    }
+
+    fn start_outage(&mut self) {
+        self.shared.live.store(false, Ordering::SeqCst);
+        if self.outage.is_none() {
+            self.outage = Some(Outage {
+                since: Instant::now(),
+                queued: 0,
+                dropped: 0,
+                drop_logged: false,
+            });
+            if let Ok(mut s) = self.shared.stats.lock() {
+                s.outages += 1;
             }
         }
     }
-    while in_flight.next().await.is_some() {}
-}
 
-fn publish_one(
-    client: Client,
-    options: Options,
-    item: Outgoing,
-    errors: Arc<Throttle>,
-) -> InFlight {
-    Box::pin(async move {
-        let result: Result<i64, _> = client
-            .with_options(&options)
-            .publish(item.channel.as_str(), item.body)
-            .await;
-        let result = result.map(|_| ()).map_err(|e| e.to_string());
-        match item.done {
-            Some(done) => {
-                let _ = done.send(result);
+    /// Moves on from `mode` as the connection's state allows.
+    fn step(&mut self, mode: Mode) -> Mode {
+        let connected =
+            self.status.is_up(Role::Publisher) && self.client.state() == ClientState::Connected;
+        match mode {
+            Mode::Sending if !self.status.is_up(Role::Publisher) => self.hold(Instant::now()),
+            Mode::Holding(not_before) if connected && Instant::now() >= not_before => {
+                if !self.queue.enabled() {
+                    return Mode::Sending;
+                }
+                // Even with nothing queued yet: what is published before the others listen
+                // again would be lost, so it waits too.
+                Mode::Waiting(Box::pin(heard_again(
+                    self.client.clone(),
+                    self.probe.clone(),
+                    self.status.clone(),
+                    self.baseline(),
+                    self.queue.flush_wait,
+                )))
             }
-            None => {
-                if let Err(e) = result {
-                    errors.log(|| format!("publish to {} failed: {e}", item.channel));
+            Mode::Waiting(_) if !connected => self.hold(Instant::now()),
+            other => other,
+        }
+    }
+
+    /// Publishes from the front of the queue while the in-flight limit allows.
+    async fn pump(&mut self, in_flight: &mut FuturesUnordered<InFlight>) {
+        let now = Instant::now();
+        let mut expired = 0;
+        while in_flight.len() < MAX_IN_FLIGHT {
+            let Some(q) = self.backlog.pop_front() else {
+                break;
+            };
+            self.backlog_bytes -= q.size();
+            if q.late {
+                if now.duration_since(q.at) > self.queue.max_age {
+                    expired += 1;
+                    continue;
+                }
+                if let Ok(mut s) = self.shared.stats.lock() {
+                    s.delivered += 1;
+                }
+            }
+            let mut fut = publish_one(self.client.clone(), q);
+            let polled = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+            match polled {
+                Poll::Pending => in_flight.push(fut),
+                // Refused at once (the client is not connected): keep it, stop sending.
+                Poll::Ready((q, result)) => {
+                    if self.finished(q, result) {
+                        break;
+                    }
                 }
             }
         }
+        if expired > 0 {
+            self.count_dropped(expired);
+            let age = self.queue.max_age.as_millis();
+            log(&format!(
+                "dropped {expired} queued messages older than {age} ms"
+            ));
+        }
+        self.publish_stats();
+    }
+
+    /// Everything queued went out: publish straight through again, and log the outage.
+    fn back_to_live(&mut self) {
+        self.shared.live.store(true, Ordering::SeqCst);
+        if let Some(o) = self.outage.take() {
+            if o.queued > 0 || o.dropped > 0 {
+                log(&format!(
+                    "Redis outage over after {} ms: {} messages published late, {} dropped",
+                    o.since.elapsed().as_millis(),
+                    o.queued.saturating_sub(o.dropped),
+                    o.dropped
+                ));
+            }
+        }
+    }
+
+    fn count_dropped(&mut self, n: u64) {
+        if let Some(o) = &mut self.outage {
+            o.dropped += n;
+        }
+        if let Ok(mut s) = self.shared.stats.lock() {
+            s.dropped += n;
+        }
+    }
+
+    fn publish_stats(&self) {
+        if let Ok(mut s) = self.shared.stats.lock() {
+            s.queued = self.backlog.len();
+            s.queued_bytes = self.backlog_bytes;
+        }
+    }
+
+    fn drop_all(&mut self, why: &str) {
+        let n = self.backlog.len() as u64;
+        for q in self.backlog.drain(..) {
+            if let Some(done) = q.item.done {
+                let _ = done.send(Err(why.to_owned()));
+            }
+        }
+        self.backlog_bytes = 0;
+        if n > 0 {
+            self.count_dropped(n);
+            log(&format!("{why}: {n} queued messages dropped"));
+        }
+        self.publish_stats();
+    }
+}
+
+fn publish_one(client: Client, q: Queued) -> InFlight {
+    Box::pin(async move {
+        let result: Result<i64, _> = client
+            .with_options(&publish_options())
+            .publish(q.item.channel.as_str(), q.item.body.clone())
+            .await;
+        (q, result.map(|_| ()))
     })
+}
+
+/// Who listens now: subscribers of each of `channels`, and all pattern subscriptions.
+async fn listeners(client: Client, options: Options, channels: Vec<String>) -> Option<Baseline> {
+    let c = client.with_options(&options);
+    let mut numsub = HashMap::new();
+    for channel in channels {
+        let reply: fred::types::Value = c.pubsub_numsub(channel.as_str()).await.ok()?;
+        numsub.insert(channel, numsub_count(&reply));
+    }
+    let list: Result<String, _> = c
+        .custom(
+            CustomCommand::new_static("CLIENT", ClusterHash::Random, false),
+            vec!["LIST", "TYPE", "pubsub"],
+        )
+        .await;
+    Some(Baseline {
+        numsub,
+        patterns: list.ok().map(|l| pattern_subscriptions(&l)),
+    })
+}
+
+/// Waits until our own subscriber is up and the servers listen again as before the outage
+/// (`true`), or `wait` has passed (`false`).
+async fn heard_again(
+    client: Client,
+    options: Options,
+    status: Arc<StatusTracker>,
+    before: Baseline,
+    wait: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if status.is_up(Role::Subscriber) {
+            let channels = before.numsub.keys().cloned().collect();
+            if let Some(now) = listeners(client.clone(), options.clone(), channels).await {
+                let channels_back = before
+                    .numsub
+                    .iter()
+                    .all(|(ch, n)| now.numsub.get(ch).copied().unwrap_or(0) >= *n);
+                let patterns_back = match (before.patterns, now.patterns) {
+                    (Some(b), Some(n)) => n >= b,
+                    _ => true,
+                };
+                if channels_back && patterns_back {
+                    return true;
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(HEARD_CHECK_EVERY).await;
+    }
 }
 
 /// How the adapter's Redis connections are doing.
@@ -296,6 +842,8 @@ pub struct StatusTracker {
     callback: StatusCallback,
     server: String,
     state: Mutex<StatusState>,
+    /// Told of every change of either connection.
+    changes: watch::Sender<()>,
 }
 
 /// Which connection an event is about.
@@ -323,7 +871,13 @@ impl StatusTracker {
             callback,
             server,
             state: Mutex::new(StatusState::default()),
+            changes: watch::channel(()).0,
         })
+    }
+
+    /// Wakes on every change of either connection's state.
+    pub fn changes(&self) -> watch::Receiver<()> {
+        self.changes.subscribe()
     }
 
     /// Records that `role` is up or down and reports a change of the overall status.
@@ -334,6 +888,7 @@ impl StatusTracker {
                 return;
             }
             s.up[role as usize] = up;
+            self.changes.send_replace(());
             let all_up = s.up.iter().all(|u| *u);
             // Nothing is reported before the first time both are up (that is `connect`'s job).
             if s.reported == Some(all_up) || (s.reported.is_none() && !all_up) {
@@ -424,9 +979,10 @@ pub fn ping_deadline(requests_timeout: Duration) -> Duration {
 /// Checks one connection every [`PING_EVERY`] with a `PING` that must be answered within
 /// `deadline`. A connection that stays open but does not answer (a stopped server, a network
 /// path that silently drops packets) is otherwise only noticed by the first command that times
-/// out, and is never re-established: when the deadline passes, the connection is reported down
-/// and a reconnection is forced. It is reported up again by [`watch`] once the client has
-/// reconnected (or here, if a later `PING` is answered on the same connection).
+/// out, and is never re-established: when the deadline passes, the connection is reported
+/// down, and once it has not answered for [`STALL_LIMIT`] a reconnection is forced. It is
+/// reported up again here when a later `PING` is answered on the same connection (a frozen
+/// server that runs again), or by [`watch`] once the client has reconnected.
 ///
 /// On the subscriber connection `PING` is allowed in subscribed mode (RESP2 answers
 /// `["pong", ""]`, which the client hands back as the command's reply).
@@ -446,23 +1002,24 @@ where
     runtime.spawn(async move {
         let mut tick = tokio::time::interval(PING_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Whether this check reported the connection down and has not seen it answer since.
-        let mut missed = false;
+        // Since when the connection has not answered (reported down by this check).
+        let mut stalled: Option<Instant> = None;
         loop {
             tick.tick().await;
             if client.state() != ClientState::Connected {
                 // Not connected: the client is (re)connecting by itself and `watch` reports it.
+                stalled = None;
                 continue;
             }
             drained(&mut reconnects);
+            let asked = Instant::now();
             let answer: Result<fred::types::Value, _> =
                 client.with_options(&options).ping(None).await;
             match answer {
                 Ok(_) => {
-                    if missed && client.state() == ClientState::Connected {
+                    if stalled.take().is_some() && client.state() == ClientState::Connected {
                         tracker.set(role, true, String::new);
                     }
-                    missed = false;
                 }
                 // Any other failure means the connection went away or Redis answered with an
                 // error (it is alive). A timeout while the client is not connected, or after
@@ -470,18 +1027,24 @@ where
                 Err(e)
                     if *e.kind() != ErrorKind::Timeout
                         || client.state() != ClientState::Connected
-                        || drained(&mut reconnects) => {}
+                        || drained(&mut reconnects) =>
+                {
+                    stalled = None;
+                }
                 Err(_) => {
-                    missed = true;
+                    let since = *stalled.get_or_insert(asked);
                     tracker.set(role, false, || {
                         format!(
                             "connection: no answer to PING within {} ms",
                             deadline.as_millis()
                         )
                     });
-                    // Resolves once reconnected; no further PING is due until then.
-                    if let Err(e) = client.force_reconnection().await {
-                        failures.log(|| format!("{} reconnection failed: {e}", role.name()));
+                    if since.elapsed() >= STALL_LIMIT {
+                        // Resolves once reconnected; no further PING is due until then.
+                        stalled = None;
+                        if let Err(e) = client.force_reconnection().await {
+                            failures.log(|| format!("{} reconnection failed: {e}", role.name()));
+                        }
                     }
                 }
             }

@@ -106,8 +106,10 @@ impl Namespace {
         link: Arc<Link>,
     ) -> Arc<Namespace> {
         let uid = random_id(10);
+        let channels = Channels::new(key, &name, &uid);
+        link.watch_channel(&channels.request);
         Arc::new(Namespace {
-            channels: Channels::new(key, &name, &uid),
+            channels,
             name,
             uid,
             local,
@@ -126,7 +128,9 @@ impl Namespace {
 
     /// Stops serving; requests waiting for answers fail as unavailable.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.link.unwatch_channel(&self.channels.request);
+        }
         if let Ok(mut pending) = self.pending.lock() {
             pending.clear();
         }
@@ -788,6 +792,7 @@ mod tests {
             status,
             tokio::runtime::Handle::current(),
             Duration::from_millis(10),
+            crate::adapter::redis::OfflineQueue::DEFAULT,
         );
         let counting = Arc::new(Counting::default());
         let local: Arc<dyn LocalNamespace> = counting.clone();
