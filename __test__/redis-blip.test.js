@@ -75,7 +75,7 @@ async function expectAll(receivers, tag, n) {
  * `workers` native workers on one redis-server, with a v4 (websocket) and a v2 (polling, then
  * websocket) receiver on each, and two senders on worker 0.
  */
-function clusterSuite(workers) {
+function clusterSuite(workers, redisShape) {
   return () => {
     const children = new u.Children();
     const redisProcess = new u.Children();
@@ -91,7 +91,7 @@ function clusterSuite(workers) {
     before(async () => {
       redis = await new u.RedisServer(redisProcess).start();
       base = await u.freePorts(workers);
-      procs = await Promise.all(range(workers).map((i) => u.forkWorker(children, i, { base, redisPort: redis.port, key: `blip${workers}` })));
+      procs = await Promise.all(range(workers).map((i) => u.forkWorker(children, i, { base, redisPort: redis.port, key: `blip${workers}`, redisShape })));
       const sender = (name) => {
         const c = u.client(4, base);
         c.label = name;
@@ -200,10 +200,10 @@ function clusterSuite(workers) {
   };
 }
 
-describe("Redis blips under steady traffic, 2 workers", { skip: redisBin.skip, timeout: 180000 }, clusterSuite(2));
-describe("Redis blips under steady traffic, 4 workers", { skip: redisBin.skip, timeout: 180000 }, clusterSuite(4));
+describe("Redis blips under steady traffic, 2 workers ({host, port})", { skip: redisBin.skip, timeout: 180000 }, clusterSuite(2));
+describe("Redis blips under steady traffic, 4 workers ({url})", { skip: redisBin.skip, timeout: 180000 }, clusterSuite(4, "url"));
 
-describe("an outage longer than the offline queue", { skip: redisBin.skip, timeout: 60000 }, () => {
+describe("an outage longer than the offline queue ({\"*\": {host, port, option}})", { skip: redisBin.skip, timeout: 60000 }, () => {
   const children = new u.Children();
   const redisProcess = new u.Children();
   const MAX_BYTES = 4000;
@@ -217,7 +217,7 @@ describe("an outage longer than the offline queue", { skip: redisBin.skip, timeo
     redis = await new u.RedisServer(redisProcess).start();
     base = await u.freePorts(2);
     procs = await Promise.all(
-      [0, 1].map((i) => u.forkWorker(children, i, { base, redisPort: redis.port, key: "blipfull", offlineQueue: { maxBytes: MAX_BYTES }, captureStderr: true })),
+      [0, 1].map((i) => u.forkWorker(children, i, { base, redisPort: redis.port, key: "blipfull", offlineQueue: { maxBytes: MAX_BYTES }, redisShape: "star", captureStderr: true })),
     );
     sender = u.client(4, base);
     receiver = u.client(2, base + 1);
@@ -271,7 +271,7 @@ describe("an outage longer than the offline queue", { skip: redisBin.skip, timeo
   });
 });
 
-describe("a Node socket.io server in the cluster during an outage", { skip: redisBin.skip, timeout: 60000 }, () => {
+describe("a Node socket.io server in the cluster during an outage ({pub, sub})", { skip: redisBin.skip, timeout: 60000 }, () => {
   const children = new u.Children();
   const redisProcess = new u.Children();
   const redisClients = [];
@@ -286,7 +286,7 @@ describe("a Node socket.io server in the cluster during an outage", { skip: redi
   before(async () => {
     redis = await new u.RedisServer(redisProcess).start();
     base = await u.freePorts(2);
-    await Promise.all([0, 1].map((i) => u.forkWorker(children, i, { base, redisPort: redis.port, key: "realtime" })));
+    await Promise.all([0, 1].map((i) => u.forkWorker(children, i, { base, redisPort: redis.port, key: "realtime", redisShape: "pubsub" })));
     const redisClient = async () => {
       const c = createClient({ url: `redis://127.0.0.1:${redis.port}` });
       c.on("error", () => {}); // node-redis reconnects by itself
@@ -332,4 +332,25 @@ describe("a Node socket.io server in the cluster during an outage", { skip: redi
     const n = traffic.kinds[0].sent;
     await expectAll([nodeReceiver, nativeReceiver], tag, n);
   });
+});
+
+describe("cluster.redis shapes that are not one Redis server", () => {
+  const { Realtime } = require("..");
+  const shapes = [
+    [{ sentinels: [{ host: "127.0.0.1", port: 26379 }], name: "mymaster" }, /cluster\.redis\.sentinels: Redis Sentinel is not supported/],
+    [{ nodes: [{ host: "127.0.0.1", port: 7000 }] }, /cluster\.redis\.nodes: Redis Cluster is not supported/],
+    [{ hosts: ["127.0.0.1:6379"] }, /cluster\.redis: unknown shape \(keys hosts\)/],
+    [{ "*": { server: "127.0.0.1" } }, /cluster\.redis\.\*: unknown shape \(keys server\)/],
+    [{ host: "127.0.0.1", offlineQueue: "big" }, /cluster\.redis\.offlineQueue must be/],
+  ];
+  for (const [redis, error] of shapes) {
+    test(`start() refuses ${JSON.stringify(redis)} with a clear error`, async () => {
+      const server = Realtime.createServer({ port: await u.freePorts(1), host: "127.0.0.1", shakehand: false, cluster: { enable: true, redis } }, true);
+      server.on("error", () => {});
+      const asked = Date.now();
+      await assert.rejects(server.start(), error);
+      assert.ok(Date.now() - asked < 1000, "refused before connecting anywhere");
+      await server.close().catch(() => {});
+    });
+  }
 });

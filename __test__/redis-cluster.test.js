@@ -442,6 +442,7 @@ describe("Redis over TLS", { skip: redisBin.skip || openssl.skip, timeout: 30000
   const tlsRedisProcess = new u.Children();
   let dir;
   let tlsPort;
+  let tlsRedis;
   let servers = [];
   let clients = [];
   before(async () => {
@@ -454,7 +455,7 @@ describe("Redis over TLS", { skip: redisBin.skip || openssl.skip, timeout: 30000
     run("x509", "-req", "-in", f("server.csr"), "-CA", f("ca.crt"), "-CAkey", f("ca.key"), "-CAcreateserial", "-days", "2", "-extfile", f("ext.cnf"), "-out", f("server.crt"));
     tlsPort = await u.freePorts(1);
     const tlsArgs = ["--tls-port", String(tlsPort), "--tls-cert-file", f("server.crt"), "--tls-key-file", f("server.key"), "--tls-ca-cert-file", f("ca.crt"), "--tls-auth-clients", "no"];
-    await new u.RedisServer(tlsRedisProcess, undefined, tlsArgs).start();
+    tlsRedis = await new u.RedisServer(tlsRedisProcess, undefined, tlsArgs).start();
   });
   after(async () => {
     u.closeAll(clients);
@@ -484,6 +485,19 @@ describe("Redis over TLS", { skip: redisBin.skip || openssl.skip, timeout: 30000
     for (const c of clients) await u.connected(c);
     servers[0].broadcastToAll("evt", { tag: "over-tls" });
     await u.expectDelivery(assert, clients, [a, b], "over-tls");
+
+    // A blip of the TLS Redis: what is broadcast meanwhile waits, and arrives once it is back.
+    const gone = new Promise((resolve) => tlsRedis.child.once("exit", resolve));
+    tlsRedis.child.kill("SIGKILL");
+    await gone;
+    await u.until(() => servers[0].offlineQueue().outages === 1, "worker 0 sees the outage", 5000);
+    for (let i = 0; i < 5; i++) servers[0].broadcastToAll("evt", { tag: "tls-blip" });
+    await u.until(() => u.count(a, "tls-blip") === 5, "local delivery during the blip", 3000);
+    assert.equal(u.count(b, "tls-blip"), 0, "worker 1 gets nothing while Redis is away");
+    await tlsRedis.start();
+    await u.until(() => u.count(b, "tls-blip") === 5, "the queued broadcasts reach worker 1 over TLS once Redis is back", 15000);
+    await u.delay(300);
+    assert.deepEqual([u.count(a, "tls-blip"), u.count(b, "tls-blip")], [5, 5]);
 
     // The same server, trusting only the system's roots: the handshake fails and start() says so.
     const untrusting = Realtime.createServer(

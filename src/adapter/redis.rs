@@ -15,7 +15,7 @@
 //!
 //! Both connections are checked with a `PING` every second; one that is not answered in time
 //! (a stopped Redis, a network path that silently drops packets) is reported down, and
-//! re-established when it stays silent for 20 s. While the publisher cannot publish, what the
+//! re-established when it stays silent for 10 s. While the publisher cannot publish, what the
 //! adapter publishes waits in an offline queue (see `link`) and is published once Redis and
 //! the other servers' subscriptions are back; requests fail at once with `Unavailable`.
 //!

@@ -61,7 +61,7 @@ const HEARD_CHECK_EVERY: Duration = Duration::from_millis(50);
 /// re-established. Until then it is reported down but kept: a server that was only frozen
 /// answers everything written to it once it runs again, and what it sends its subscribers
 /// arrives, so nothing is lost or done twice.
-const STALL_LIMIT: Duration = Duration::from_secs(20);
+const STALL_LIMIT: Duration = Duration::from_secs(10);
 /// Shortest interval between two log lines of the same kind.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 /// How often each connection is checked with a `PING`.
@@ -1090,6 +1090,114 @@ mod tests {
                 AdapterStatus::Connected,
             ]
         );
+    }
+
+    fn publisher(queue: OfflineQueue) -> Publisher {
+        let client = fred::types::Builder::default_centralized().build().unwrap();
+        let status = StatusTracker::new(Arc::new(|_| {}), "nowhere".into());
+        Publisher {
+            client,
+            status,
+            shared: Arc::new(Shared::default()),
+            probe: command_options(Duration::from_secs(1)),
+            queue,
+            backlog: VecDeque::new(),
+            backlog_bytes: 0,
+            next_seq: 0,
+            outage: None,
+            samples: VecDeque::new(),
+            errors: Throttle::default(),
+        }
+    }
+
+    fn message(body: &str) -> Outgoing {
+        Outgoing {
+            channel: "ch".into(),
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            done: None,
+        }
+    }
+
+    fn bodies(p: &Publisher) -> Vec<String> {
+        p.backlog
+            .iter()
+            .map(|q| String::from_utf8_lossy(&q.item.body).into_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_offline_queue_keeps_order_and_drops_the_oldest() {
+        // Room for three messages of 10 bytes (+ channel and overhead).
+        let one = 10 + 2 + QUEUED_OVERHEAD;
+        let mut p = publisher(OfflineQueue {
+            max_bytes: 3 * one,
+            ..OfflineQueue::DEFAULT
+        });
+        let away = Mode::Holding(Instant::now());
+        p.start_outage();
+        for i in 0..5 {
+            p.accept(message(&format!("message-{i}!")), &away);
+        }
+        assert_eq!(bodies(&p), ["message-2!", "message-3!", "message-4!"]);
+        assert!(p.backlog.iter().all(|q| q.late));
+        let stats = p.shared.stats.lock().unwrap().to_owned();
+        assert_eq!((stats.queued, stats.dropped, stats.outages), (3, 2, 1));
+        assert_eq!(stats.queued_bytes, 3 * one);
+
+        // A publish lost with its connection goes back in its place, ahead of newer ones.
+        let first = p.backlog.pop_front().unwrap();
+        p.backlog_bytes -= first.size();
+        let lost = fred::error::Error::new(ErrorKind::IO, "connection closed");
+        assert!(p.finished(first, Err(lost)));
+        assert_eq!(bodies(&p), ["message-2!", "message-3!", "message-4!"]);
+        assert_eq!(p.backlog[0].attempts, 1);
+
+        // A request is refused at once while Redis is away, never queued.
+        let (tx, mut rx) = oneshot::channel();
+        p.accept(
+            Outgoing {
+                done: Some(tx),
+                ..message("request")
+            },
+            &away,
+        );
+        assert!(rx.try_recv().unwrap().is_err());
+        assert_eq!(p.backlog.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_disabled_queue_drops_while_away() {
+        let mut p = publisher(OfflineQueue {
+            max_bytes: 0,
+            ..OfflineQueue::DEFAULT
+        });
+        p.start_outage();
+        p.accept(message("gone"), &Mode::Holding(Instant::now()));
+        assert!(p.backlog.is_empty());
+        assert_eq!(p.shared.stats.lock().unwrap().dropped, 1);
+    }
+
+    #[test]
+    fn the_baseline_is_the_highest_recent_count() {
+        let mut p = publisher(OfflineQueue::DEFAULT);
+        let sample = |n: usize, patterns: Option<usize>| Baseline {
+            numsub: HashMap::from([("req".to_owned(), n)]),
+            patterns,
+        };
+        p.seen(sample(1, Some(1)));
+        p.seen(sample(3, Some(4)));
+        p.seen(sample(2, None));
+        let b = p.baseline();
+        assert_eq!(b.numsub["req"], 3);
+        assert_eq!(b.patterns, Some(4));
+    }
+
+    #[test]
+    fn pattern_subscriptions_of_client_list() {
+        let list = "id=3 addr=127.0.0.1:5 name= age=1 db=0 sub=3 psub=1 ssub=0 cmd=psubscribe\n\
+                    id=4 addr=127.0.0.1:6 name= age=1 db=0 sub=3 psub=2 ssub=0 cmd=ping\n";
+        assert_eq!(pattern_subscriptions(list), 3);
+        assert_eq!(pattern_subscriptions(""), 0);
     }
 
     #[test]
