@@ -163,21 +163,8 @@ impl Link {
         queue: OfflineQueue,
     ) -> (Arc<Link>, JoinHandle<()>) {
         let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
-        let shared = Arc::new(Shared::default());
-        shared.live.store(true, Ordering::SeqCst);
-        let publisher = Publisher {
-            client: client.clone(),
-            status: status.clone(),
-            shared: shared.clone(),
-            probe: command_options(requests_timeout),
-            queue,
-            backlog: VecDeque::new(),
-            backlog_bytes: 0,
-            next_seq: 0,
-            outage: None,
-            samples: VecDeque::new(),
-            errors: Throttle::default(),
-        };
+        let publisher = Publisher::new(client.clone(), status.clone(), requests_timeout, queue);
+        let shared = publisher.shared.clone();
         let task = runtime.spawn(publisher.run(rx));
         let link = Link {
             client,
@@ -407,6 +394,29 @@ struct Publisher {
 }
 
 impl Publisher {
+    fn new(
+        client: Client,
+        status: Arc<StatusTracker>,
+        requests_timeout: Duration,
+        queue: OfflineQueue,
+    ) -> Publisher {
+        let shared = Arc::new(Shared::default());
+        shared.live.store(true, Ordering::SeqCst);
+        Publisher {
+            client,
+            status,
+            shared,
+            probe: command_options(requests_timeout),
+            queue,
+            backlog: VecDeque::new(),
+            backlog_bytes: 0,
+            next_seq: 0,
+            outage: None,
+            samples: VecDeque::new(),
+            errors: Throttle::default(),
+        }
+    }
+
     fn seen(&mut self, counts: Baseline) {
         let now = Instant::now();
         while self
@@ -1095,19 +1105,7 @@ mod tests {
     fn publisher(queue: OfflineQueue) -> Publisher {
         let client = fred::types::Builder::default_centralized().build().unwrap();
         let status = StatusTracker::new(Arc::new(|_| {}), "nowhere".into());
-        Publisher {
-            client,
-            status,
-            shared: Arc::new(Shared::default()),
-            probe: command_options(Duration::from_secs(1)),
-            queue,
-            backlog: VecDeque::new(),
-            backlog_bytes: 0,
-            next_seq: 0,
-            outage: None,
-            samples: VecDeque::new(),
-            errors: Throttle::default(),
-        }
+        Publisher::new(client, status, Duration::from_secs(1), queue)
     }
 
     fn message(body: &str) -> Outgoing {
