@@ -60,6 +60,8 @@ const INBOX_CAPACITY: usize = 1024;
 const SUBSCRIBER_BUFFER: usize = 8192;
 /// Time to live of a presence key written by [`RedisAdapterFactory::report_load`].
 pub const PRESENCE_TTL: Duration = Duration::from_secs(15);
+/// How often a sharded adapter on a Redis Cluster checks whether slots moved.
+const SLOT_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How long [`RedisAdapterFactory::close`] waits for Redis at each step.
 const CLOSE_STEP: Duration = Duration::from_secs(2);
 
@@ -559,7 +561,12 @@ impl RedisAdapterFactory {
         // Both are up now, whatever the watchers have seen yet.
         tracker.set(Role::Publisher, true, String::new);
         tracker.set(Role::Subscriber, true, String::new);
-        tasks.push(subscriber.manage_subscriptions());
+        tasks.push(runtime.spawn(keep_subscribed(
+            subscriber.clone(),
+            publisher.clone(),
+            matches!(cfg.topology, Topology::Cluster(_))
+                && matches!(cfg.mode, PubSubMode::Sharded(_)),
+        )));
         let deadline = link::ping_deadline(cfg.requests_timeout);
         tasks.push(link::keep_alive(
             publisher.clone(),
@@ -800,6 +807,74 @@ fn scan_reply(page: fred::types::Value) -> (Option<String>, Vec<String>) {
     };
     let cursor = parts.pop().and_then(|c| c.into_string());
     (cursor, keys)
+}
+
+/// Subscribes again to everything `subscriber` tracks: channels and patterns (each kind only
+/// when there are any), and shard channels grouped by hash slot (one `SSUBSCRIBE` may only
+/// name channels of one slot).
+async fn resubscribe(subscriber: &SubscriberClient) -> Result<(), fred::error::Error> {
+    let channels: Vec<String> = subscriber
+        .tracked_channels()
+        .into_iter()
+        .map(|c| c.to_string())
+        .collect();
+    if !channels.is_empty() {
+        subscriber.subscribe(channels).await?;
+    }
+    let patterns: Vec<String> = subscriber
+        .tracked_patterns()
+        .into_iter()
+        .map(|c| c.to_string())
+        .collect();
+    if !patterns.is_empty() {
+        subscriber.psubscribe(patterns).await?;
+    }
+    let shard: Vec<String> = subscriber
+        .tracked_shard_channels()
+        .into_iter()
+        .map(|c| c.to_string())
+        .collect();
+    for (_, group) in fred::util::group_by_hash_slot(shard)? {
+        subscriber.ssubscribe(Vec::from(group)).await?;
+    }
+    Ok(())
+}
+
+/// Keeps the subscriber's subscriptions: after every reconnection, and — for shard channels
+/// on a Redis Cluster (`follow_slots`) — whenever slots move, since Redis drops the shard
+/// subscriptions of a migrated slot and the client is not told in a way it acts on. Slot
+/// moves are noticed from either client's cluster-state changes and from a check every
+/// [`SLOT_CHECK_EVERY`].
+async fn keep_subscribed(subscriber: SubscriberClient, publisher: Client, follow_slots: bool) {
+    use fred::interfaces::ClusterInterface;
+    use tokio::sync::broadcast::error::RecvError;
+    let mut reconnects = subscriber.reconnect_rx();
+    let mut moved = publisher.cluster_change_rx();
+    let mut own_moves = subscriber.cluster_change_rx();
+    let mut tick = tokio::time::interval(SLOT_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let slots = |s: &SubscriberClient| s.cached_cluster_state().map(|c| c.slots().to_vec());
+    loop {
+        tokio::select! {
+            event = reconnects.recv() => match event {
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+            _ = moved.recv(), if follow_slots => {
+                let _ = subscriber.sync_cluster().await;
+            }
+            _ = own_moves.recv(), if follow_slots => {}
+            _ = tick.tick(), if follow_slots => {
+                let before = slots(&subscriber);
+                if subscriber.sync_cluster().await.is_err() || slots(&subscriber) == before {
+                    continue;
+                }
+            }
+        }
+        if let Err(e) = resubscribe(&subscriber).await {
+            log(&format!("subscribing again failed: {e}"));
+        }
+    }
 }
 
 async fn run_dispatch(mut messages: tokio::sync::broadcast::Receiver<Message>, hub: Weak<Hub>) {
