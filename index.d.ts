@@ -15,14 +15,46 @@ export interface RedisEndpoint {
   db?: number;
   /** node_redis-style options as weroll passed them (`auth_pass`, `db`…). */
   option?: Record<string, unknown>;
+  /** TLS: `true` (the system's trusted roots) or the CA to trust and the name to check. */
+  tls?: RedisTls;
 }
+
+/** TLS to Redis (`rediss://` URLs turn it on too). */
+export type RedisTls = boolean | { ca?: string | string[]; servername?: string };
 
 /**
  * `config.cluster.redis`: one endpoint for both connections, `{"*": endpoint}`, or
  * `{pub, sub}`; `key` / `prefix` name the channel prefix (default `"realtime"`; use
  * `"socket.io"` to share a cluster with Node servers on @socket.io/redis-adapter's default).
  */
-export type RealtimeRedisConfig = (RedisEndpoint | { "*": RedisEndpoint } | { pub: RedisEndpoint; sub: RedisEndpoint }) & {
+/** A Redis server as a list entry: `{host, port}` or `"host:port"`. */
+export type RedisNode = { host?: string; port: number | string } | string;
+
+/** Credentials and TLS of a Redis Cluster's nodes or of a Sentinel-managed master. */
+export interface RedisAuth {
+  username?: string;
+  password?: string;
+  tls?: RedisTls;
+}
+
+/** A Redis Cluster, found through seed nodes (the rest is discovered). */
+export interface RedisClusterTopology extends RedisAuth {
+  cluster: RedisNode[];
+}
+
+/** The master the sentinels know as `name`; `sentinel.username/password` authenticate to them. */
+export interface RedisSentinelTopology extends RedisAuth {
+  sentinel: { name: string; nodes: RedisNode[]; username?: string; password?: string };
+  db?: number;
+}
+
+export type RealtimeRedisConfig = (
+  | RedisEndpoint
+  | { "*": RedisEndpoint }
+  | { pub: RedisEndpoint; sub: RedisEndpoint }
+  | RedisClusterTopology
+  | RedisSentinelTopology
+) & {
   key?: string;
   prefix?: string;
   /** How long cluster requests (fetchSockets, serverSideEmit with ack, invoke) wait, ms. */
@@ -76,6 +108,10 @@ export interface RealtimeClusterConfig {
   presenceInterval?: number;
   /** The Redis adapter's offline queue, when `redis` does not set it. */
   offlineQueue?: OfflineQueueConfig;
+  /** `"classic"` (default: PUBLISH/PSUBSCRIBE, as `createAdapter`) or `"sharded"` (Redis 7, as `createShardedAdapter`). */
+  adapter?: "classic" | "sharded";
+  /** Sharded mode: which room channels a server subscribes to (default `"dynamic"`). */
+  subscriptionMode?: "static" | "dynamic" | "dynamic-private";
 }
 
 /** Checks a shakehand's credentials; may answer through `callback` or a returned Promise. */
