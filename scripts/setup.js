@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Makes sure the system programs the tests and the demo start (redis-server, redis-cli, nginx,
-// chromium, openssl) are installed, then that the native addon is built. Run by `npm test` and `npm run demo`.
+// chromium, openssl) are installed, then that the native addon is built. Run by `npm test` and
+// `npm run demo`.
 //
 // A missing program is installed with apt-get when we are root on Debian/Ubuntu; otherwise the
 // command to run is printed. Only what the current task cannot do without is fatal: redis-server
