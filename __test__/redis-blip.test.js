@@ -337,8 +337,8 @@ describe("a Node socket.io server in the cluster during an outage ({pub, sub})",
 describe("cluster.redis shapes that are not one Redis server", () => {
   const { Realtime } = require("..");
   const shapes = [
-    [{ sentinels: [{ host: "127.0.0.1", port: 26379 }], name: "mymaster" }, /cluster\.redis\.sentinels: Redis Sentinel is not supported/],
-    [{ nodes: [{ host: "127.0.0.1", port: 7000 }] }, /cluster\.redis\.nodes: Redis Cluster is not supported/],
+    [{ sentinels: [{ host: "127.0.0.1", port: 26379 }], name: "mymaster" }, /cluster\.redis\.sentinels: Redis Sentinel is given as \{sentinel:/],
+    [{ nodes: [{ host: "127.0.0.1", port: 7000 }] }, /cluster\.redis\.nodes: a Redis Cluster is given as \{cluster:/],
     [{ hosts: ["127.0.0.1:6379"] }, /cluster\.redis: unknown shape \(keys hosts\)/],
     [{ "*": { server: "127.0.0.1" } }, /cluster\.redis\.\*: unknown shape \(keys server\)/],
     [{ host: "127.0.0.1", offlineQueue: "big" }, /cluster\.redis\.offlineQueue must be/],

@@ -19,7 +19,7 @@
 //! adapter publishes waits in an offline queue (see `link`) and is published once Redis and
 //! the other servers' subscriptions are back; requests fail at once with `Unavailable`.
 //!
-//! The factory also keeps a small presence registry (`P#presence#ADDRESS` keys with a TTL) so
+//! The factory also keeps a small presence registry (`{P#presence}#ADDRESS` keys with a TTL) so
 //! that a client can be sent to the least loaded worker.
 
 mod config;
@@ -42,7 +42,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    OfflineQueue, RedisConfig, RedisEndpoint, RedisTls, DEFAULT_KEY, DEFAULT_REQUESTS_TIMEOUT,
+    OfflineQueue, RedisConfig, RedisEndpoint, RedisTls, Topology, DEFAULT_KEY,
+    DEFAULT_REQUESTS_TIMEOUT,
 };
 pub use link::{AdapterStatus, QueueStats, StatusCallback};
 pub use namespace::RedisAdapter;
@@ -260,17 +261,40 @@ pub struct RedisAdapterFactory {
     closed: AtomicBool,
 }
 
-fn fred_config(e: &RedisEndpoint) -> Result<Config, String> {
-    let mut server = fred::types::config::Server::new(e.host.clone(), e.port);
+fn fred_config(topology: &Topology, e: &RedisEndpoint) -> Result<Config, String> {
     let tls = match &e.tls {
         None => None,
-        Some(t) => {
-            server.tls_server_name = t.servername.clone().map(Into::into);
-            Some(tls_connector(t)?.into())
-        }
+        Some(t) => Some(tls_connector(t)?.into()),
+    };
+    let server_name = e.tls.as_ref().and_then(|t| t.servername.clone());
+    let node = |host: &str, port: u16| {
+        let mut server = fred::types::config::Server::new(host, port);
+        server.tls_server_name = server_name.clone().map(Into::into);
+        server
+    };
+    let nodes = |list: &[(String, u16)]| list.iter().map(|(h, p)| node(h, *p)).collect();
+    let server = match topology {
+        Topology::Single => ServerConfig::Centralized {
+            server: node(&e.host, e.port),
+        },
+        Topology::Cluster(seeds) => ServerConfig::Clustered {
+            hosts: nodes(seeds),
+            policy: Default::default(),
+        },
+        Topology::Sentinel {
+            name,
+            nodes: sentinels,
+            username,
+            password,
+        } => ServerConfig::Sentinel {
+            hosts: nodes(sentinels),
+            service_name: name.clone(),
+            username: username.clone(),
+            password: password.clone(),
+        },
     };
     Ok(Config {
-        server: ServerConfig::Centralized { server },
+        server,
         username: e.username.clone(),
         password: e.password.clone(),
         database: e.db,
@@ -306,8 +330,12 @@ fn tls_connector(t: &RedisTls) -> Result<TlsConnector, String> {
         .into())
 }
 
-fn builder(e: &RedisEndpoint, requests_timeout: Duration) -> Result<Builder, String> {
-    let mut b = Builder::from_config(fred_config(e)?);
+fn builder(
+    topology: &Topology,
+    e: &RedisEndpoint,
+    requests_timeout: Duration,
+) -> Result<Builder, String> {
+    let mut b = Builder::from_config(fred_config(topology, e)?);
     // At most 2 s between attempts, so that every server is back soon after Redis is, and the
     // offline queues (which wait for the others to subscribe again) are published soon.
     b.set_policy(ReconnectPolicy::new_exponential(0, 100, 2000, 2));
@@ -330,20 +358,44 @@ impl RedisAdapterFactory {
         status: StatusCallback,
     ) -> Result<Arc<RedisAdapterFactory>, String> {
         let runtime = Handle::current();
-        let server = if cfg.publisher == cfg.subscriber {
-            cfg.publisher.to_string()
-        } else {
-            format!(
+        let list = |nodes: &[(String, u16)]| {
+            nodes
+                .iter()
+                .map(|(h, p)| format!("{h}:{p}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let server = match &cfg.topology {
+            Topology::Cluster(seeds) => format!("the Redis Cluster of {}", list(seeds)),
+            Topology::Sentinel { name, nodes, .. } => {
+                format!("master {name:?} of the sentinels {}", list(nodes))
+            }
+            Topology::Single if cfg.publisher == cfg.subscriber => cfg.publisher.to_string(),
+            Topology::Single => format!(
                 "{} (publisher) / {} (subscriber)",
                 cfg.publisher, cfg.subscriber
-            )
+            ),
         };
-        let tracker = StatusTracker::new(status, server);
+        // What a failure to connect says, naming the configuration key to look at.
+        let cannot = |role: &str, endpoint: &RedisEndpoint, e: fred::error::Error| {
+            match &cfg
+            .topology
+        {
+            Topology::Single => format!("cannot connect to Redis at {endpoint} ({role}): {e}"),
+            Topology::Cluster(_) => format!(
+                "cluster.redis.cluster: cannot join {server} ({role}); is each seed a node of a Redis Cluster (cluster-enabled yes) and reachable? {e}"
+            ),
+            Topology::Sentinel { .. } => format!(
+                "cluster.redis.sentinel.name: cannot reach {server} ({role}); do the sentinels (cluster.redis.sentinel.nodes) know a master of that name? {e}"
+            ),
+        }
+        };
+        let tracker = StatusTracker::new(status, server.clone());
 
-        let publisher = builder(&cfg.publisher, cfg.requests_timeout)
+        let publisher = builder(&cfg.topology, &cfg.publisher, cfg.requests_timeout)
             .and_then(|b| b.build().map_err(|e| e.to_string()))
             .map_err(|e| format!("Redis publisher for {}: {e}", cfg.publisher))?;
-        let mut sub_builder = builder(&cfg.subscriber, cfg.requests_timeout)
+        let mut sub_builder = builder(&cfg.topology, &cfg.subscriber, cfg.requests_timeout)
             .map_err(|e| format!("Redis subscriber for {}: {e}", cfg.subscriber))?;
         sub_builder.with_performance_config(|p| p.broadcast_channel_capacity = SUBSCRIBER_BUFFER);
         let subscriber = sub_builder
@@ -368,18 +420,14 @@ impl RedisAdapterFactory {
         let messages = subscriber.message_rx();
 
         let connected = async {
-            publisher.init().await.map_err(|e| {
-                format!(
-                    "cannot connect to Redis at {} (publisher): {e}",
-                    cfg.publisher
-                )
-            })?;
-            subscriber.init().await.map_err(|e| {
-                format!(
-                    "cannot connect to Redis at {} (subscriber): {e}",
-                    cfg.subscriber
-                )
-            })?;
+            publisher
+                .init()
+                .await
+                .map_err(|e| cannot("publisher", &cfg.publisher, e))?;
+            subscriber
+                .init()
+                .await
+                .map_err(|e| cannot("subscriber", &cfg.subscriber, e))?;
             Ok::<(), String>(())
         }
         .await;
@@ -450,8 +498,10 @@ impl RedisAdapterFactory {
         self.link.stats()
     }
 
+    /// `{P#presence}#ADDRESS`: one hash slot for all of them, so that a Redis Cluster keeps
+    /// them on one node, where `SCAN` and `MGET` find them together.
     fn presence_key(&self, address: &str) -> String {
-        format!("{}#presence#{address}", self.config.key)
+        format!("{{{}#presence}}#{address}", self.config.key)
     }
 
     /// Publishes that the worker reachable at `address` has `connections` clients; the entry

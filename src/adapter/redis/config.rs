@@ -62,9 +62,34 @@ impl std::fmt::Display for RedisEndpoint {
     }
 }
 
+/// Which Redis deployment the adapter talks to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Topology {
+    /// One server: the endpoints' own host and port.
+    #[default]
+    Single,
+    /// A Redis Cluster, found through these seed nodes (the rest is discovered); the endpoints
+    /// give the credentials and TLS.
+    Cluster(Vec<(String, u16)>),
+    /// The master that these sentinels know as `name`; the endpoints give the master's
+    /// credentials, database and TLS.
+    Sentinel {
+        /// The master's name in the sentinels' configuration.
+        name: String,
+        /// Sentinels to ask.
+        nodes: Vec<(String, u16)>,
+        /// ACL user to authenticate to the sentinels with.
+        username: Option<String>,
+        /// Password of the sentinels.
+        password: Option<String>,
+    },
+}
+
 /// Settings of the Redis adapter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
+    /// The deployment: one server, a Cluster, or a Sentinel-managed master.
+    pub topology: Topology,
     /// Server the publishing client connects to.
     pub publisher: RedisEndpoint,
     /// Server the subscribing client connects to (normally the same).
@@ -175,6 +200,7 @@ fn millis(v: &Value, path: &str) -> Result<Duration, String> {
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
+            topology: Topology::Single,
             publisher: RedisEndpoint::default(),
             subscriber: RedisEndpoint::default(),
             key: DEFAULT_KEY.to_owned(),
@@ -229,6 +255,24 @@ impl RedisConfig {
             },
         };
 
+        let offline_queue = OfflineQueue::from_json(root.get("offlineQueue"))?;
+        let grown = |topology, endpoint: RedisEndpoint| RedisConfig {
+            topology,
+            publisher: endpoint.clone(),
+            subscriber: endpoint,
+            key: key.clone(),
+            requests_timeout,
+            offline_queue: offline_queue.clone(),
+        };
+        if let Some(c) = root.get("cluster").filter(|v| !v.is_null()) {
+            let (nodes, endpoint) = cluster(c, root)?;
+            return Ok(grown(Topology::Cluster(nodes), endpoint));
+        }
+        if let Some(s) = root.get("sentinel").filter(|v| !v.is_null()) {
+            let (topology, endpoint) = sentinel(s, root)?;
+            return Ok(grown(topology, endpoint));
+        }
+
         let both = root.get("*").filter(|v| !v.is_null());
         let publisher = root.get("pub").filter(|v| !v.is_null());
         let subscriber = root.get("sub").filter(|v| !v.is_null());
@@ -260,9 +304,8 @@ impl RedisConfig {
             }
         };
 
-        let offline_queue = OfflineQueue::from_json(root.get("offlineQueue"))?;
-
         Ok(RedisConfig {
+            topology: Topology::Single,
             publisher,
             subscriber,
             key,
@@ -384,15 +427,33 @@ fn tls(v: &Value, path: &str) -> Result<Option<RedisTls>, String> {
     Ok(Some(RedisTls { ca, servername }))
 }
 
-/// Keys that name a Redis topology other than one server, and what it is.
+/// Keys that name a topology in a shape this does not read, and how to write it instead.
 const OTHER_TOPOLOGIES: [(&str, &str); 7] = [
-    ("sentinels", "Redis Sentinel"),
-    ("sentinel", "Redis Sentinel"),
-    ("nodes", "Redis Cluster"),
-    ("rootNodes", "Redis Cluster"),
-    ("startupNodes", "Redis Cluster"),
-    ("cluster", "Redis Cluster"),
-    ("path", "a Unix socket"),
+    (
+        "sentinels",
+        r#"Redis Sentinel is given as {sentinel: {name, nodes: [{host, port}, ...]}} at the top of cluster.redis"#,
+    ),
+    (
+        "sentinel",
+        r#"Redis Sentinel is given as {sentinel: {name, nodes: [{host, port}, ...]}} at the top of cluster.redis"#,
+    ),
+    (
+        "nodes",
+        r#"a Redis Cluster is given as {cluster: [{host, port}, ...]} at the top of cluster.redis"#,
+    ),
+    (
+        "rootNodes",
+        r#"a Redis Cluster is given as {cluster: [{host, port}, ...]} at the top of cluster.redis"#,
+    ),
+    (
+        "startupNodes",
+        r#"a Redis Cluster is given as {cluster: [{host, port}, ...]} at the top of cluster.redis"#,
+    ),
+    (
+        "cluster",
+        r#"a Redis Cluster is given as {cluster: [{host, port}, ...]} at the top of cluster.redis"#,
+    ),
+    ("path", "a Unix socket is not supported"),
 ];
 /// Keys an endpoint (or the top level of `cluster.redis`) may have besides its address.
 const ENDPOINT_KEYS: [&str; 15] = [
@@ -413,16 +474,18 @@ const ENDPOINT_KEYS: [&str; 15] = [
     "name",
 ];
 const SHAPES: &str = r#"{host, port}, {url: "redis://host:port"}, {"*": {host, port, option}} or {pub: {...}, sub: {...}}"#;
+/// The other topologies, for error messages.
+const GROWN: &str = r#"a Redis Cluster as {cluster: [{host, port}, ...]}, Sentinel as {sentinel: {name, nodes: [{host, port}, ...]}}"#;
 
 /// Refuses what would otherwise be read as the default server: another topology, or an object
 /// without any address key (`host`, `port`, `url`, node-redis' `socket`) whose keys are unknown.
 fn check_shape(obj: &Map<String, Value>, path: &str) -> Result<(), String> {
-    if let Some((k, what)) = OTHER_TOPOLOGIES
+    if let Some((k, how)) = OTHER_TOPOLOGIES
         .iter()
         .find(|(k, _)| obj.get(*k).is_some_and(|v| !v.is_null()))
     {
         return Err(format!(
-            "{path}.{k}: {what} is not supported; give one Redis server as {SHAPES}"
+            "{path}.{k}: {how}; one server is given as {SHAPES}"
         ));
     }
     let addressed = ["host", "port", "url", "socket"]
@@ -435,11 +498,113 @@ fn check_shape(obj: &Map<String, Value>, path: &str) -> Result<(), String> {
         .collect();
     if !addressed && !unknown.is_empty() {
         return Err(format!(
-            "{path}: unknown shape (keys {}); expected {SHAPES}",
+            "{path}: unknown shape (keys {}); expected {SHAPES}, or {GROWN}",
             unknown.join(", ")
         ));
     }
     Ok(())
+}
+
+/// `[{host, port} | "host:port", ...]`, at least one.
+fn node_list(v: &Value, path: &str) -> Result<Vec<(String, u16)>, String> {
+    let Value::Array(list) = v else {
+        return Err(format!(
+            "{path} must be a list of {{host, port}}, got {}",
+            kind(v)
+        ));
+    };
+    if list.is_empty() {
+        return Err(format!("{path} must name at least one node"));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let at = format!("{path}[{i}]");
+            match node {
+                Value::Object(o) => {
+                    let host = match o.get("host").filter(|h| !h.is_null()) {
+                        Some(h) => non_empty_string(h, &format!("{at}.host"))?,
+                        None => DEFAULT_HOST.to_owned(),
+                    };
+                    let p = o
+                        .get("port")
+                        .filter(|p| !p.is_null())
+                        .ok_or_else(|| format!("{at}.port is missing"))?;
+                    Ok((host, port(p, &format!("{at}.port"))?))
+                }
+                Value::String(hp) => {
+                    let (h, p) = hp
+                        .rsplit_once(':')
+                        .ok_or_else(|| format!("{at} must be \"host:port\", got {hp:?}"))?;
+                    let h = h.trim_start_matches('[').trim_end_matches(']');
+                    Ok((h.to_owned(), port(&Value::String(p.to_owned()), &at)?))
+                }
+                other => Err(format!(
+                    "{at} must be {{host, port}} or \"host:port\", got {}",
+                    kind(other)
+                )),
+            }
+        })
+        .collect()
+}
+
+/// The keys of `root` other than `skip`, as an endpoint object (credentials, TLS, db).
+fn credentials(root: &Map<String, Value>, skip: &str) -> Result<RedisEndpoint, String> {
+    let mut rest = root.clone();
+    rest.remove(skip);
+    for k in ["host", "port", "url", "socket", "*", "pub", "sub"] {
+        if rest.get(k).is_some_and(|v| !v.is_null()) {
+            return Err(format!(
+                "{ROOT}.{k} cannot be given with {ROOT}.{skip} (the nodes come from {ROOT}.{skip})"
+            ));
+        }
+    }
+    endpoint(&Value::Object(rest), ROOT)
+}
+
+/// `{cluster: [seed, ...], password, username, tls}`.
+fn cluster(
+    nodes: &Value,
+    root: &Map<String, Value>,
+) -> Result<(Vec<(String, u16)>, RedisEndpoint), String> {
+    let nodes = node_list(nodes, &format!("{ROOT}.cluster"))?;
+    let mut e = credentials(root, "cluster")?;
+    if e.db.is_some_and(|d| d != 0) {
+        return Err(format!("{ROOT}.db: a Redis Cluster has only database 0"));
+    }
+    e.db = None;
+    (e.host, e.port) = nodes[0].clone();
+    Ok((nodes, e))
+}
+
+/// `{sentinel: {name, nodes: [...], password, username}, password, username, db, tls}`.
+fn sentinel(v: &Value, root: &Map<String, Value>) -> Result<(Topology, RedisEndpoint), String> {
+    let path = format!("{ROOT}.sentinel");
+    let Value::Object(s) = v else {
+        return Err(format!(
+            "{path} must be {{name, nodes: [{{host, port}}, ...]}}, got {}",
+            kind(v)
+        ));
+    };
+    let name = match s.get("name").filter(|n| !n.is_null()) {
+        Some(n) => non_empty_string(n, &format!("{path}.name"))?,
+        None => return Err(format!("{path}.name is missing (the master's name)")),
+    };
+    let nodes = match s.get("nodes").filter(|n| !n.is_null()) {
+        Some(n) => node_list(n, &format!("{path}.nodes"))?,
+        None => return Err(format!("{path}.nodes is missing (the sentinels)")),
+    };
+    let username = optional_string(s, "username", &path)?;
+    let password = optional_string(s, "password", &path)?;
+    let mut e = credentials(root, "sentinel")?;
+    (e.host, e.port) = nodes[0].clone();
+    let topology = Topology::Sentinel {
+        name,
+        nodes,
+        username,
+        password,
+    };
+    Ok((topology, e))
 }
 
 /// One endpoint: `{host, port, url, password, username, db, tls, option: {...}}`, or
@@ -689,6 +854,44 @@ mod tests {
     }
 
     #[test]
+    fn cluster_and_sentinel() {
+        let c = RedisConfig::from_json(&json!({
+            "cluster": [{"host": "n1", "port": 7000}, "n2:7001"],
+            "password": "pw",
+            "tls": true,
+            "key": "k"
+        }))
+        .unwrap();
+        assert_eq!(
+            c.topology,
+            Topology::Cluster(vec![("n1".into(), 7000), ("n2".into(), 7001)])
+        );
+        assert_eq!(c.publisher.password.as_deref(), Some("pw"));
+        assert_eq!(c.publisher.tls, Some(RedisTls::default()));
+        assert_eq!((c.publisher.host.as_str(), c.publisher.port), ("n1", 7000));
+        assert_eq!(c.key, "k");
+
+        let c = RedisConfig::from_json(&json!({
+            "sentinel": {"name": "mymaster", "nodes": [{"host": "s1", "port": 26379}], "password": "spw"},
+            "password": "mpw",
+            "db": 3
+        }))
+        .unwrap();
+        assert_eq!(
+            c.topology,
+            Topology::Sentinel {
+                name: "mymaster".into(),
+                nodes: vec![("s1".into(), 26379)],
+                username: None,
+                password: Some("spw".into()),
+            }
+        );
+        assert_eq!(c.publisher.password.as_deref(), Some("mpw"));
+        assert_eq!(c.publisher.db, Some(3));
+        assert_eq!(c.subscriber, c.publisher);
+    }
+
+    #[test]
     fn offline_queue() {
         let q = |v: Value| RedisConfig::from_json(&v).unwrap().offline_queue;
         assert_eq!(q(json!({"host": "h"})), OfflineQueue::DEFAULT);
@@ -777,11 +980,11 @@ mod tests {
             (json!([1]), "cluster.redis must be an object"),
             (
                 json!({"sentinels": [{"host": "a", "port": 26379}], "name": "m"}),
-                "cluster.redis.sentinels: Redis Sentinel is not supported",
+                "cluster.redis.sentinels: Redis Sentinel is given as {sentinel:",
             ),
             (
                 json!({"nodes": [{"host": "a", "port": 7000}]}),
-                "Redis Cluster is not supported",
+                "cluster.redis.nodes: a Redis Cluster is given as {cluster:",
             ),
             (
                 json!({"hosts": ["a:6379"]}),
@@ -792,6 +995,35 @@ mod tests {
                 "cluster.redis.*: unknown shape (keys server)",
             ),
             (json!({"path": "/tmp/redis.sock"}), "a Unix socket"),
+            (
+                json!({"cluster": []}),
+                "cluster.redis.cluster must name at least one node",
+            ),
+            (
+                json!({"cluster": [{"host": "a"}]}),
+                "cluster.redis.cluster[0].port is missing",
+            ),
+            (
+                json!({"cluster": ["a"]}),
+                "cluster.redis.cluster[0] must be \"host:port\"",
+            ),
+            (
+                json!({"cluster": [{"host": "a", "port": 1}], "db": 2}),
+                "cluster.redis.db: a Redis Cluster has only database 0",
+            ),
+            (
+                json!({"cluster": [{"host": "a", "port": 1}], "host": "b"}),
+                "cluster.redis.host cannot be given with cluster.redis.cluster",
+            ),
+            (
+                json!({"sentinel": {"nodes": [{"port": 1}]}}),
+                "cluster.redis.sentinel.name is missing",
+            ),
+            (
+                json!({"sentinel": {"name": "m"}}),
+                "cluster.redis.sentinel.nodes is missing",
+            ),
+            (json!({"sentinel": ["a"]}), "cluster.redis.sentinel must be"),
             (
                 json!({"socket": {"path": "/tmp/redis.sock"}}),
                 "cluster.redis.socket.path",

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fred::clients::Client;
 use fred::error::ErrorKind;
-use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::interfaces::{ClientLike, ClusterInterface, EventInterface, PubsubInterface};
 use fred::types::config::Options;
 use fred::types::{ClientState, ClusterHash, CustomCommand};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -250,13 +250,9 @@ impl Link {
     /// Subscribers of `channel` (`PUBSUB NUMSUB`), i.e. servers in the namespace.
     pub async fn numsub(&self, channel: &str) -> Result<usize, AdapterError> {
         self.check()?;
-        let reply: fred::types::Value = self
-            .client
-            .with_options(&self.options())
-            .pubsub_numsub(channel)
+        numsub_all(&self.client, &self.options(), channel)
             .await
-            .map_err(unavailable)?;
-        Ok(numsub_count(&reply))
+            .map_err(unavailable)
     }
 
     /// After an outage, the queue waits until `channel` has as many subscribers as before.
@@ -774,24 +770,66 @@ fn publish_one(client: Client, q: Queued) -> InFlight {
     })
 }
 
+/// The option sets that reach every server a pub/sub count must be asked of: each primary of a
+/// Redis Cluster (where counts are per node), or the one server.
+fn count_targets(client: &Client, options: &Options) -> Vec<Options> {
+    let primaries = if client.is_clustered() {
+        client
+            .cached_cluster_state()
+            .map(|s| s.unique_primary_nodes())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if primaries.is_empty() {
+        return vec![options.clone()];
+    }
+    primaries
+        .into_iter()
+        .map(|server| Options {
+            cluster_node: Some(server),
+            ..options.clone()
+        })
+        .collect()
+}
+
+/// `PUBSUB NUMSUB channel`, added up over every server that holds subscriptions.
+async fn numsub_all(
+    client: &Client,
+    options: &Options,
+    channel: &str,
+) -> Result<usize, fred::error::Error> {
+    let mut total = 0;
+    for o in count_targets(client, options) {
+        let reply: fred::types::Value = client.with_options(&o).pubsub_numsub(channel).await?;
+        total += numsub_count(&reply);
+    }
+    Ok(total)
+}
+
 /// Who listens now: subscribers of each of `channels`, and all pattern subscriptions.
 async fn listeners(client: Client, options: Options, channels: Vec<String>) -> Option<Baseline> {
-    let c = client.with_options(&options);
     let mut numsub = HashMap::new();
     for channel in channels {
-        let reply: fred::types::Value = c.pubsub_numsub(channel.as_str()).await.ok()?;
-        numsub.insert(channel, numsub_count(&reply));
+        let n = numsub_all(&client, &options, &channel).await.ok()?;
+        numsub.insert(channel, n);
     }
-    let list: Result<String, _> = c
-        .custom(
-            CustomCommand::new_static("CLIENT", ClusterHash::Random, false),
-            vec!["LIST", "TYPE", "pubsub"],
-        )
-        .await;
-    Some(Baseline {
-        numsub,
-        patterns: list.ok().map(|l| pattern_subscriptions(&l)),
-    })
+    let mut patterns = Some(0);
+    for o in count_targets(&client, &options) {
+        let list: Result<String, _> = client
+            .with_options(&o)
+            .custom(
+                CustomCommand::new_static("CLIENT", ClusterHash::Random, false),
+                vec!["LIST", "TYPE", "pubsub"],
+            )
+            .await;
+        patterns = match (patterns, list) {
+            (Some(n), Ok(l)) => Some(n + pattern_subscriptions(&l)),
+            // Not allowed (an ACL): the pattern subscriptions are not waited for.
+            _ => None,
+        };
+    }
+    Some(Baseline { numsub, patterns })
 }
 
 /// Waits until our own subscriber is up and the servers listen again as before the outage
