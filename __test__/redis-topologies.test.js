@@ -455,6 +455,7 @@ describe("Redis Cluster: a killed master and migrating slots under steady traffi
     const load = (m) => conns.filter((c) => c.node === m.port && c.psub + c.sub > 0).length * 100 + conns.filter((c) => c.node === m.port).length;
     const victim = masters.reduce((best, m, i) => (load(m) > load(masters[best]) ? i : best), 0);
     t.diagnostic(`connections per node: ${JSON.stringify(conns.map((c) => `${c.node}:${c.cmd}${c.psub + c.sub ? "(sub)" : ""}`))}; killing ${masters[victim].port}`);
+    assert.ok(load(masters[victim]) > 0, "the killed master holds connections of the workers");
     const { result, lost } = await rig.underTraffic("kill", () => cluster.killMaster(victim));
     t.diagnostic(`killed ${result.killed}, promoted ${result.promoted}; messages lost per receiver: ${JSON.stringify(lost)}`);
     await rig.requestsWork();
@@ -556,6 +557,62 @@ describe("Redis Sentinel (master, replica, 3 sentinels): native workers", { skip
     await rig.requestsWork();
     await onTheMaster(5000);
   });
+});
+
+describe("Redis Sentinel with passwords: sentinel.password for the sentinels, password for the master", { skip: redisBin.skip, timeout: 60000 }, () => {
+  const { Realtime } = require("..");
+  const children = new u.Children();
+  const redisProcess = new u.Children();
+  let sentinels;
+  let clients = [];
+  const shape = (sentinelPassword, password) => ({ sentinel: { name: sentinels.name, nodes: sentinels.nodes(), password: sentinelPassword }, password, key: "topoauth" });
+
+  before(async () => {
+    sentinels = await new u.RedisSentinelSet(redisProcess, { password: "master-secret", sentinelPassword: "sentinel-secret" }).start();
+  });
+  after(async () => {
+    u.closeAll(clients);
+    await children.killAll();
+    if (sentinels) await sentinels.stop();
+    await redisProcess.killAll();
+  });
+
+  test("two workers broadcast and answer requests through the authenticated master", async () => {
+    const base = await u.freePorts(2);
+    await Promise.all([0, 1].map((i) => u.forkWorker(children, i, { base, key: "topoauth", redis: shape("sentinel-secret", "master-secret") })));
+    const a = u.client(4, base);
+    const b = u.client(2, base + 1, { transports: ["polling", "websocket"] });
+    a.label = "a";
+    b.label = "b";
+    clients = [a, b];
+    await u.shake(a, "a");
+    await u.shake(b, "b");
+    await u.op(a, "broadcastToAll", { type: "evt", data: { tag: "auth-all" } });
+    await u.expectDelivery(assert, clients, clients, "auth-all");
+    await u.op(b, "sendTo", { clientID: "ua", type: "evt", data: { tag: "auth-to" } });
+    await u.expectDelivery(assert, clients, [a], "auth-to");
+    assert.deepEqual([...(await u.op(b, "invoke", { method: "port" }))].sort((x, y) => x - y), [base, base + 1]);
+  });
+
+  for (const [what, sentinelPassword, password] of [
+    ["a wrong sentinel password", "nope", "master-secret"],
+    ["the two passwords swapped", "master-secret", "sentinel-secret"],
+    ["a wrong master password", "sentinel-secret", "nope"],
+  ]) {
+    test(`${what}: start() rejects within a few seconds, saying authentication failed`, async (t) => {
+      const server = Realtime.createServer({ port: await u.freePorts(1), host: "127.0.0.1", shakehand: false, cluster: { enable: true, redis: shape(sentinelPassword, password) } }, true);
+      server.on("error", () => {});
+      const asked = Date.now();
+      await assert.rejects(u.within(server.start(), 15000, "start()"), (err) => {
+        t.diagnostic(err.message);
+        assert.match(err.message, /cluster\.redis/);
+        assert.match(err.message, /WRONGPASS|NOAUTH|auth|password/i);
+        return true;
+      });
+      assert.ok(Date.now() - asked < 10000, `refused after ${Date.now() - asked} ms`);
+      await u.within(server.close(), 5000, "close()").catch(() => {});
+    });
+  }
 });
 
 describe("cluster.redis topologies that cannot work are refused by start()", { skip, timeout: 60000 }, () => {
