@@ -16,60 +16,7 @@ const { createClient } = require("redis");
 const u = require("./fixtures/cluster-util.js");
 
 const redisBin = u.needBinary("redis-server");
-const EVERY = 50; // ms between two messages of one kind
-
-/** Redis goes away for `ms`: killed and restarted on its port, or frozen and thawed. */
-async function outage(redis, how, ms) {
-  if (how === "kill") {
-    const gone = new Promise((resolve) => redis.child.once("exit", resolve));
-    redis.child.kill("SIGKILL");
-    await gone;
-    await u.delay(ms);
-    await redis.start();
-  } else {
-    redis.child.kill("SIGSTOP");
-    await u.delay(ms);
-    redis.child.kill("SIGCONT");
-  }
-}
-
-/**
- * Clients asking their worker, every EVERY ms, for one cluster operation each; message `i` of a
- * kind carries `{tag, i}`. `kinds`: [{tag, sender, what, args}].
- */
-class Traffic {
-  constructor(kinds) {
-    this.kinds = kinds.map((k) => ({ ...k, sent: 0 }));
-    this.timer = null;
-  }
-  start() {
-    this.timer = setInterval(() => {
-      for (const k of this.kinds) {
-        const i = k.sent++;
-        k.sender.emit("m", ["op", { id: 0, what: k.what, ...k.args, type: "evt", data: { tag: k.tag, i, pad: k.pad } }]);
-      }
-    }, EVERY);
-  }
-  stop() {
-    clearInterval(this.timer);
-  }
-}
-
-/** The `i` of every "evt" with `tag` that `c` received, in arrival order. */
-const seq = (c, tag) => c.got.filter((g) => g.ev === "evt" && g.data && g.data.tag === tag).map((g) => g.data.i);
-const range = (n) => Array.from({ length: n }, (_, i) => i);
-
-/** Waits until each of `receivers` holds `n` messages of `tag`, then checks they are 0..n-1. */
-async function expectAll(receivers, tag, n) {
-  await u
-    .until(() => receivers.every((c) => seq(c, tag).length >= n), `${n} × ${tag} reach ${receivers.map((c) => c.label).join(", ")}`, 20000)
-    .catch((err) => {
-      err.message += ` — got ${receivers.map((c) => `${c.label}: ${seq(c, tag).length}`).join(", ")}`;
-      throw err;
-    });
-  await u.delay(300);
-  for (const c of receivers) assert.deepEqual(seq(c, tag), range(n), `${c.label}: every ${tag} message once, in order`);
-}
+const { EVERY, outage, Traffic, seq, range, expectAll } = u;
 
 /**
  * `workers` native workers on one redis-server, with a v4 (websocket) and a v2 (polling, then

@@ -242,6 +242,9 @@ class RealtimeServer extends EventEmitter {
       redis.key = redis.key || redis.prefix || c.cluster.key || c.cluster.prefix || "realtime";
       if (c.requestsTimeout && !redis.requestsTimeout) redis.requestsTimeout = c.requestsTimeout;
       if (c.cluster.offlineQueue !== undefined && redis.offlineQueue === undefined) redis.offlineQueue = c.cluster.offlineQueue;
+      // "classic" (default) or "sharded", and the sharded adapter's subscriptionMode.
+      if (c.cluster.adapter !== undefined && redis.adapter === undefined) redis.adapter = c.cluster.adapter;
+      if (c.cluster.subscriptionMode !== undefined && redis.subscriptionMode === undefined) redis.subscriptionMode = c.cluster.subscriptionMode;
       opts.redis = redis;
       const host = c.publicHost || process.env.WEROLL_PUBLIC_HOST || "127.0.0.1";
       opts.publicAddress = c.publicAddress || `${host}:${this.port}`;

@@ -234,6 +234,11 @@ pub trait Adapter: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<Payload>, AdapterError>>;
     /// Number of servers in the cluster, this one included.
     fn server_count(&self) -> BoxFuture<'static, usize>;
+    /// A room got its first local member (`socket_id`: the room is a socket's own id). An
+    /// adapter with a channel per room starts listening on it.
+    fn room_created(&self, _room: &str, _socket_id: bool) {}
+    /// The last local member of a room left.
+    fn room_deleted(&self, _room: &str, _socket_id: bool) {}
     /// Leaves the cluster (unsubscribes).
     fn close(&self) -> BoxFuture<'static, ()>;
 }

@@ -25,6 +25,7 @@
 mod config;
 mod link;
 mod namespace;
+mod sharded;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -36,14 +37,14 @@ use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface};
 use fred::types::config::{Config, ReconnectPolicy, ServerConfig, TlsConnector};
 use fred::types::{Builder, Expiration, Message, MessageKind};
-use futures_util::future::FutureExt;
+use futures_util::future::{BoxFuture, FutureExt};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    OfflineQueue, RedisConfig, RedisEndpoint, RedisTls, Topology, DEFAULT_KEY,
-    DEFAULT_REQUESTS_TIMEOUT,
+    OfflineQueue, PubSubMode, RedisConfig, RedisEndpoint, RedisTls, SubscriptionMode, Topology,
+    DEFAULT_KEY, DEFAULT_REQUESTS_TIMEOUT,
 };
 pub use link::{AdapterStatus, QueueStats, StatusCallback};
 pub use namespace::RedisAdapter;
@@ -62,28 +63,64 @@ pub const PRESENCE_TTL: Duration = Duration::from_secs(15);
 /// How long [`RedisAdapterFactory::close`] waits for Redis at each step.
 const CLOSE_STEP: Duration = Duration::from_secs(2);
 
+/// What the factory needs of a namespace's state: to end it when the factory closes.
+pub(crate) trait Closing: Send + Sync {
+    /// Stops serving; requests waiting for answers fail as unavailable.
+    fn close(&self);
+}
+
 /// Where incoming messages go.
 #[derive(Clone)]
 struct Route {
     uid: String,
     nsp: String,
-    ns: Weak<Namespace>,
+    ns: Weak<dyn Closing>,
     inbox: mpsc::Sender<Inbound>,
     overflow: Arc<Throttle>,
 }
 
+/// How a message on a channel is served.
 #[derive(Clone, Copy)]
-enum ChannelKind {
+pub(crate) enum ChannelKind {
+    /// A classic broadcast envelope.
+    Broadcast,
+    /// A request (or, in sharded mode, any message of the namespace's channels).
     Request,
+    /// A response to this server's request.
     Response,
+}
+
+impl ChannelKind {
+    fn inbound(self, body: bytes::Bytes) -> Inbound {
+        match self {
+            ChannelKind::Broadcast => Inbound::Broadcast(body),
+            ChannelKind::Request => Inbound::Request(body),
+            ChannelKind::Response => Inbound::Response(body),
+        }
+    }
+}
+
+/// The channels one namespace listens on, and how each is served.
+pub(crate) struct Listening {
+    /// Channels heard exactly.
+    pub exact: Vec<(String, ChannelKind)>,
+    /// A prefix: what arrives on a channel starting with it (a classic pattern's matches, or a
+    /// sharded room channel) is served as the kind given.
+    pub prefix: (String, ChannelKind),
+    /// `PSUBSCRIBE` patterns.
+    pub patterns: Vec<String>,
+    /// `SUBSCRIBE` channels.
+    pub channels: Vec<String>,
+    /// `SSUBSCRIBE` shard channels.
+    pub shard_channels: Vec<String>,
 }
 
 #[derive(Default)]
 struct Routes {
-    /// Request and response channels.
+    /// Channels heard exactly.
     exact: HashMap<String, (Route, ChannelKind)>,
-    /// Broadcast channel prefixes `P#NSP#`, longest first.
-    prefixes: Vec<(String, Route)>,
+    /// Channel prefixes, longest first.
+    prefixes: Vec<(String, Route, ChannelKind)>,
 }
 
 /// The subscribing side: subscriptions and the routing of what arrives.
@@ -92,6 +129,9 @@ struct Hub {
     routes: RwLock<Routes>,
     closed: AtomicBool,
     lagged: Throttle,
+    /// Shard channels of rooms to subscribe (true) or leave (false), latest wish per channel.
+    rooms: Mutex<HashMap<String, bool>>,
+    rooms_changed: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -103,24 +143,25 @@ impl Hub {
             return;
         };
         let channel: &str = &message.channel;
-        let (route, inbound) = match message.kind {
-            MessageKind::PMessage => {
-                let Some((_, route)) = routes
+        let exact = match message.kind {
+            MessageKind::PMessage => None,
+            _ => routes.exact.get(channel),
+        };
+        let (route, kind) = match exact {
+            Some((route, kind)) => (route, *kind),
+            None if matches!(message.kind, MessageKind::Message) => return,
+            None => {
+                let Some((_, route, kind)) = routes
                     .prefixes
                     .iter()
-                    .find(|(p, _)| channel.starts_with(p.as_str()))
+                    .find(|(p, _, _)| channel.starts_with(p.as_str()))
                 else {
                     return;
                 };
-                (route, Inbound::Broadcast(body))
+                (route, *kind)
             }
-            _ => match routes.exact.get(channel) {
-                Some((route, ChannelKind::Request)) => (route, Inbound::Request(body)),
-                Some((route, ChannelKind::Response)) => (route, Inbound::Response(body)),
-                None => return,
-            },
         };
-        if let Err(mpsc::error::TrySendError::Full(_)) = route.inbox.try_send(inbound) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = route.inbox.try_send(kind.inbound(body)) {
             route.overflow.log(|| {
                 format!(
                     "namespace {} is not keeping up with the cluster; dropped a message from {channel}",
@@ -130,76 +171,85 @@ impl Hub {
         }
     }
 
-    fn register(&self, ns: &Arc<Namespace>, inbox: mpsc::Sender<Inbound>) {
+    fn register(
+        &self,
+        uid: &str,
+        nsp: &str,
+        ns: Weak<dyn Closing>,
+        listening: &Listening,
+        inbox: mpsc::Sender<Inbound>,
+    ) {
         let route = Route {
-            uid: ns.uid.clone(),
-            nsp: ns.name.clone(),
-            ns: Arc::downgrade(ns),
+            uid: uid.to_owned(),
+            nsp: nsp.to_owned(),
+            ns,
             inbox,
             overflow: Arc::new(Throttle::default()),
         };
         let Ok(mut routes) = self.routes.write() else {
             return;
         };
-        let c = &ns.channels;
         // A second adapter for the same namespace replaces the first one.
-        routes.exact.retain(|_, (r, _)| r.nsp != ns.name);
-        routes.prefixes.retain(|(_, r)| r.nsp != ns.name);
-        routes
-            .exact
-            .insert(c.request.clone(), (route.clone(), ChannelKind::Request));
-        routes
-            .exact
-            .insert(c.response.clone(), (route.clone(), ChannelKind::Response));
-        routes.exact.insert(
-            c.specific_response.clone(),
-            (route.clone(), ChannelKind::Response),
-        );
-        routes.prefixes.push((c.broadcast.clone(), route));
+        routes.exact.retain(|_, (r, _)| r.nsp != nsp);
+        routes.prefixes.retain(|(_, r, _)| r.nsp != nsp);
+        for (channel, kind) in &listening.exact {
+            routes.exact.insert(channel.clone(), (route.clone(), *kind));
+        }
+        let (prefix, kind) = &listening.prefix;
+        routes.prefixes.push((prefix.clone(), route, *kind));
         routes
             .prefixes
-            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+            .sort_by_key(|(p, _, _)| std::cmp::Reverse(p.len()));
     }
 
-    /// Removes the routes of `ns`; true when they were still the namespace's current ones.
-    fn unregister(&self, ns: &Namespace) -> bool {
+    /// Removes the routes of adapter `uid`; true when they were still the namespace's current
+    /// ones (`probe` is one of its exact channels).
+    fn unregister(&self, uid: &str, probe: &str) -> bool {
         let Ok(mut routes) = self.routes.write() else {
             return false;
         };
-        let current = routes
-            .exact
-            .get(&ns.channels.request)
-            .is_some_and(|(r, _)| r.uid == ns.uid);
-        routes.exact.retain(|_, (r, _)| r.uid != ns.uid);
-        routes.prefixes.retain(|(_, r)| r.uid != ns.uid);
+        let current = routes.exact.get(probe).is_some_and(|(r, _)| r.uid == uid);
+        routes.exact.retain(|_, (r, _)| r.uid != uid);
+        routes.prefixes.retain(|(_, r, _)| r.uid != uid);
         current
     }
 
-    /// Subscribes the channels of `ns`, retrying until it works or the namespace closes.
-    async fn subscribe(self: Arc<Self>, ns: Arc<Namespace>) {
-        let c = ns.channels.clone();
+    /// Subscribes `listening`, retrying until it works or `gone()` says the namespace closed.
+    async fn subscribe(
+        self: Arc<Self>,
+        name: String,
+        listening: Arc<Listening>,
+        gone: impl Fn() -> bool + Send,
+    ) {
         let mut delay = Duration::from_millis(100);
         loop {
-            if ns.is_closed() || self.closed.load(Ordering::Acquire) {
+            if gone() || self.closed.load(Ordering::Acquire) {
                 return;
             }
             let result = async {
-                self.subscriber.psubscribe(c.pattern()).await?;
-                self.subscriber
-                    .subscribe(vec![
-                        c.request.clone(),
-                        c.response.clone(),
-                        c.specific_response.clone(),
-                    ])
-                    .await
+                if !listening.patterns.is_empty() {
+                    self.subscriber
+                        .psubscribe(listening.patterns.clone())
+                        .await?;
+                }
+                if !listening.channels.is_empty() {
+                    self.subscriber
+                        .subscribe(listening.channels.clone())
+                        .await?;
+                }
+                for channel in &listening.shard_channels {
+                    // One at a time: shard channels of different slots may live on different
+                    // nodes of a Redis Cluster.
+                    self.subscriber.ssubscribe(channel.clone()).await?;
+                }
+                Ok::<(), fred::error::Error>(())
             }
             .await;
             match result {
                 Ok(()) => return,
                 Err(e) => {
                     log(&format!(
-                        "subscribing namespace {} failed ({e}); retrying",
-                        ns.name
+                        "subscribing namespace {name} failed ({e}); retrying"
                     ));
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
@@ -208,33 +258,88 @@ impl Hub {
         }
     }
 
-    /// Leaves the channels of `ns` (all of them, or only its own response channel when another
-    /// adapter of the same namespace took over).
-    async fn unsubscribe(self: Arc<Self>, ns: Arc<Namespace>) {
-        let current = self.unregister(&ns);
+    /// Leaves the channels of adapter `uid` (all of them, or only `own` — its private response
+    /// channels — when another adapter of the same namespace took over).
+    async fn unsubscribe(
+        self: Arc<Self>,
+        uid: String,
+        listening: Arc<Listening>,
+        own: Vec<String>,
+    ) {
+        let probe = listening
+            .exact
+            .first()
+            .map(|(c, _)| c.clone())
+            .unwrap_or_default();
+        let current = self.unregister(&uid, &probe);
         if self.closed.load(Ordering::Acquire) {
             return;
         }
-        let c = &ns.channels;
         let result = tokio::time::timeout(CLOSE_STEP, async {
-            if current {
-                self.subscriber.punsubscribe(c.pattern()).await?;
-                self.subscriber
-                    .unsubscribe(vec![
-                        c.request.clone(),
-                        c.response.clone(),
-                        c.specific_response.clone(),
-                    ])
-                    .await
+            let (channels, shard): (Vec<String>, Vec<String>) = if current {
+                (listening.channels.clone(), listening.shard_channels.clone())
+            } else if listening.shard_channels.is_empty() {
+                (own, Vec::new())
             } else {
+                (Vec::new(), own)
+            };
+            if current && !listening.patterns.is_empty() {
                 self.subscriber
-                    .unsubscribe(c.specific_response.clone())
-                    .await
+                    .punsubscribe(listening.patterns.clone())
+                    .await?;
             }
+            if !channels.is_empty() {
+                self.subscriber.unsubscribe(channels).await?;
+            }
+            for channel in shard {
+                self.subscriber.sunsubscribe(channel).await?;
+            }
+            Ok::<(), fred::error::Error>(())
         })
         .await;
         if let Ok(Err(e)) = result {
-            log(&format!("unsubscribing namespace {} failed: {e}", ns.name));
+            log(&format!("unsubscribing failed: {e}"));
+        }
+    }
+
+    /// Asks for shard channel `channel` to be subscribed (`on`) or left, in the background and
+    /// in order: only the latest wish for a channel is carried out.
+    pub(crate) fn want_room(&self, channel: String, on: bool) {
+        if let Ok(mut rooms) = self.rooms.lock() {
+            rooms.insert(channel, on);
+        }
+        self.rooms_changed.notify_one();
+    }
+
+    /// Carries out [`Hub::want_room`]'s wishes until the hub is gone (a permit stored by
+    /// `notify_one` wakes it for wishes made while it was busy).
+    async fn run_rooms(hub: Weak<Hub>) {
+        loop {
+            let Some(h) = hub.upgrade() else { return };
+            let wishes: Vec<(String, bool)> = match h.rooms.lock() {
+                Ok(mut rooms) => rooms.drain().collect(),
+                Err(_) => return,
+            };
+            if wishes.is_empty() {
+                // The factory ends this task when it closes.
+                h.rooms_changed.notified().await;
+                continue;
+            }
+            for (channel, on) in wishes {
+                if h.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                let result = if on {
+                    h.subscriber.ssubscribe(channel.clone()).await
+                } else {
+                    h.subscriber.sunsubscribe(channel.clone()).await
+                };
+                if let Err(e) = result {
+                    let what = if on { "subscribing" } else { "leaving" };
+                    h.lagged
+                        .log(|| format!("{what} room channel {channel} failed: {e}"));
+                }
+            }
         }
     }
 }
@@ -428,6 +533,18 @@ impl RedisAdapterFactory {
                 .init()
                 .await
                 .map_err(|e| cannot("subscriber", &cfg.subscriber, e))?;
+            if matches!(cfg.mode, PubSubMode::Sharded(_)) {
+                // Sharded pub/sub came with Redis 7.0; older servers do not know the command.
+                let probe: Result<fred::types::Value, _> = publisher
+                    .with_options(&link::command_options(cfg.requests_timeout))
+                    .pubsub_shardnumsub(format!("{}#/#", cfg.key))
+                    .await;
+                if let Err(e) = probe {
+                    return Err(format!(
+                        r#"cluster.adapter: "sharded" needs Redis 7.0 or newer (sharded pub/sub), but {server} refused PUBSUB SHARDNUMSUB: {e}"#
+                    ));
+                }
+            }
             Ok::<(), String>(())
         }
         .await;
@@ -464,14 +581,18 @@ impl RedisAdapterFactory {
             routes: RwLock::new(Routes::default()),
             closed: AtomicBool::new(false),
             lagged: Throttle::default(),
+            rooms: Mutex::new(HashMap::new()),
+            rooms_changed: tokio::sync::Notify::new(),
         });
         tasks.push(runtime.spawn(run_dispatch(messages, Arc::downgrade(&hub))));
+        tasks.push(runtime.spawn(Hub::run_rooms(Arc::downgrade(&hub))));
         let (link, publisher_task) = Link::start(
             publisher.clone(),
             tracker.clone(),
             runtime,
             cfg.requests_timeout,
             cfg.offline_queue.clone(),
+            matches!(cfg.mode, PubSubMode::Sharded(_)),
         );
         tasks.push(publisher_task);
 
@@ -642,7 +763,7 @@ impl RedisAdapterFactory {
         self.hub.closed.store(true, Ordering::Release);
         if let Ok(mut routes) = self.hub.routes.write() {
             // Requests still waiting for answers fail now rather than at their timeout.
-            for (_, route) in routes.prefixes.drain(..) {
+            for (_, route, _) in routes.prefixes.drain(..) {
                 if let Some(ns) = route.ns.upgrade() {
                     ns.close();
                 }
@@ -711,22 +832,73 @@ impl AdapterFactory for RedisAdapterFactory {
             ));
             return Arc::new(LocalAdapter);
         }
-        let ns = Namespace::new(name, &self.config.key, nsp, self.link.clone());
+        match self.config.mode {
+            PubSubMode::Classic => {
+                let ns = Namespace::new(name, &self.config.key, nsp, self.link.clone());
+                let on_close = self.serve(ns.clone(), ns.listening());
+                Arc::new(RedisAdapter { ns, on_close })
+            }
+            PubSubMode::Sharded(mode) => {
+                let ns = sharded::Namespace::new(
+                    name,
+                    &self.config.key,
+                    mode,
+                    nsp,
+                    self.link.clone(),
+                    self.hub.clone(),
+                );
+                let on_close = self.serve(ns.clone(), ns.listening());
+                Arc::new(sharded::ShardedAdapter::new(ns, on_close))
+            }
+        }
+    }
+}
+
+/// A namespace's state as the factory serves it.
+pub(crate) trait Serving: Closing + 'static {
+    /// The adapter's uid.
+    fn uid(&self) -> &str;
+    /// The namespace's name.
+    fn name(&self) -> &str;
+    /// Whether it was closed.
+    fn is_closed(&self) -> bool;
+    /// Serves one message from the cluster.
+    fn handle(self: &Arc<Self>, message: Inbound);
+    /// The channels only this adapter listens on (its private responses).
+    fn own_channels(&self) -> Vec<String>;
+}
+
+/// What leaving the cluster takes for a namespace (unsubscribing).
+pub(crate) type OnClose = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+impl RedisAdapterFactory {
+    /// Routes what arrives on `listening` to `ns` (in order, by one task), subscribes it, and
+    /// returns what unsubscribes it.
+    fn serve<N: Serving>(&self, ns: Arc<N>, listening: Listening) -> OnClose {
+        let listening = Arc::new(listening);
         let (inbox, mut rx) = mpsc::channel(INBOX_CAPACITY);
-        self.hub.register(&ns, inbox);
+        let closing: Weak<dyn Closing> = Arc::downgrade(&ns) as Weak<dyn Closing>;
+        self.hub
+            .register(ns.uid(), ns.name(), closing, &listening, inbox);
         let worker = ns.clone();
         self.link.runtime.spawn(async move {
             while let Some(message) = rx.recv().await {
                 worker.handle(message);
             }
         });
-        self.link
-            .runtime
-            .spawn(self.hub.clone().subscribe(ns.clone()));
+        let watch = Arc::downgrade(&ns);
+        self.link.runtime.spawn(self.hub.clone().subscribe(
+            ns.name().to_owned(),
+            listening.clone(),
+            move || watch.upgrade().is_none_or(|n| n.is_closed()),
+        ));
         let hub = self.hub.clone();
-        Arc::new(RedisAdapter {
-            ns,
-            on_close: Box::new(move |ns| hub.clone().unsubscribe(ns.clone()).boxed()),
+        let uid = ns.uid().to_owned();
+        let own = ns.own_channels();
+        Box::new(move || {
+            hub.clone()
+                .unsubscribe(uid.clone(), listening.clone(), own.clone())
+                .boxed()
         })
     }
 }

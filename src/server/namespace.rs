@@ -187,6 +187,7 @@ impl Namespace {
 
     pub(crate) fn add(&self, socket: &Arc<Socket>) {
         write(&self.sockets).insert(socket.id.clone(), socket.clone());
+        self.adapter().room_created(&socket.id, true);
     }
 
     /// Forgets a socket; returns the rooms it was in.
@@ -199,6 +200,7 @@ impl Namespace {
             let mut joined = std::mem::take(&mut *socket.rooms_lock());
             if let Some(alias) = self.alias_room(socket) {
                 socket.set_alias_room(false);
+                self.adapter().room_deleted(&alias, false);
                 joined.insert(0, alias);
             }
             for room in &joined {
@@ -206,12 +208,15 @@ impl Namespace {
                     members.remove(&socket.id);
                     if members.is_empty() {
                         rooms.remove(room);
+                        self.adapter().room_deleted(room, false);
                     }
                 }
             }
             joined
         };
-        write(&self.sockets).remove(&socket.id);
+        if write(&self.sockets).remove(&socket.id).is_some() {
+            self.adapter().room_deleted(&socket.id, true);
+        }
         joined
     }
 
@@ -226,12 +231,18 @@ impl Namespace {
                 continue;
             }
             if self.is_alias(name, socket) {
-                socket.set_alias_room(true);
+                if !socket.in_alias_room() {
+                    socket.set_alias_room(true);
+                    self.adapter().room_created(name, false);
+                }
                 continue;
             }
             let key: Arc<str> = match rooms.get_key_value(name.as_str()) {
                 Some((k, _)) => k.clone(),
-                None => name.as_str().into(),
+                None => {
+                    self.adapter().room_created(name, false);
+                    name.as_str().into()
+                }
             };
             if rooms
                 .entry(key.clone())
@@ -246,13 +257,15 @@ impl Namespace {
     pub(crate) fn leave(&self, socket: &Arc<Socket>, name: &str) {
         let mut rooms = write(&self.rooms);
         let mut joined = socket.rooms_lock();
-        if self.is_alias(name, socket) {
+        if self.is_alias(name, socket) && socket.in_alias_room() {
             socket.set_alias_room(false);
+            self.adapter().room_deleted(name, false);
         }
         if let Some(members) = rooms.get_mut(name) {
             members.remove(&socket.id);
             if members.is_empty() {
                 rooms.remove(name);
+                self.adapter().room_deleted(name, false);
             }
         }
         joined.retain(|r| &**r != name);

@@ -85,11 +85,37 @@ pub enum Topology {
     },
 }
 
+/// How the servers hear each other: `@socket.io/redis-adapter`'s `createAdapter` (classic
+/// pub/sub) or `createShardedAdapter` (Redis 7 sharded pub/sub).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PubSubMode {
+    /// `PUBLISH` / `PSUBSCRIBE`, msgpack broadcasts, requests on `P-request#N#`.
+    #[default]
+    Classic,
+    /// `SPUBLISH` / `SSUBSCRIBE`, ClusterAdapter messages on `P#N#`.
+    Sharded(SubscriptionMode),
+}
+
+/// Which shard channels a sharded adapter subscribes to (`subscriptionMode` of Node's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SubscriptionMode {
+    /// Only the namespace's own channel: every message reaches every server.
+    Static,
+    /// Also one channel per public room with a local member; a broadcast to one such room goes
+    /// only to the servers that have members.
+    #[default]
+    Dynamic,
+    /// Like `Dynamic`, and socket ids count as rooms too.
+    DynamicPrivate,
+}
+
 /// Settings of the Redis adapter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     /// The deployment: one server, a Cluster, or a Sentinel-managed master.
     pub topology: Topology,
+    /// Classic or sharded pub/sub.
+    pub mode: PubSubMode,
     /// Server the publishing client connects to.
     pub publisher: RedisEndpoint,
     /// Server the subscribing client connects to (normally the same).
@@ -201,6 +227,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             topology: Topology::Single,
+            mode: PubSubMode::Classic,
             publisher: RedisEndpoint::default(),
             subscriber: RedisEndpoint::default(),
             key: DEFAULT_KEY.to_owned(),
@@ -256,8 +283,10 @@ impl RedisConfig {
         };
 
         let offline_queue = OfflineQueue::from_json(root.get("offlineQueue"))?;
+        let mode = mode(root)?;
         let grown = |topology, endpoint: RedisEndpoint| RedisConfig {
             topology,
+            mode,
             publisher: endpoint.clone(),
             subscriber: endpoint,
             key: key.clone(),
@@ -306,12 +335,37 @@ impl RedisConfig {
 
         Ok(RedisConfig {
             topology: Topology::Single,
+            mode,
             publisher,
             subscriber,
             key,
             requests_timeout,
             offline_queue,
         })
+    }
+}
+
+/// `adapter` (`"classic"`, the default, or `"sharded"`) and, for sharded, `subscriptionMode`
+/// (`"static"`, `"dynamic"` (the default) or `"dynamic-private"`).
+fn mode(root: &Map<String, Value>) -> Result<PubSubMode, String> {
+    let sub = match root.get("subscriptionMode") {
+        None | Some(Value::Null) => SubscriptionMode::Dynamic,
+        Some(Value::String(m)) if m == "static" => SubscriptionMode::Static,
+        Some(Value::String(m)) if m == "dynamic" => SubscriptionMode::Dynamic,
+        Some(Value::String(m)) if m == "dynamic-private" => SubscriptionMode::DynamicPrivate,
+        Some(other) => {
+            return Err(format!(
+                r#"cluster.subscriptionMode must be "static", "dynamic" or "dynamic-private", got {other}"#
+            ))
+        }
+    };
+    match root.get("adapter") {
+        None | Some(Value::Null) => Ok(PubSubMode::Classic),
+        Some(Value::String(a)) if a == "classic" => Ok(PubSubMode::Classic),
+        Some(Value::String(a)) if a == "sharded" => Ok(PubSubMode::Sharded(sub)),
+        Some(other) => Err(format!(
+            r#"cluster.adapter must be "classic" or "sharded", got {other}"#
+        )),
     }
 }
 
@@ -456,7 +510,9 @@ const OTHER_TOPOLOGIES: [(&str, &str); 7] = [
     ("path", "a Unix socket is not supported"),
 ];
 /// Keys an endpoint (or the top level of `cluster.redis`) may have besides its address.
-const ENDPOINT_KEYS: [&str; 15] = [
+const ENDPOINT_KEYS: [&str; 17] = [
+    "adapter",
+    "subscriptionMode",
     "password",
     "database",
     "auth_pass",
@@ -889,6 +945,30 @@ mod tests {
         assert_eq!(c.publisher.password.as_deref(), Some("mpw"));
         assert_eq!(c.publisher.db, Some(3));
         assert_eq!(c.subscriber, c.publisher);
+    }
+
+    #[test]
+    fn modes() {
+        let m = |v: Value| RedisConfig::from_json(&v).map(|c| c.mode);
+        assert_eq!(m(json!({"host": "h"})), Ok(PubSubMode::Classic));
+        assert_eq!(
+            m(json!({"host": "h", "adapter": "sharded"})),
+            Ok(PubSubMode::Sharded(SubscriptionMode::Dynamic))
+        );
+        assert_eq!(
+            m(json!({"cluster": ["a:1"], "adapter": "sharded", "subscriptionMode": "static"})),
+            Ok(PubSubMode::Sharded(SubscriptionMode::Static))
+        );
+        assert_eq!(
+            m(json!({"adapter": "sharded", "subscriptionMode": "dynamic-private"})),
+            Ok(PubSubMode::Sharded(SubscriptionMode::DynamicPrivate))
+        );
+        assert!(m(json!({"adapter": "streams"}))
+            .unwrap_err()
+            .contains("cluster.adapter"));
+        assert!(m(json!({"adapter": "sharded", "subscriptionMode": "x"}))
+            .unwrap_err()
+            .contains("cluster.subscriptionMode"));
     }
 
     #[test]

@@ -142,6 +142,9 @@ struct Shared {
 /// The publisher connection shared by every namespace of a factory.
 pub struct Link {
     client: Client,
+    /// `SPUBLISH` and `PUBSUB SHARDNUMSUB` (sharded pub/sub) instead of `PUBLISH` and
+    /// `PUBSUB NUMSUB`.
+    sharded: bool,
     status: Arc<StatusTracker>,
     outbox: mpsc::Sender<Outgoing>,
     shared: Arc<Shared>,
@@ -161,13 +164,16 @@ impl Link {
         runtime: Handle,
         requests_timeout: Duration,
         queue: OfflineQueue,
+        sharded: bool,
     ) -> (Arc<Link>, JoinHandle<()>) {
         let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
-        let publisher = Publisher::new(client.clone(), status.clone(), requests_timeout, queue);
+        let mut publisher = Publisher::new(client.clone(), status.clone(), requests_timeout, queue);
+        publisher.sharded = sharded;
         let shared = publisher.shared.clone();
         let task = runtime.spawn(publisher.run(rx));
         let link = Link {
             client,
+            sharded,
             status,
             outbox,
             shared,
@@ -250,7 +256,7 @@ impl Link {
     /// Subscribers of `channel` (`PUBSUB NUMSUB`), i.e. servers in the namespace.
     pub async fn numsub(&self, channel: &str) -> Result<usize, AdapterError> {
         self.check()?;
-        numsub_all(&self.client, &self.options(), channel)
+        numsub_all(&self.client, &self.options(), channel, self.sharded)
             .await
             .map_err(unavailable)
     }
@@ -291,11 +297,12 @@ fn numsub_count(reply: &fred::types::Value) -> usize {
     n.and_then(|n| usize::try_from(n).ok()).unwrap_or(0)
 }
 
-/// `CLIENT LIST TYPE pubsub`: the pattern subscriptions (`psub=N`) of all pub/sub clients.
-fn pattern_subscriptions(list: &str) -> usize {
+/// `CLIENT LIST TYPE pubsub`: the subscriptions of all pub/sub clients counted in `field`
+/// (`psub=` for patterns, `ssub=` for shard channels).
+fn subscription_count(list: &str, field: &str) -> usize {
     list.lines()
         .flat_map(|line| line.split(' '))
-        .filter_map(|field| field.strip_prefix("psub="))
+        .filter_map(|f| f.strip_prefix(field))
         .filter_map(|n| n.trim().parse::<usize>().ok())
         .sum()
 }
@@ -309,7 +316,7 @@ pub fn unavailable(e: fred::error::Error) -> AdapterError {
 /// second time: a command written to a connection that is then dropped may still reach Redis
 /// (what was sent before the close is read once the server wakes up), so a retry on the next
 /// connection could run it twice.
-fn command_options(timeout: Duration) -> Options {
+pub(super) fn command_options(timeout: Duration) -> Options {
     Options {
         fail_fast: true,
         timeout: Some(timeout),
@@ -375,6 +382,7 @@ struct Outage {
 
 struct Publisher {
     client: Client,
+    sharded: bool,
     status: Arc<StatusTracker>,
     shared: Arc<Shared>,
     /// Options of the commands that check who listens.
@@ -400,6 +408,7 @@ impl Publisher {
         shared.live.store(true, Ordering::SeqCst);
         Publisher {
             client,
+            sharded: false,
             status,
             shared,
             probe: command_options(requests_timeout),
@@ -486,7 +495,7 @@ impl Publisher {
                     mode = Mode::Sending;
                 }
                 _ = sample.tick(), if sampling.is_none() && matches!(mode, Mode::Sending) => {
-                    sampling = Some(Box::pin(listeners(self.client.clone(), self.probe.clone(), self.watched())));
+                    sampling = Some(Box::pin(listeners(self.client.clone(), self.probe.clone(), self.watched(), self.sharded)));
                 }
                 seen = async {
                     match &mut sampling {
@@ -662,6 +671,7 @@ impl Publisher {
                 // again would be lost, so it waits too.
                 Mode::Waiting(Box::pin(heard_again(
                     self.client.clone(),
+                    self.sharded,
                     self.probe.clone(),
                     self.status.clone(),
                     self.baseline(),
@@ -691,7 +701,7 @@ impl Publisher {
                     s.delivered += 1;
                 }
             }
-            let mut fut = publish_one(self.client.clone(), q);
+            let mut fut = publish_one(self.client.clone(), q, self.sharded);
             let polled = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
             match polled {
                 Poll::Pending => in_flight.push(fut),
@@ -760,12 +770,15 @@ impl Publisher {
     }
 }
 
-fn publish_one(client: Client, q: Queued) -> InFlight {
+fn publish_one(client: Client, q: Queued, sharded: bool) -> InFlight {
     Box::pin(async move {
-        let result: Result<i64, _> = client
-            .with_options(&publish_options())
-            .publish(q.item.channel.as_str(), q.item.body.clone())
-            .await;
+        let c = client.with_options(&publish_options());
+        let (channel, body) = (q.item.channel.as_str(), q.item.body.clone());
+        let result: Result<i64, _> = if sharded {
+            c.spublish(channel, body).await
+        } else {
+            c.publish(channel, body).await
+        };
         (q, result.map(|_| ()))
     })
 }
@@ -793,27 +806,43 @@ fn count_targets(client: &Client, options: &Options) -> Vec<Options> {
         .collect()
 }
 
-/// `PUBSUB NUMSUB channel`, added up over every server that holds subscriptions.
+/// `PUBSUB NUMSUB channel` (`SHARDNUMSUB` for a shard channel), added up over every server
+/// that holds subscriptions.
 async fn numsub_all(
     client: &Client,
     options: &Options,
     channel: &str,
+    sharded: bool,
 ) -> Result<usize, fred::error::Error> {
     let mut total = 0;
     for o in count_targets(client, options) {
-        let reply: fred::types::Value = client.with_options(&o).pubsub_numsub(channel).await?;
+        let c = client.with_options(&o);
+        let reply: fred::types::Value = if sharded {
+            c.pubsub_shardnumsub(channel).await?
+        } else {
+            c.pubsub_numsub(channel).await?
+        };
         total += numsub_count(&reply);
     }
     Ok(total)
 }
 
-/// Who listens now: subscribers of each of `channels`, and all pattern subscriptions.
-async fn listeners(client: Client, options: Options, channels: Vec<String>) -> Option<Baseline> {
+/// Who listens now: subscribers of each of `channels`, and all pattern subscriptions (shard
+/// channel subscriptions when `sharded`).
+async fn listeners(
+    client: Client,
+    options: Options,
+    channels: Vec<String>,
+    sharded: bool,
+) -> Option<Baseline> {
     let mut numsub = HashMap::new();
     for channel in channels {
-        let n = numsub_all(&client, &options, &channel).await.ok()?;
+        let n = numsub_all(&client, &options, &channel, sharded)
+            .await
+            .ok()?;
         numsub.insert(channel, n);
     }
+    let field = if sharded { "ssub=" } else { "psub=" };
     let mut patterns = Some(0);
     for o in count_targets(&client, &options) {
         let list: Result<String, _> = client
@@ -824,7 +853,7 @@ async fn listeners(client: Client, options: Options, channels: Vec<String>) -> O
             )
             .await;
         patterns = match (patterns, list) {
-            (Some(n), Ok(l)) => Some(n + pattern_subscriptions(&l)),
+            (Some(n), Ok(l)) => Some(n + subscription_count(&l, field)),
             // Not allowed (an ACL): the pattern subscriptions are not waited for.
             _ => None,
         };
@@ -836,6 +865,7 @@ async fn listeners(client: Client, options: Options, channels: Vec<String>) -> O
 /// (`true`), or `wait` has passed (`false`).
 async fn heard_again(
     client: Client,
+    sharded: bool,
     options: Options,
     status: Arc<StatusTracker>,
     before: Baseline,
@@ -845,7 +875,7 @@ async fn heard_again(
     loop {
         if status.is_up(Role::Subscriber) {
             let channels = before.numsub.keys().cloned().collect();
-            if let Some(now) = listeners(client.clone(), options.clone(), channels).await {
+            if let Some(now) = listeners(client.clone(), options.clone(), channels, sharded).await {
                 let channels_back = before
                     .numsub
                     .iter()
@@ -1232,8 +1262,9 @@ mod tests {
     fn pattern_subscriptions_of_client_list() {
         let list = "id=3 addr=127.0.0.1:5 name= age=1 db=0 sub=3 psub=1 ssub=0 cmd=psubscribe\n\
                     id=4 addr=127.0.0.1:6 name= age=1 db=0 sub=3 psub=2 ssub=0 cmd=ping\n";
-        assert_eq!(pattern_subscriptions(list), 3);
-        assert_eq!(pattern_subscriptions(""), 0);
+        assert_eq!(subscription_count(list, "psub="), 3);
+        assert_eq!(subscription_count(list, "ssub="), 0);
+        assert_eq!(subscription_count("", "psub="), 0);
     }
 
     #[test]

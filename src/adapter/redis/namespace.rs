@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::link::{log, Link, Throttle};
 use super::wire::{self, Channels, RequestType};
+use super::{ChannelKind, Closing, Listening, OnClose, Serving};
 use crate::adapter::msgpack::{self, Value};
 use crate::adapter::{
     AckCollector, Adapter, AdapterError, BroadcastOptions, LocalNamespace, RemoteSocket,
@@ -119,6 +120,26 @@ impl Namespace {
             closed: AtomicBool::new(false),
             bad_messages: Throttle::default(),
         })
+    }
+
+    /// The channels it listens on: its broadcasts by pattern, requests and responses.
+    pub fn listening(&self) -> Listening {
+        let c = &self.channels;
+        Listening {
+            exact: vec![
+                (c.request.clone(), ChannelKind::Request),
+                (c.response.clone(), ChannelKind::Response),
+                (c.specific_response.clone(), ChannelKind::Response),
+            ],
+            prefix: (c.broadcast.clone(), ChannelKind::Broadcast),
+            patterns: vec![c.pattern()],
+            channels: vec![
+                c.request.clone(),
+                c.response.clone(),
+                c.specific_response.clone(),
+            ],
+            shard_channels: Vec::new(),
+        }
     }
 
     /// Whether [`Namespace::close`] ran.
@@ -525,8 +546,29 @@ impl Namespace {
     }
 }
 
-/// What leaving the cluster takes for a namespace (unsubscribing), supplied by the factory.
-pub(super) type OnClose = Box<dyn Fn(&Arc<Namespace>) -> BoxFuture<'static, ()> + Send + Sync>;
+impl Closing for Namespace {
+    fn close(&self) {
+        Namespace::close(self);
+    }
+}
+
+impl Serving for Namespace {
+    fn uid(&self) -> &str {
+        &self.uid
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn is_closed(&self) -> bool {
+        Namespace::is_closed(self)
+    }
+    fn handle(self: &Arc<Self>, message: Inbound) {
+        Namespace::handle(self, message);
+    }
+    fn own_channels(&self) -> Vec<String> {
+        vec![self.channels.specific_response.clone()]
+    }
+}
 
 /// The [`Adapter`] of one namespace. Dropping it (or [`Adapter::close`]) leaves the cluster.
 pub struct RedisAdapter {
@@ -721,7 +763,7 @@ impl Adapter for RedisAdapter {
             return futures_util::future::ready(()).boxed();
         }
         self.ns.close();
-        (self.on_close)(&self.ns)
+        (self.on_close)()
     }
 }
 
@@ -729,7 +771,7 @@ impl Drop for RedisAdapter {
     fn drop(&mut self) {
         if !self.ns.is_closed() {
             self.ns.close();
-            let leave = (self.on_close)(&self.ns);
+            let leave = (self.on_close)();
             self.ns.link.runtime.spawn(leave);
         }
     }
@@ -793,6 +835,7 @@ mod tests {
             tokio::runtime::Handle::current(),
             Duration::from_millis(10),
             crate::adapter::redis::OfflineQueue::DEFAULT,
+            false,
         );
         let counting = Arc::new(Counting::default());
         let local: Arc<dyn LocalNamespace> = counting.clone();
