@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Makes sure the system programs the tests and the demo start (redis-server, nginx, chromium,
-// openssl) are installed, then that the native addon is built. Run by `npm test` and `npm run demo`.
+// Makes sure the system programs the tests and the demo start (redis-server, redis-cli, nginx,
+// chromium, openssl) are installed, then that the native addon is built. Run by `npm test` and
+// `npm run demo`.
 //
 // A missing program is installed with apt-get when we are root on Debian/Ubuntu; otherwise the
 // command to run is printed. Only what the current task cannot do without is fatal: redis-server
@@ -16,6 +17,8 @@ const path = require("node:path");
 /** Program, its Debian package, the tasks that use it, and those that cannot run without it. */
 const PROGRAMS = [
   { bin: "redis-server", pkg: "redis-server", usedBy: ["demo", "test"], requiredBy: ["demo"] },
+  // creates and reshards the Redis Cluster of the topology tests
+  { bin: "redis-cli", pkg: "redis-tools", usedBy: ["test"], requiredBy: [] },
   { bin: "nginx", pkg: "nginx", usedBy: ["test"], requiredBy: [] },
   { bin: "chromium", pkg: "chromium", usedBy: ["test"], requiredBy: [] },
   // makes the certificates of the Redis-over-TLS test
