@@ -31,13 +31,16 @@ function pathWithoutRust() {
     .join(path.delimiter);
 }
 
-/** The environment of a user's install: no Rust, no npm settings inherited from `npm test`. */
-function userEnv() {
+/**
+ * The environment of a user's install: no npm settings inherited from `npm test`, and no Rust
+ * unless `rust` is set.
+ */
+function userEnv({ rust = false } = {}) {
   const env = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (!/^npm_/i.test(k) && !/^(CARGO|RUSTUP)_/.test(k)) env[k] = v;
+    if (!/^npm_/i.test(k) && (rust || !/^(CARGO|RUSTUP)_/.test(k))) env[k] = v;
   }
-  env.PATH = pathWithoutRust();
+  if (!rust) env.PATH = pathWithoutRust();
   env.npm_config_cache = path.join(tmp, "npm-cache"); // empty: nothing can come from a cache
   env.npm_config_update_notifier = "false";
   return env;
@@ -67,13 +70,13 @@ function app(name, manifest = {}) {
  * `npm install` in `dir` as a user would, offline with an empty cache: the platform package can
  * only come from the local tarball, and npm must skip every optional dependency it cannot fetch.
  */
-function install(dir, args = []) {
+function install(dir, args = [], { rust = false, timeout = 120000 } = {}) {
   const started = Date.now();
   const r = spawnSync(npm, ["install", "--offline", "--no-audit", "--no-fund", "--foreground-scripts", ...args], {
     cwd: dir,
-    env: userEnv(),
+    env: userEnv({ rust }),
     encoding: "utf8",
-    timeout: 120000,
+    timeout,
     shell: process.platform === "win32",
   });
   const ms = Date.now() - started;
@@ -249,6 +252,27 @@ test("the main tarball alone, no Rust: the install goes on, require() names the 
   }
   assert.match(r.stderr, /code: 'WEROLL_NATIVE_NO_BINDING'/);
 });
+
+const sourceBuild = /^(1|true|yes)$/i.test(process.env.WEROLL_NATIVE_TEST_SOURCE_BUILD || "");
+test(
+  "the main tarball alone, with Rust: the install builds the addon from source",
+  {
+    timeout: 30 * 60 * 1000,
+    skip: !sourceBuild && "a full cargo build takes minutes: set WEROLL_NATIVE_TEST_SOURCE_BUILD=1 to run it",
+  },
+  () => {
+    const dir = app("app-source-build");
+    const { output } = install(dir, [mainTgz], { rust: true, timeout: 30 * 60 * 1000 });
+    assert.match(output, /building it from source with cargo/);
+    assert.ok(!fs.existsSync(path.join(dir, "node_modules", platformName)));
+    assert.deepEqual(targetDirs(dir), [], "the cargo target folder is removed after the build");
+    const built = path.join(fs.realpathSync(path.join(dir, "node_modules", pkg.name)), binaryName);
+    assert.ok(fs.existsSync(built), `${binaryName} was built`);
+    const result = runSmoke(dir);
+    assert.equal(result.binary, built);
+    assert.deepEqual(result.answer, { got: { n: 42, text: "hé" }, from: "server" });
+  },
+);
 
 test("in a git checkout the install script leaves the build to `prepare`", () => {
   const r = spawnSync(process.execPath, [path.join(root, "scripts", "install.js")], { cwd: root, env: userEnv(), encoding: "utf8" });
