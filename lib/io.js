@@ -3,7 +3,7 @@
 // server. Sockets, rooms and broadcasts live in Rust; this file only runs handlers.
 const { EventEmitter } = require("node:events");
 const querystring = require("node:querystring");
-const native = require("../binding.js");
+const native = require("./native");
 const { encode, decode } = require("./codec");
 
 const emitLocal = EventEmitter.prototype.emit;

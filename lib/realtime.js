@@ -3,7 +3,7 @@
 const { EventEmitter } = require("node:events");
 const { Server, Socket, pickOptions } = require("./io");
 const { workerIndex } = require("./worker");
-const native = require("../binding.js");
+const native = require("./native");
 
 const INVOKE_EVENT = "weroll:invoke";
 /** How a cluster request that could not be sent (Redis away) fails. */

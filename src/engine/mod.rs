@@ -381,12 +381,14 @@ pub fn unix_ms() -> u64 {
 }
 
 /// Binds `addr` with `SO_REUSEADDR` (so a respawned worker can take over its port at once).
+/// Not on Windows, where that option lets a second listener share a port in use.
 pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
+    #[cfg(not(windows))]
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
