@@ -11,7 +11,7 @@ const assert = require("node:assert/strict");
 const http = require("node:http");
 const { Server: NodeServer } = require("socket.io");
 const { createShardedAdapter } = require("@socket.io/redis-adapter");
-const { createClient } = require("redis");
+const { createClient, createCluster } = require("redis");
 const u = require("./fixtures/cluster-util.js");
 
 const redisBin = u.needBinary("redis-server");
@@ -22,12 +22,15 @@ async function shardChannels(client, pattern = `${KEY}#*`) {
   const channels = await client.sendCommand(["PUBSUB", "SHARDCHANNELS", pattern]);
   return channels.sort();
 }
-async function shardNumSub(client, channel) {
-  const reply = await client.sendCommand(["PUBSUB", "SHARDNUMSUB", channel]);
-  return Number(reply[1]);
+/** Subscribers of a shard channel, added up over `clients` (one per master of a Cluster). */
+async function shardNumSub(clients, channel) {
+  let n = 0;
+  for (const client of [].concat(clients)) n += Number((await client.sendCommand(["PUBSUB", "SHARDNUMSUB", channel]))[1]);
+  return n;
 }
 
-describe("sharded mode: 4 native workers and a Node server on one Redis 7", { skip: redisBin.skip, timeout: 90000 }, () => {
+/** `topology`: "server" (one redis-server 7) or "cluster" (a Redis Cluster of 3 masters + 3 replicas). */
+const shardedSuite = (topology) => () => {
   const children = new u.Children();
   const redisProcess = new u.Children();
   const redisClients = [];
@@ -36,6 +39,7 @@ describe("sharded mode: 4 native workers and a Node server on one Redis 7", { sk
   let io;
   let httpServer;
   let admin;
+  let cluster;
   const byName = {};
   let native = [];
   let nodeClients = [];
@@ -46,18 +50,31 @@ describe("sharded mode: 4 native workers and a Node server on one Redis 7", { sk
   const ids = (...cs) => cs.map((c) => c.socketID).sort();
 
   before(async () => {
-    redis = await new u.RedisServer(redisProcess).start();
     base = await u.freePorts(4);
-    await Promise.all([0, 1, 2, 3].map((i) => u.forkWorker(children, i, { base, redisPort: redis.port, key: KEY, adapter: "sharded" })));
-    const redisClient = async () => {
-      const c = createClient({ url: `redis://127.0.0.1:${redis.port}` });
+    const redisClient = async (port) => {
+      const c = createClient({ url: `redis://127.0.0.1:${port}` });
       c.on("error", () => {});
       redisClients.push(c);
       await u.within(c.connect(), 5000, "node-redis connect");
       return c;
     };
-    admin = await redisClient();
-    const pub = await redisClient();
+    let pub;
+    if (topology === "cluster") {
+      cluster = await new u.RedisCluster(redisProcess).start();
+      const seeds = cluster.seeds();
+      await Promise.all([0, 1, 2, 3].map((i) => u.forkWorker(children, i, { base, key: KEY, adapter: "sharded", redis: { cluster: [seeds[i]], key: KEY } })));
+      admin = [];
+      for (const m of await cluster.masters()) admin.push(await redisClient(m.port));
+      pub = createCluster({ rootNodes: cluster.seeds(1).map((n) => ({ url: `redis://${n.host}:${n.port}` })) });
+      pub.on("error", () => {});
+      redisClients.push(pub);
+      await u.within(pub.connect(), 10000, "node-redis cluster connect");
+    } else {
+      redis = await new u.RedisServer(redisProcess).start();
+      await Promise.all([0, 1, 2, 3].map((i) => u.forkWorker(children, i, { base, redisPort: redis.port, key: KEY, adapter: "sharded" })));
+      admin = await redisClient(redis.port);
+      pub = await redisClient(redis.port);
+    }
     const sub = pub.duplicate();
     sub.on("error", () => {});
     redisClients.push(sub);
@@ -109,6 +126,7 @@ describe("sharded mode: 4 native workers and a Node server on one Redis 7", { sk
     if (io) await u.within(new Promise((resolve) => io.close(() => resolve())), 5000, "Node io.close").catch(() => {});
     for (const c of redisClients) await u.within(c.quit(), 3000, "node-redis quit").catch(() => c.disconnect().catch(() => {}));
     await children.killAll();
+    if (cluster) await cluster.stop();
     await redisProcess.killAll();
   });
 
@@ -211,7 +229,10 @@ describe("sharded mode: 4 native workers and a Node server on one Redis 7", { sk
     await gone;
     assert.equal(u.count(victim, t, "$kick"), 1);
   });
-});
+};
+
+describe("sharded mode: 4 native workers and a Node server on one Redis 7", { skip: redisBin.skip, timeout: 90000 }, shardedSuite("server"));
+describe("sharded mode: 4 native workers and a Node server on a Redis Cluster", { skip: redisBin.skip, timeout: 120000 }, shardedSuite("cluster"));
 
 describe("sharded mode, static subscriptions, through a Redis blip", { skip: redisBin.skip, timeout: 60000 }, () => {
   const children = new u.Children();

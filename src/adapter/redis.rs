@@ -493,7 +493,7 @@ impl RedisAdapterFactory {
                 "cluster.redis.cluster: cannot join {server} ({role}); is each seed a node of a Redis Cluster (cluster-enabled yes) and reachable? {e}"
             ),
             Topology::Sentinel { .. } => format!(
-                "cluster.redis.sentinel.name: cannot reach {server} ({role}); do the sentinels (cluster.redis.sentinel.nodes) know a master of that name? {e}"
+                "cluster.redis.sentinel.name: cannot reach {server} ({role}); do the sentinels (cluster.redis.sentinel.nodes) know a master of that name, and do they take cluster.redis.sentinel.password (and the master cluster.redis.password)? {e}"
             ),
         }
         };
