@@ -26,6 +26,7 @@ mod config;
 mod link;
 mod namespace;
 mod sharded;
+mod shared;
 mod wire;
 
 use std::collections::{HashMap, HashSet};

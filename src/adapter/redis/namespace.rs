@@ -2,7 +2,6 @@
 //! what the other servers publish ([`Namespace::handle`]).
 
 use std::collections::{HashMap, HashSet};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -12,6 +11,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 use tokio::sync::oneshot;
 
 use super::link::{log, Link, Throttle};
+use super::shared::{self, AckRequests};
 use super::wire::{self, Channels, RequestType};
 use super::{ChannelKind, Closing, Listening, OnClose, Serving};
 use crate::adapter::msgpack::{self, Value};
@@ -19,10 +19,6 @@ use crate::adapter::{
     AckCollector, Adapter, AdapterError, BroadcastOptions, LocalNamespace, RemoteSocket,
 };
 use crate::protocol::Payload;
-
-/// The longest this server waits for its own namespace to acknowledge another server's
-/// `serverSideEmit`; the asking server has given up long before.
-const ACK_WAIT_MAX: Duration = Duration::from_secs(60);
 
 /// A message for a namespace, by the kind of channel it came on.
 #[derive(Debug)]
@@ -81,9 +77,8 @@ pub struct Namespace {
     local: Weak<dyn LocalNamespace>,
     link: Arc<Link>,
     pending: Mutex<HashMap<String, Pending>>,
-    /// This server's broadcasts waiting for acknowledgements, by request id (weak: the
-    /// broadcast owns its collector and drops it when done).
-    ack_requests: Mutex<HashMap<String, Weak<AckCollector>>>,
+    /// This server's broadcasts waiting for acknowledgements.
+    ack_requests: AckRequests,
     closed: AtomicBool,
     bad_messages: Throttle,
 }
@@ -116,7 +111,7 @@ impl Namespace {
             local,
             link,
             pending: Mutex::new(HashMap::new()),
-            ack_requests: Mutex::new(HashMap::new()),
+            ack_requests: AckRequests::default(),
             closed: AtomicBool::new(false),
             bad_messages: Throttle::default(),
         })
@@ -159,17 +154,7 @@ impl Namespace {
 
     /// Runs `f` on the local namespace, if it still exists. A panic in it is contained.
     fn local<R>(&self, f: impl FnOnce(&dyn LocalNamespace) -> R) -> Option<R> {
-        let local = self.local.upgrade()?;
-        match catch_unwind(AssertUnwindSafe(|| f(local.as_ref()))) {
-            Ok(r) => Some(r),
-            Err(_) => {
-                log(&format!(
-                    "namespace {} panicked while serving a cluster message",
-                    self.name
-                ));
-                None
-            }
-        }
+        shared::call_local(&self.local, &self.name, f)
     }
 
     fn reject(&self, what: &str, why: impl std::fmt::Display) {
@@ -275,13 +260,7 @@ impl Namespace {
                 };
                 let opts = opts.unwrap_or_default();
                 // The asking server stops listening after its timeout (in the flags).
-                let linger = wire::field(request, "opts")
-                    .and_then(|o| wire::field(o, "flags"))
-                    .and_then(|f| wire::field(f, "timeout"))
-                    .and_then(Value::as_u64)
-                    .map_or(ACK_WAIT_MAX, |ms| {
-                        Duration::from_millis(ms).min(ACK_WAIT_MAX)
-                    });
+                let linger = shared::ack_linger(wire::field(request, "opts"));
                 let weak = Arc::downgrade(self);
                 let request_id = id.clone();
                 let forward = Box::new(move |answer: Payload| {
@@ -301,15 +280,7 @@ impl Namespace {
                     ("requestId", id),
                     ("clientCount", Value::from(count as u64)),
                 ]);
-                if count > 0 {
-                    let local = self.local.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(linger).await;
-                        if let Some(l) = local.upgrade() {
-                            l.forget_broadcast_ack(ack_id);
-                        }
-                    });
-                }
+                shared::forget_acks_after(&self.link.runtime, &self.local, ack_id, count, linger);
             }
             RequestType::BroadcastClientCount | RequestType::BroadcastAck => {}
         }
@@ -376,27 +347,13 @@ impl Namespace {
             return;
         }
         let ns = self.clone();
-        self.link.runtime.spawn(async move {
-            let Ok(Ok(ack)) = tokio::time::timeout(ACK_WAIT_MAX, rx).await else {
-                return;
-            };
+        shared::answer_server_side_emit(&self.link.runtime, self.name.clone(), rx, move |first| {
             let mut fields = vec![
                 ("type", RequestType::ServerSideEmit.value()),
                 ("requestId", id),
             ];
-            // Node acknowledges with one argument, `data`; no argument leaves it out.
-            match msgpack::from_payload(&ack) {
-                Ok(Value::Array(args)) => {
-                    if let Some(first) = args.into_iter().next() {
-                        fields.push(("data", first));
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => log(&format!(
-                    "serverSideEmit acknowledgement of {} is not JSON: {e}",
-                    ns.name
-                )),
-            }
+            // The acknowledgement's argument is `data`; no argument leaves it out.
+            fields.extend(first.map(|a| ("data", a)));
             ns.respond(fields);
         });
     }
@@ -410,19 +367,10 @@ impl Namespace {
             kind,
             Some(RequestType::BroadcastClientCount | RequestType::BroadcastAck)
         ) {
-            let collector = self
-                .ack_requests
-                .lock()
-                .ok()
-                .and_then(|m| m.get(&id).and_then(Weak::upgrade));
-            if let Some(c) = collector {
-                if kind == Some(RequestType::BroadcastAck) {
-                    c.response(wire::ack_payload(wire::field(response, "packet")));
-                } else {
-                    let n = wire::field(response, "clientCount").and_then(Value::as_u64);
-                    c.client_count(n.unwrap_or(0) as usize);
-                }
-            }
+            let count = wire::field(response, "clientCount").and_then(Value::as_u64);
+            let ack =
+                (kind == Some(RequestType::BroadcastAck)).then(|| wire::field(response, "packet"));
+            self.ack_requests.answer(&id, count, ack);
             return;
         }
         let Ok(mut pending) = self.pending.lock() else {
@@ -631,10 +579,7 @@ impl Adapter for RedisAdapter {
                 }
             };
             let request_id = random_id(12);
-            if let Ok(mut m) = ns.ack_requests.lock() {
-                m.retain(|_, c| c.strong_count() > 0);
-                m.insert(request_id.clone(), Arc::downgrade(&acks));
-            }
+            ns.ack_requests.register(&request_id, &acks);
             let body = wire::encode_message(&wire::map(vec![
                 ("uid", Value::from(ns.uid.as_str())),
                 ("requestId", Value::from(request_id.as_str())),
@@ -650,9 +595,7 @@ impl Adapter for RedisAdapter {
                 Ok(_) => true,
                 Err(e) => {
                     log(&format!("broadcast on {} not published: {e}", ns.name));
-                    if let Ok(mut m) = ns.ack_requests.lock() {
-                        m.remove(&request_id);
-                    }
+                    ns.ack_requests.remove(&request_id);
                     false
                 }
             }
@@ -716,14 +659,9 @@ impl Adapter for RedisAdapter {
         args: &Payload,
         ack_timeout: Option<Duration>,
     ) -> BoxFuture<'static, Result<Vec<Payload>, AdapterError>> {
-        let data = match msgpack::from_payload(args) {
+        let data = match shared::emit_arguments(args) {
             Ok(d) => d,
-            Err(e) => {
-                return futures_util::future::ready(Err(AdapterError::Unavailable(format!(
-                    "serverSideEmit arguments are not JSON: {e}"
-                ))))
-                .boxed()
-            }
+            Err(e) => return futures_util::future::ready(Err(e)).boxed(),
         };
         let Some(wait) = ack_timeout else {
             self.publish_request(vec![

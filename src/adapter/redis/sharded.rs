@@ -10,7 +10,6 @@
 //! MessagePack); the server count is `PUBSUB SHARDNUMSUB P#N#`.
 
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -22,6 +21,7 @@ use tokio::sync::oneshot;
 use super::config::SubscriptionMode;
 use super::link::{log, Link, Throttle};
 use super::namespace::Inbound;
+use super::shared::{self, AckRequests};
 use super::wire;
 use super::{ChannelKind, Closing, Hub, Listening, OnClose, Serving};
 use crate::adapter::msgpack::{self, Value};
@@ -29,10 +29,6 @@ use crate::adapter::{
     AckCollector, Adapter, AdapterError, BroadcastOptions, LocalNamespace, RemoteSocket,
 };
 use crate::protocol::Payload;
-
-/// The longest this server waits for its own namespace to acknowledge another server's
-/// `serverSideEmit` or broadcast; the asking server has given up long before.
-const ACK_WAIT_MAX: Duration = Duration::from_secs(60);
 
 /// socket.io-adapter's `MessageType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,8 +124,8 @@ pub struct Namespace {
     link: Arc<Link>,
     hub: Arc<Hub>,
     pending: Mutex<HashMap<String, Pending>>,
-    /// This server's broadcasts waiting for acknowledgements, by request id.
-    ack_requests: Mutex<HashMap<String, Weak<AckCollector>>>,
+    /// This server's broadcasts waiting for acknowledgements.
+    ack_requests: AckRequests,
     closed: AtomicBool,
     bad_messages: Throttle,
 }
@@ -158,7 +154,7 @@ impl Namespace {
             link,
             hub,
             pending: Mutex::new(HashMap::new()),
-            ack_requests: Mutex::new(HashMap::new()),
+            ack_requests: AckRequests::default(),
             closed: AtomicBool::new(false),
             bad_messages: Throttle::default(),
         })
@@ -218,17 +214,7 @@ impl Namespace {
     }
 
     fn local<R>(&self, f: impl FnOnce(&dyn LocalNamespace) -> R) -> Option<R> {
-        let local = self.local.upgrade()?;
-        match catch_unwind(AssertUnwindSafe(|| f(&*local))) {
-            Ok(r) => Some(r),
-            Err(_) => {
-                log(&format!(
-                    "namespace {}: a cluster message handler panicked",
-                    self.name
-                ));
-                None
-            }
-        }
+        shared::call_local(&self.local, &self.name, f)
     }
 
     fn reject(&self, why: impl std::fmt::Display) {
@@ -340,13 +326,7 @@ impl Namespace {
         opts: &BroadcastOptions,
         data: &Value,
     ) {
-        let linger = wire::field(data, "opts")
-            .and_then(|o| wire::field(o, "flags"))
-            .and_then(|f| wire::field(f, "timeout"))
-            .and_then(Value::as_u64)
-            .map_or(ACK_WAIT_MAX, |ms| {
-                Duration::from_millis(ms).min(ACK_WAIT_MAX)
-            });
+        let linger = shared::ack_linger(wire::field(data, "opts"));
         let weak = Arc::downgrade(self);
         let (to, request_id) = (from.to_owned(), id.clone());
         let forward = Box::new(move |answer: Payload| {
@@ -372,15 +352,7 @@ impl Namespace {
                 ("clientCount", Value::from(count as u64)),
             ],
         );
-        if count > 0 {
-            let local = self.local.clone();
-            self.link.runtime.spawn(async move {
-                tokio::time::sleep(linger).await;
-                if let Some(l) = local.upgrade() {
-                    l.forget_broadcast_ack(ack_id);
-                }
-            });
-        }
+        shared::forget_acks_after(&self.link.runtime, &self.local, ack_id, count, linger);
     }
 
     /// Another server's `serverSideEmit`: `packet` is `[event, ...args]`; with a request id,
@@ -408,23 +380,9 @@ impl Namespace {
         }
         let ns = self.clone();
         let to = from.to_owned();
-        self.link.runtime.spawn(async move {
-            let Ok(Ok(ack)) = tokio::time::timeout(ACK_WAIT_MAX, rx).await else {
-                return;
-            };
+        shared::answer_server_side_emit(&self.link.runtime, self.name.clone(), rx, move |first| {
             let mut fields = vec![("requestId", id)];
-            match msgpack::from_payload(&ack) {
-                Ok(Value::Array(args)) => {
-                    if let Some(first) = args.into_iter().next() {
-                        fields.push(("packet", first));
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => log(&format!(
-                    "serverSideEmit acknowledgement of {} is not JSON: {e}",
-                    ns.name
-                )),
-            }
+            fields.extend(first.map(|a| ("packet", a)));
             ns.respond(&to, MessageType::ServerSideEmitResponse, fields);
         });
     }
@@ -437,19 +395,9 @@ impl Namespace {
             kind,
             MessageType::BroadcastClientCount | MessageType::BroadcastAck
         ) {
-            let collector = self
-                .ack_requests
-                .lock()
-                .ok()
-                .and_then(|m| m.get(&id).and_then(Weak::upgrade));
-            if let Some(c) = collector {
-                if kind == MessageType::BroadcastAck {
-                    c.response(wire::ack_payload(wire::field(data, "packet")));
-                } else {
-                    let n = wire::field(data, "clientCount").and_then(Value::as_u64);
-                    c.client_count(n.unwrap_or(0) as usize);
-                }
-            }
+            let count = wire::field(data, "clientCount").and_then(Value::as_u64);
+            let ack = (kind == MessageType::BroadcastAck).then(|| wire::field(data, "packet"));
+            self.ack_requests.answer(&id, count, ack);
             return;
         }
         let Ok(mut pending) = self.pending.lock() else {
@@ -649,10 +597,7 @@ impl Adapter for ShardedAdapter {
                 }
             };
             let request_id = hex_id();
-            if let Ok(mut m) = ns.ack_requests.lock() {
-                m.retain(|_, c| c.strong_count() > 0);
-                m.insert(request_id.clone(), Arc::downgrade(&acks));
-            }
+            ns.ack_requests.register(&request_id, &acks);
             // Never on a room channel: every server owes an answer.
             let body = envelope(
                 MessageType::Broadcast,
@@ -668,9 +613,7 @@ impl Adapter for ShardedAdapter {
                 Ok(()) => true,
                 Err(e) => {
                     log(&format!("broadcast on {} not published: {e}", ns.name));
-                    if let Ok(mut m) = ns.ack_requests.lock() {
-                        m.remove(&request_id);
-                    }
+                    ns.ack_requests.remove(&request_id);
                     false
                 }
             }
@@ -752,14 +695,9 @@ impl Adapter for ShardedAdapter {
         args: &Payload,
         ack_timeout: Option<Duration>,
     ) -> BoxFuture<'static, Result<Vec<Payload>, AdapterError>> {
-        let packet = match msgpack::from_payload(args) {
+        let packet = match shared::emit_arguments(args) {
             Ok(p) => p,
-            Err(e) => {
-                return futures_util::future::ready(Err(AdapterError::Unavailable(format!(
-                    "serverSideEmit arguments are not JSON: {e}"
-                ))))
-                .boxed()
-            }
+            Err(e) => return futures_util::future::ready(Err(e)).boxed(),
         };
         let Some(wait) = ack_timeout else {
             self.publish_main(MessageType::ServerSideEmit, vec![("packet", packet)]);
