@@ -773,9 +773,13 @@ async fn slow_namespace_drops_instead_of_growing() {
     wait_servers(&fence_a_adapter, 2).await;
     {
         let _held = b.ns.gate.lock().unwrap();
+        // 3000 broadcasts of 16 KiB: 48 MiB, half again the 32 MiB a namespace may queue.
+        let filler = "x".repeat(16 << 10);
         for i in 0..3000 {
-            a.adapter
-                .broadcast(&payload(&format!(r#"["flood",{i}]"#), &[]), &opts(&[], &[]));
+            a.adapter.broadcast(
+                &payload(&format!(r#"["flood",{i},"{filler}"]"#), &[]),
+                &opts(&[], &[]),
+            );
         }
         fence_a_adapter.broadcast(&payload(r#"["fence"]"#, &[]), &opts(&[], &[]));
         // Blocks this thread only; the adapter's tasks run on the runtime's workers.
@@ -800,11 +804,12 @@ async fn slow_namespace_drops_instead_of_growing() {
             .iter()
             .filter(|e| is_broadcast(e, "flood"))
             .count();
+    // At most 32 MiB queued (the one being served aside), about 2000 such messages.
     assert!(
-        delivered <= 1024 + 1,
+        delivered <= 2048 + 1,
         "{delivered} queued for a stuck namespace"
     );
-    assert!(delivered >= 1000, "only {delivered} delivered");
+    assert!(delivered >= 1900, "only {delivered} delivered");
     a.factory.close().await;
     b.factory.close().await;
 }

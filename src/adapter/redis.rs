@@ -30,7 +30,7 @@ mod shared;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -55,8 +55,12 @@ use self::namespace::{Inbound, Namespace};
 use super::local::LocalAdapter;
 use super::{Adapter, AdapterError, AdapterFactory, LocalNamespace};
 
-/// Messages queued for one namespace before further ones are dropped.
-const INBOX_CAPACITY: usize = 1024;
+/// Bytes of messages queued for one namespace before further ones are dropped: Redis's own
+/// default hard limit for a pub/sub client's output buffer, past which Redis would cut a slow
+/// subscriber off anyway. A burst (another worker flushing what it kept through an outage) fits.
+const INBOX_BYTES: usize = 32 << 20;
+/// What one queued message counts for beyond its body (the queue's own bookkeeping).
+const INBOX_ENTRY_COST: usize = 64;
 /// Capacity of the client's own pub/sub fan-out channel (messages, not bytes).
 const SUBSCRIBER_BUFFER: usize = 8192;
 /// Time to live of a presence key written by [`RedisAdapterFactory::report_load`].
@@ -78,8 +82,62 @@ struct Route {
     uid: String,
     nsp: String,
     ns: Weak<dyn Closing>,
-    inbox: mpsc::Sender<Inbound>,
+    inbox: Inbox,
     overflow: Arc<Throttle>,
+}
+
+/// A namespace's queue of messages from the cluster, bounded in bytes: the hub never waits for
+/// a namespace (one stuck namespace must not hold up the others), and what does not fit is
+/// dropped and logged.
+#[derive(Clone)]
+struct Inbox {
+    tx: mpsc::UnboundedSender<(Inbound, usize)>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Inbox {
+    fn new() -> (Inbox, InboxReceiver) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        (
+            Inbox {
+                tx,
+                queued: queued.clone(),
+            },
+            InboxReceiver { rx, queued },
+        )
+    }
+
+    /// Queues `message` unless the queue is full; false when it was dropped.
+    fn offer(&self, message: Inbound) -> bool {
+        let cost = message.len() + INBOX_ENTRY_COST;
+        let fits = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q + cost <= INBOX_BYTES).then_some(q + cost)
+            })
+            .is_ok();
+        if !fits {
+            return false;
+        }
+        if self.tx.send((message, cost)).is_err() {
+            self.queued.fetch_sub(cost, Ordering::AcqRel);
+        }
+        true
+    }
+}
+
+struct InboxReceiver {
+    rx: mpsc::UnboundedReceiver<(Inbound, usize)>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl InboxReceiver {
+    async fn recv(&mut self) -> Option<Inbound> {
+        let (message, cost) = self.rx.recv().await?;
+        self.queued.fetch_sub(cost, Ordering::AcqRel);
+        Some(message)
+    }
 }
 
 /// How a message on a channel is served.
@@ -164,7 +222,7 @@ impl Hub {
                 (route, *kind)
             }
         };
-        if let Err(mpsc::error::TrySendError::Full(_)) = route.inbox.try_send(kind.inbound(body)) {
+        if !route.inbox.offer(kind.inbound(body)) {
             route.overflow.log(|| {
                 format!(
                     "namespace {} is not keeping up with the cluster; dropped a message from {channel}",
@@ -180,7 +238,7 @@ impl Hub {
         nsp: &str,
         ns: Weak<dyn Closing>,
         listening: &Listening,
-        inbox: mpsc::Sender<Inbound>,
+        inbox: Inbox,
     ) {
         let route = Route {
             uid: uid.to_owned(),
@@ -952,7 +1010,7 @@ impl RedisAdapterFactory {
     /// returns what unsubscribes it.
     fn serve<N: Serving>(&self, ns: Arc<N>, listening: Listening) -> OnClose {
         let listening = Arc::new(listening);
-        let (inbox, mut rx) = mpsc::channel(INBOX_CAPACITY);
+        let (inbox, mut rx) = Inbox::new();
         let closing: Weak<dyn Closing> = Arc::downgrade(&ns) as Weak<dyn Closing>;
         self.hub
             .register(ns.uid(), ns.name(), closing, &listening, inbox);

@@ -136,6 +136,9 @@ struct Shared {
     /// Request channels (with how many namespaces use each) whose subscribers must be back
     /// before the queue is published after an outage.
     watched: Mutex<HashMap<String, usize>>,
+    /// Subscriber counts the adapter saw between two samples (a server count it asked for),
+    /// newest last: a server that joined just before an outage is waited for too.
+    observed: Mutex<VecDeque<(Instant, Baseline)>>,
     stats: Mutex<QueueStats>,
 }
 
@@ -256,9 +259,26 @@ impl Link {
     /// Subscribers of `channel` (`PUBSUB NUMSUB`), i.e. servers in the namespace.
     pub async fn numsub(&self, channel: &str) -> Result<usize, AdapterError> {
         self.check()?;
-        numsub_all(&self.client, &self.options(), channel, self.sharded)
+        let n = numsub_all(&self.client, &self.options(), channel, self.sharded)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        if let Ok(mut seen) = self.shared.observed.lock() {
+            let now = Instant::now();
+            while seen
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > BASELINE_WINDOW)
+            {
+                seen.pop_front();
+            }
+            seen.push_back((
+                now,
+                Baseline {
+                    numsub: HashMap::from([(channel.to_owned(), n)]),
+                    patterns: None,
+                },
+            ));
+        }
+        Ok(n)
     }
 
     /// After an outage, the queue waits until `channel` has as many subscribers as before.
@@ -436,8 +456,16 @@ impl Publisher {
 
     /// The highest counts seen lately: what to wait for after an outage.
     fn baseline(&self) -> Baseline {
+        let now = Instant::now();
+        let observed = self
+            .shared
+            .observed
+            .lock()
+            .map(|o| o.iter().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
         let mut b = Baseline::default();
-        for (_, s) in &self.samples {
+        let recent = self.samples.iter().chain(observed.iter());
+        for (_, s) in recent.filter(|(at, _)| now.duration_since(*at) <= BASELINE_WINDOW) {
             for (ch, n) in &s.numsub {
                 let e = b.numsub.entry(ch.clone()).or_default();
                 *e = (*e).max(*n);
@@ -445,6 +473,13 @@ impl Publisher {
             if let Some(p) = s.patterns {
                 b.patterns = Some(b.patterns.unwrap_or(0).max(p));
             }
+        }
+        // Every server on a watched channel also holds a pattern (classic) or at least that
+        // shard subscription (sharded) of its namespace: a server counted on the channel but
+        // not yet in a pattern sample is waited for all the same.
+        let servers: usize = b.numsub.values().sum();
+        if servers > 0 || b.patterns.is_some() {
+            b.patterns = Some(b.patterns.unwrap_or(0).max(servers));
         }
         b
     }
@@ -1256,6 +1291,28 @@ mod tests {
         let b = p.baseline();
         assert_eq!(b.numsub["req"], 3);
         assert_eq!(b.patterns, Some(4));
+    }
+
+    #[test]
+    fn a_server_counted_between_samples_is_waited_for() {
+        let p = publisher(OfflineQueue::DEFAULT);
+        // No sample yet; the adapter counted two servers on the request channel.
+        p.shared.observed.lock().unwrap().push_back((
+            Instant::now(),
+            Baseline {
+                numsub: HashMap::from([("req".to_owned(), 2)]),
+                patterns: None,
+            },
+        ));
+        let b = p.baseline();
+        assert_eq!(b.numsub["req"], 2);
+        // Each of them holds its namespace's pattern subscription too.
+        assert_eq!(b.patterns, Some(2));
+        // Counts older than the window are forgotten.
+        p.shared.observed.lock().unwrap()[0].0 -= BASELINE_WINDOW * 2;
+        let b = p.baseline();
+        assert!(b.numsub.is_empty());
+        assert_eq!(b.patterns, None);
     }
 
     #[test]

@@ -31,6 +31,15 @@ pub enum Inbound {
     Response(Bytes),
 }
 
+impl Inbound {
+    /// The size of its body.
+    pub fn len(&self) -> usize {
+        match self {
+            Inbound::Broadcast(b) | Inbound::Request(b) | Inbound::Response(b) => b.len(),
+        }
+    }
+}
+
 /// What a request of this server collects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
