@@ -12,7 +12,7 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 /** One native realtime server. */
 export declare class NativeServer {
   /** `onEvents(batch)` receives every server event, batched. */
-  constructor(onEvents: EventCallback)
+  constructor(onEvents: (arg: NativeBatch) => void)
   /**
    * Creates the server from `config` (JSON), joins the cluster when `config.redis` is set,
    * declares `namespaces`, and listens on `host:port`. Resolves to the bound port.
@@ -92,6 +92,12 @@ export declare class NativeServer {
   /** Connection counters of this server. */
   stats(): NativeStats
 }
+
+/**
+ * Which design drives this process's sockets: `"node"` (on Node's own event loop, the
+ * JavaScript thread) or `"thread"` (a network thread beside it); see `WEROLL_NATIVE_LOOP`.
+ */
+export declare function eventLoop(): string
 
 /** Encodes a JSON value as MessagePack (weroll's `compress` option). */
 export declare function msgpackEncode(json: string): Buffer

@@ -601,3 +601,10 @@ declare global {
   /** The last server `Realtime.createServer` made without `noGlobal` (weroll's global). */
   var Realtime: RealtimeServer;
 }
+
+/**
+ * Which design drives this process's sockets: `"node"` runs them on Node's own event loop (the
+ * JavaScript thread; the default on Linux), `"thread"` on a network thread beside it (set
+ * `WEROLL_NATIVE_LOOP=thread`, and the only design elsewhere).
+ */
+export declare const eventLoop: "node" | "thread";

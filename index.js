@@ -3,6 +3,7 @@
 const realtime = require("./lib/realtime");
 const io = require("./lib/io");
 const { workerIndex } = require("./lib/worker");
+const native = require("./lib/native");
 
 /** weroll's Realtime module: `Realtime.createServer(config, noGlobal)`. */
 const Realtime = { createServer: realtime.createServer, RealtimeServer: realtime.RealtimeServer };
@@ -16,4 +17,6 @@ module.exports = {
   Socket: io.Socket,
   BroadcastOperator: io.BroadcastOperator,
   workerIndex,
+  /** `"node"`: sockets run on Node's own event loop; `"thread"`: on a network thread beside it. */
+  eventLoop: native.eventLoop(),
 };

@@ -183,10 +183,18 @@ impl BatchWriter {
     }
 }
 
-/// The queue between the server and JavaScript.
+/// The queue between the server and JavaScript. Threaded, a pump task drains it into the
+/// threadsafe function; on the `node` loop, the loop drains it on the JavaScript thread
+/// ([`EventPump::take_batch`]).
 #[derive(Default)]
 pub struct EventPump {
     tx: RwLock<Option<mpsc::UnboundedSender<Outgoing>>>,
+    /// The queue's receiving end, on the `node` loop.
+    local: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
+    /// Set by [`EventPump::start_local`]: a push outside a tick nudges the loop.
+    is_local: std::sync::atomic::AtomicBool,
+    /// The server is closed: once drained, no batch will ever come again.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl EventPump {
@@ -197,14 +205,64 @@ impl EventPump {
         tokio::spawn(pump(rx, callback));
     }
 
+    /// Starts queueing for the `node` loop, which delivers on the JavaScript thread.
+    pub fn start_local(&self) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *crate::server::lock(&self.local) = Some(rx);
+        self.is_local.store(true, std::sync::atomic::Ordering::Release);
+        *self.tx.write().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    }
+
     /// Stops delivering: the pump ends once the queue is drained, releasing the callback.
     pub fn stop(&self) {
         self.tx.write().unwrap_or_else(|e| e.into_inner()).take();
     }
 
+    /// Stops for good (the server is closed).
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        self.stop();
+    }
+
+    /// Whether the server is closed and every event was delivered.
+    pub fn ended(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+            && crate::server::lock(&self.local)
+                .as_ref()
+                .is_none_or(|rx| rx.is_empty())
+    }
+
+    /// The next batch of a `node`-loop queue: `Some(None)` when nothing is waiting, `None`
+    /// once the server is closed and drained.
+    pub fn take_batch(&self) -> Option<Option<NativeBatch>> {
+        let mut local = crate::server::lock(&self.local);
+        let Some(rx) = local.as_mut() else {
+            return (!self.closed.load(std::sync::atomic::Ordering::Acquire)).then_some(None);
+        };
+        let Ok(first) = rx.try_recv() else {
+            return (!self.ended_locked(rx)).then_some(None);
+        };
+        let mut batch = BatchWriter::default();
+        batch.push(first);
+        for _ in 1..BATCH {
+            match rx.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        Some(Some(batch.finish()))
+    }
+
+    fn ended_locked(&self, rx: &mpsc::UnboundedReceiver<Outgoing>) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire) && rx.is_empty()
+    }
+
     fn send(&self, o: Outgoing) {
         if let Some(tx) = self.tx.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
             let _ = tx.send(o);
+            if self.is_local.load(std::sync::atomic::Ordering::Relaxed) {
+                super::node_loop::nudge();
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod config;
 mod events;
+mod node_loop;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -33,6 +34,12 @@ fn worker_threads() -> usize {
 
 #[napi_derive::module_init]
 fn init() {
+    if node_loop::requested_mode() == node_loop::LoopMode::Node {
+        if let Some(rt) = node_loop::build_node_runtime() {
+            napi::bindgen_prelude::create_custom_tokio_runtime(rt);
+            return;
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_threads())
         .thread_name("weroll-native")
@@ -107,6 +114,9 @@ pub struct NativeServer {
     pump: Arc<EventPump>,
     callback: Arc<Mutex<Option<EventCallback>>>,
     presence: Mutex<Option<Arc<RedisAdapterFactory>>>,
+    /// Events are delivered by the `node` loop on the JavaScript thread, not through
+    /// `callback` (which then only keeps the process alive while the server listens).
+    local_delivery: bool,
 }
 
 fn payload(data: String, attachments: Option<Vec<Buffer>>) -> Payload {
@@ -154,13 +164,21 @@ fn to_napi<E: std::fmt::Display>(e: E) -> Error {
 impl NativeServer {
     /// `onEvents(batch)` receives every server event, batched.
     #[napi(constructor)]
-    pub fn new(on_events: EventCallback) -> Self {
-        NativeServer {
+    pub fn new(env: Env, on_events: Function<'_, NativeBatch, ()>) -> Result<Self> {
+        let pump = Arc::new(EventPump::default());
+        // SAFETY: the env and the function of this very call.
+        let local_delivery = unsafe { node_loop::register(env.raw(), on_events.raw(), &pump) };
+        let callback: EventCallback = on_events
+            .build_threadsafe_function()
+            .callee_handled::<false>()
+            .build()?;
+        Ok(NativeServer {
             server: OnceLock::new(),
-            pump: Arc::new(EventPump::default()),
-            callback: Arc::new(Mutex::new(Some(on_events))),
+            pump,
+            callback: Arc::new(Mutex::new(Some(callback))),
             presence: Mutex::new(None),
-        }
+            local_delivery,
+        })
     }
 
     /// The local adapter, or the Redis one when `config.redis` is set (connecting first).
@@ -222,7 +240,11 @@ impl NativeServer {
         let ip: std::net::IpAddr = host
             .parse()
             .map_err(|_| Error::new(Status::InvalidArg, format!("invalid host {host}")))?;
-        self.pump.start(self.callback.clone());
+        if self.local_delivery {
+            self.pump.start_local();
+        } else {
+            self.pump.start(self.callback.clone());
+        }
         let started = async {
             let factory: Arc<dyn AdapterFactory> = self.adapter_factory(&cfg).await?;
             let server = Arc::new(Server::new(cfg.server.clone(), self.pump.clone(), factory));
@@ -280,7 +302,7 @@ impl NativeServer {
         if let Some(presence) = presence {
             presence.close().await;
         }
-        self.pump.stop();
+        self.pump.close();
         lock(&self.callback).take();
         Ok(())
     }
@@ -674,6 +696,16 @@ impl NativeServer {
                 sockets: 0,
             },
         }
+    }
+}
+
+/// Which design drives this process's sockets: `"node"` (on Node's own event loop, the
+/// JavaScript thread) or `"thread"` (a network thread beside it); see `WEROLL_NATIVE_LOOP`.
+#[napi]
+pub fn event_loop() -> &'static str {
+    match node_loop::mode() {
+        node_loop::LoopMode::Node => "node",
+        node_loop::LoopMode::Thread => "thread",
     }
 }
 
