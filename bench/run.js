@@ -17,6 +17,7 @@ const os = require("node:os");
 const path = require("node:path");
 const { sample, delta, cpuTimes, rssBytes } = require("./lib/proc");
 const { startRedis, startCluster, startLoadgen, redisVersion, sleep, LOADGEN, BENCH } = require("./lib/spawn");
+const FLOOR = path.join(path.dirname(LOADGEN), "floor");
 const { writeReport, TARGETS } = require("./lib/report");
 
 const DEFAULTS = {
@@ -27,9 +28,21 @@ const DEFAULTS = {
   bcastConns: 5000,
   bcastRate: 10,
   bcastDuration: 20,
-  // scenario 3: echo through the JS handler: echoConns clients, echoDepth requests in flight each
-  echoConns: 100,
+  // scenario 2b: burst fan-out: burstConns receivers, the sender keeps burstWindow broadcasts in
+  // flight (the next leaves when it gets one of its own back), burstRate × burstDuration in all
+  burstConns: 2000,
+  burstWindow: 8,
+  burstRate: 200,
+  burstDuration: 10,
+  // scenario 2c: the floor: bcastConns sockets written the same pre-built frame, paced as scenario 2
+  // scenario 3: echo through the JS handler, three loads: echoConns clients with echoDepth
+  // requests in flight each (light), echoMid… (moderate) and echoHeavy… (heavy)
+  echoConns: 20,
   echoDepth: 1,
+  echoMidConns: 100,
+  echoMidDepth: 1,
+  echoHeavyConns: 500,
+  echoHeavyDepth: 4,
   echoDuration: 15,
   // scenario 4: cross-worker broadcast: sender on worker 0, xConns receivers on worker 1
   xConns: 10,
@@ -58,7 +71,12 @@ const QUICK = {
   bcastConns: 500,
   bcastRate: 20,
   bcastDuration: 4,
-  echoConns: 50,
+  burstConns: 300,
+  burstRate: 100,
+  burstDuration: 3,
+  echoConns: 10,
+  echoMidConns: 30,
+  echoHeavyConns: 60,
   echoDuration: 4,
   xConns: 5,
   xDuration: 4,
@@ -70,7 +88,9 @@ const QUICK = {
 };
 
 const SERVERS = { socketio: "socket.io", weroll: "weroll-native" };
-const SCENARIOS = ["idle", "bcast", "echo", "xworker", "max"];
+const SCENARIOS = ["idle", "bcast", "burst", "floor", "echo", "echoMid", "echoHeavy", "xworker", "max"];
+/** Scenarios that run no socket.io or weroll-native server. */
+const SERVERLESS = new Set(["floor"]);
 
 const kebab = (k) => k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
 const snake = (k) => k.replace(/[A-Z]/g, (c) => "_" + c).toUpperCase();
@@ -272,20 +292,25 @@ async function startPerf(pids, label) {
 }
 
 /** Scenarios 2 and 4: a sender on worker 0 broadcasts; receivers count and time deliveries. */
-async function broadcast(ctx, kind, { label, conns, rate, duration, receiverPorts }) {
+async function broadcast(ctx, kind, { label, conns, rate, duration, window = 0, receiverPorts }) {
   const c = ctx.cfg;
   return withCluster(ctx, kind, 2, async (cluster) => {
     const ports = receiverPorts(cluster.ports);
-    const flags = { "sender-port": cluster.ports[0], rate, duration, drain: c.drain, pad: c.pad };
+    const flags = { "sender-port": cluster.ports[0], rate, duration, window, drain: c.drain, pad: c.pad };
     const lg = startLoadgen("bcast", loadgenOpts(ctx, conns, ports, flags, duration));
     try {
       const [ready] = await lg.ready(connectBudget(conns));
       if (ready.failed) log(`  ${kind}: ${ready.failed} connections failed; first error: ${ready.error}`);
       await sleep(c.settle * 1000);
+      await cluster.stats(); // restarts each worker's event-loop delay histogram
       const m = await measured(ctx, cluster, lg, (duration + c.drain * 2 + 60) * 1000, `${label}-${kind}`);
+      const [fanout] = await cluster.stats();
       const r = m.res[0];
       const millions = r.received / 1e6;
       return {
+        window,
+        loopDelayMax: fanout.loopDelay && fanout.loopDelay.max,
+        loopDelayP99: fanout.loopDelay && fanout.loopDelay.p99,
         clients: r.clients,
         connected: r.connected,
         failed: r.failed,
@@ -324,24 +349,24 @@ async function broadcast(ctx, kind, { label, conns, rate, duration, receiverPort
 }
 
 /** Scenario 3: closed-loop echo through the JS handler. */
-async function echo(ctx, kind) {
+async function echo(ctx, kind, { label, conns, depth }) {
   const c = ctx.cfg;
   return withCluster(ctx, kind, 2, async (cluster) => {
-    const flags = { duration: c.echoDuration, depth: c.echoDepth, drain: c.drain, pad: c.pad };
-    const lg = startLoadgen("echo", loadgenOpts(ctx, c.echoConns, cluster.ports, flags, c.echoDuration));
+    const flags = { duration: c.echoDuration, depth, drain: c.drain, pad: c.pad };
+    const lg = startLoadgen("echo", loadgenOpts(ctx, conns, cluster.ports, flags, c.echoDuration));
     try {
-      const [ready] = await lg.ready(connectBudget(c.echoConns));
+      const [ready] = await lg.ready(connectBudget(conns));
       if (ready.failed) log(`  ${kind}: ${ready.failed} connections failed; first error: ${ready.error}`);
       await sleep(c.settle * 1000);
-      const m = await measured(ctx, cluster, lg, (c.echoDuration + c.drain + 60) * 1000, `echo-${kind}`);
+      const m = await measured(ctx, cluster, lg, (c.echoDuration + c.drain + 60) * 1000, `${label}-${kind}`);
       const r = m.res[0];
       return {
-        conns: c.echoConns,
+        conns,
         connected: r.connected,
         failed: ready.failed,
         firstError: r.error,
         dropped: r.dropped,
-        depth: c.echoDepth,
+        depth,
         roundTrips: r.round_trips,
         elapsed: r.elapsed_s,
         rate: r.rate,
@@ -366,10 +391,44 @@ async function echo(ctx, kind) {
   });
 }
 
+/**
+ * Scenario 2c: bench/loadgen's `floor` writes the same pre-built frame to bcastConns loopback
+ * sockets at bcastRate for bcastDuration, one write each, and reports its own CPU.
+ */
+async function floor(ctx) {
+  const c = ctx.cfg;
+  const args = ["--conns", String(c.bcastConns), "--rate", String(c.bcastRate), "--duration", String(c.bcastDuration)];
+  const out = await new Promise((resolve, reject) => {
+    const child = spawn(FLOOR, args, { stdio: ["ignore", "pipe", "inherit"] });
+    let text = "";
+    child.stdout.on("data", (d) => (text += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), (c.bcastDuration + 120) * 1000);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(text);
+      else reject(new Error(`floor exited with ${code}`));
+    });
+  });
+  const r = JSON.parse(out.trim().split("\n").pop());
+  return {
+    conns: r.conns,
+    broadcasts: r.broadcasts,
+    deliveries: r.deliveries,
+    frameBytes: r.frame_bytes,
+    serverCpu: r.user_s + r.sys_s,
+    serverSysShare: r.sys_s / (r.user_s + r.sys_s),
+    serverCpuPerMillion: r.cpu_per_million_s,
+  };
+}
+
 const RUNNERS = {
   idle: (ctx, kind) => idle(ctx, kind, { conns: ctx.cfg.idleConns, workers: 2, hold: ctx.cfg.idleHold }),
   bcast: (ctx, kind) => broadcast(ctx, kind, { label: "bcast", conns: ctx.cfg.bcastConns, rate: ctx.cfg.bcastRate, duration: ctx.cfg.bcastDuration, receiverPorts: (p) => p }),
-  echo,
+  burst: (ctx, kind) => broadcast(ctx, kind, { label: "burst", conns: ctx.cfg.burstConns, rate: ctx.cfg.burstRate, duration: ctx.cfg.burstDuration, window: ctx.cfg.burstWindow, receiverPorts: (p) => p }),
+  floor: (ctx) => floor(ctx),
+  echo: (ctx, kind) => echo(ctx, kind, { label: "echo", conns: ctx.cfg.echoConns, depth: ctx.cfg.echoDepth }),
+  echoMid: (ctx, kind) => echo(ctx, kind, { label: "echo-mid", conns: ctx.cfg.echoMidConns, depth: ctx.cfg.echoMidDepth }),
+  echoHeavy: (ctx, kind) => echo(ctx, kind, { label: "echo-heavy", conns: ctx.cfg.echoHeavyConns, depth: ctx.cfg.echoHeavyDepth }),
   xworker: (ctx, kind) => broadcast(ctx, kind, { label: "xworker", conns: ctx.cfg.xConns, rate: ctx.cfg.xRate, duration: ctx.cfg.xDuration, receiverPorts: (p) => [p[1]] }),
   max: (ctx, kind) => idle(ctx, kind, { conns: ctx.cfg.maxConns, workers: ctx.cfg.maxWorkers, hold: ctx.cfg.maxHold }),
 };
@@ -380,10 +439,15 @@ function summary(scenario, r) {
     case "idle":
     case "max":
       return `${r.connected}/${r.requested} connected, ${r.held} held, ${r.dropped} dropped, RSS/conn ${(r.rssPerConn / 1024).toFixed(1)} KiB`;
+    case "floor":
+      return `${r.deliveries} deliveries, CPU ${r.serverCpu.toFixed(2)} s, ${r.serverCpuPerMillion.toFixed(2)} s per million`;
     case "bcast":
+    case "burst":
     case "xworker":
-      return `${r.received}/${r.expected} delivered (${r.missing} missing), ${Math.round(r.deliveriesPerSecond)}/s, p50 ${r.p50} µs, p99 ${r.p99} µs, server CPU ${r.serverCpu.toFixed(2)} s, ${r.serverCpuPerMillion && r.serverCpuPerMillion.toFixed(2)} s per million, loadgen ${(r.loadgenBusy * 100).toFixed(0)} % busy`;
+      return `${r.received}/${r.expected} delivered (${r.missing} missing), ${Math.round(r.deliveriesPerSecond)}/s, p50 ${r.p50} µs, p99 ${r.p99} µs, server CPU ${r.serverCpu.toFixed(2)} s, ${r.serverCpuPerMillion && r.serverCpuPerMillion.toFixed(2)} s per million, loadgen ${(r.loadgenBusy * 100).toFixed(0)} % busy${r.loopDelayMax != null ? `, worker 0 event-loop delay p99 ${r.loopDelayP99.toFixed(1)} ms, max ${r.loopDelayMax.toFixed(1)} ms` : ""}`;
     case "echo":
+    case "echoMid":
+    case "echoHeavy":
       return `${r.roundTrips} round trips, ${Math.round(r.rate)}/s, p50 ${r.p50} µs, p99 ${r.p99} µs, server CPU ${r.serverCpu.toFixed(2)} s, ${Math.round(r.roundTripsPerCpuSecond)} per CPU s, loadgen ${(r.loadgenBusy * 100).toFixed(0)} % busy`;
   }
   return JSON.stringify(r);
@@ -408,8 +472,8 @@ async function main() {
       const repeats = scenario === "xworker" ? Math.max(1, Math.round(ctx.cfg.xRepeats)) : 1;
       const runs = {};
       for (let rep = 0; rep < repeats; rep++) {
-        for (const kind of opts.servers) {
-          log(`${scenario} on ${SERVERS[kind]}${repeats > 1 ? ` (run ${rep + 1}/${repeats})` : ""} ...`);
+        for (const kind of SERVERLESS.has(scenario) ? ["floor"] : opts.servers) {
+          log(`${scenario} on ${SERVERS[kind] || kind}${repeats > 1 ? ` (run ${rep + 1}/${repeats})` : ""} ...`);
           const load = os.loadavg()[0];
           let r;
           try {
@@ -419,7 +483,7 @@ async function main() {
           }
           r.loadBefore = load;
           (runs[kind] = runs[kind] || []).push(r);
-          log(`  ${SERVERS[kind]}: ${summary(scenario, r)}`);
+          log(`  ${SERVERS[kind] || kind}: ${summary(scenario, r)}`);
         }
       }
       for (const [kind, rs] of Object.entries(runs)) {

@@ -37,12 +37,35 @@ function holdProblem(r) {
 const TARGETS = [
   { id: "idle", name: "server RSS per idle connection", goal: "≤ 1/5", le: true, limit: 0.2, metric: (r) => r.rssPerConn, unit: (v) => `${num(v / KiB, 1)} KiB`, problem: holdProblem },
   { id: "bcast", name: "server CPU per million broadcast deliveries", goal: "≤ 1/10", le: true, limit: 0.1, metric: (r) => r.serverCpuPerMillion, unit: (v) => `${num(v, 2)} s`, problem: deliveryProblem },
-  { id: "echo", name: "echo round trips per server CPU second", goal: "≥ 2×", le: false, limit: 2, metric: (r) => r.roundTripsPerCpuSecond, unit: (v) => num(v), problem: (r) => (r.failed || r.dropped ? `${r.failed} failed, ${r.dropped} dropped` : null) },
+  { id: "burst", name: "server CPU per million deliveries, burst fan-out", goal: "≤ 1/10", le: true, limit: 0.1, metric: (r) => r.serverCpuPerMillion, unit: (v) => `${num(v, 2)} s`, problem: deliveryProblem },
+  { id: "floor", name: "paced fan-out CPU per delivery over the floor's", goal: "≤ 1.25× the floor", le: true, limit: 1.25, metric: (r) => r.serverCpuPerMillion, unit: (v) => `${num(v, 2)} s`, problem: deliveryProblem },
+  ...[
+    ["echo", "light"],
+    ["echoMid", "moderate"],
+    ["echoHeavy", "heavy"],
+  ].map(([id, load]) => ({ id, name: `echo round trips per server CPU second, ${load} load`, goal: "≥ 2×", le: false, limit: 2, metric: (r) => r.roundTripsPerCpuSecond, unit: (v) => num(v), problem: (r) => (r.failed || r.dropped ? `${r.failed} failed, ${r.dropped} dropped` : null) })),
   { id: "xworker", name: "cross-worker broadcast p99 latency", goal: "≤ 1/2", le: true, limit: 0.5, metric: (r) => r.p99, unit: (v) => `${ms(v)} ms`, problem: deliveryProblem },
   { id: "max", name: "connections held with 4 workers, RSS per connection", goal: "all held, ≤ 1/5", le: true, limit: 0.2, metric: (r) => r.rssPerConn, unit: (v) => `${num(v / KiB, 1)} KiB`, problem: holdProblem },
 ];
 
 for (const t of TARGETS) {
+  if (t.id === "floor") {
+    // weroll-native's paced fan-out (scenario 2) against the floor program's, same sockets and rate.
+    t.evaluate = (results) => {
+      const fl = results.floor && results.floor.floor;
+      const w = results.bcast && results.bcast.weroll;
+      if (!fl) return null;
+      const out = { target: t, sio: null, wn: w && !w.error ? t.metric(w) : null, ratio: null, notes: [`floor ${num(fl.serverCpuPerMillion, 2)} s per million`] };
+      if (fl.error) return { ...out, status: "not compared", notes: [`floor: ${fl.error}`] };
+      if (!w) return { ...out, status: "not compared (scenario 2 not run)" };
+      if (w.error) return { ...out, status: "missed", notes: [`weroll-native: ${w.error}`] };
+      out.ratio = out.wn / fl.serverCpuPerMillion;
+      const wp = t.problem(w);
+      if (wp) return { ...out, status: "missed", notes: [...out.notes, `weroll-native: ${wp}`] };
+      return { ...out, status: out.ratio <= t.limit ? "met" : "missed" };
+    };
+    continue;
+  }
   t.evaluate = (results) => {
     const s = results[t.id] && results[t.id].socketio;
     const w = results[t.id] && results[t.id].weroll;
@@ -91,6 +114,7 @@ const latencyRows = [
   ["latency p99.9, ms", (r) => ms(r.p999), (r) => r.p999],
   ["latency max, ms", (r) => ms(r.max), (r) => r.max],
 ];
+const ORDER = ["idle", "bcast", "burst", "floor", "echo", "echoMid", "echoHeavy", "xworker", "max"];
 const SCENARIOS = [
   {
     id: "idle",
@@ -116,9 +140,45 @@ const SCENARIOS = [
     ],
   },
   {
-    id: "echo",
-    title: (c) => `3. Echo through the JS handler: ${num(c.echoConns)} clients on 2 workers, ${c.echoDepth} in flight each, ${c.echoDuration} s`,
+    id: "burst",
+    title: (c) => `2b. Burst fan-out: ${num(c.burstConns)} clients + 1 sender, ${c.burstWindow} broadcasts in flight, ${num(c.burstRate * c.burstDuration)} in all`,
     rows: [
+      ["clients (incl. the sender) connected", (r) => `${num(r.connected)} / ${num(r.clients)}`],
+      ["broadcasts sent (rate/s)", (r) => `${num(r.sent)} (${num(r.sendRate, 1)})`],
+      ["deliveries expected / received", (r) => `${num(r.expected)} / ${num(r.received)}`],
+      ["deliveries missing (clients short)", (r) => `${num(r.missing)} (${num(r.clientsShort)})`],
+      ["deliveries per second (wall)", (r) => num(r.deliveriesPerSecond), (r) => r.deliveriesPerSecond],
+      ["server CPU, s (kernel share)", (r) => `${num(r.serverCpu, 2)} (${num(r.serverSysShare * 100)} %)`, (r) => r.serverCpu],
+      ["**server CPU per million deliveries, s**", (r) => num(r.serverCpuPerMillion, 3), (r) => r.serverCpuPerMillion],
+      ["  of which user space (kernel time left out), s", (r) => num(r.serverCpuPerMillion * (1 - r.serverSysShare), 3), (r) => r.serverCpuPerMillion * (1 - r.serverSysShare)],
+      ["worker 0 JS event-loop delay p99 / max, ms", (r) => `${num(r.loopDelayP99, 1)} / ${num(r.loopDelayMax, 1)}`, (r) => r.loopDelayMax],
+      ...latencyRows.filter(([l]) => !l.includes("p90")),
+      ["loadgen busy (CPU s / wall s)", (r) => `${num(r.loadgenBusy * 100)} %`],
+    ],
+  },
+  {
+    id: "floor",
+    title: (c) => `2c. The floor: one thread writes the same pre-built frame to ${num(c.bcastConns)} loopback sockets, ${c.bcastRate}/s for ${c.bcastDuration} s (bench/loadgen/src/bin/floor.rs)`,
+    single: "floor",
+    rows: [
+      ["deliveries (frame bytes)", (r) => `${num(r.deliveries)} (${num(r.frameBytes)})`],
+      ["CPU, s (kernel share)", (r) => `${num(r.serverCpu, 3)} (${num(r.serverSysShare * 100)} %)`],
+      ["**CPU per million deliveries, s**", (r) => num(r.serverCpuPerMillion, 3)],
+    ],
+  },
+  ...[
+    ["echo", "3a", "echoConns", "echoDepth"],
+    ["echoMid", "3b", "echoMidConns", "echoMidDepth"],
+    ["echoHeavy", "3c", "echoHeavyConns", "echoHeavyDepth"],
+  ].map(([id, n, conns, depth]) => ({
+    id,
+    title: (c) => `${n}. Echo through the JS handler: ${num(c[conns])} clients on 2 workers, ${c[depth]} in flight each, ${c.echoDuration} s`,
+    rows: echoRows(),
+  })),
+];
+
+function echoRows() {
+  return [
       ["clients connected", (r) => num(r.connected)],
       ["round trips", (r) => num(r.roundTrips)],
       ["round trips per second (wall)", (r) => num(r.rate), (r) => r.rate],
@@ -129,8 +189,10 @@ const SCENARIOS = [
       ["**round trips per server CPU second**", (r) => num(r.roundTripsPerCpuSecond), (r) => r.roundTripsPerCpuSecond],
       ["round trips per server user-space CPU second", (r) => num(r.roundTripsPerCpuSecond / (1 - r.serverSysShare)), (r) => r.roundTripsPerCpuSecond / (1 - r.serverSysShare)],
       ["loadgen busy (CPU s / wall s)", (r) => `${num(r.loadgenBusy * 100)} %`],
-    ],
-  },
+  ];
+}
+
+SCENARIOS.push(
   {
     id: "xworker",
     title: (c) => `4. Cross-worker broadcast through Redis: sender on worker 0, ${num(c.xConns)} receivers on worker 1, ${c.xRate}/s for ${c.xDuration} s${c.xRepeats > 1 ? `, ${c.xRepeats} runs (the run of median p99 shown)` : ""}`,
@@ -153,7 +215,8 @@ const SCENARIOS = [
     title: (c) => `5. Most concurrent connections: ${num(c.maxConns)} on ${c.maxWorkers} workers, held ${c.maxHold} s`,
     rows: idleRows("held / dropped during the hold"),
   },
-];
+);
+SCENARIOS.sort((a, b) => ORDER.indexOf(a.id) - ORDER.indexOf(b.id));
 
 function cell(fn, r) {
   if (!r) return "not run";
@@ -166,6 +229,12 @@ function cell(fn, r) {
 }
 
 function scenarioTable(sc, res) {
+  if (sc.single) {
+    const r = res[sc.single];
+    const lines = ["| | figure |", "|---|---:|"];
+    for (const [label, value] of sc.rows) lines.push(`| ${label} | ${cell(value, r)} |`);
+    return lines.join("\n");
+  }
   const s = res.socketio;
   const w = res.weroll;
   const lines = ["| | socket.io | weroll-native | ratio (weroll-native / socket.io) |", "|---|---:|---:|---:|"];

@@ -2,6 +2,7 @@
 // What both benchmark workers share: their settings from the environment, and the line protocol
 // with bench/run.js (READY <port> on stdout; `stats` on stdin answers STATS <json>).
 const readline = require("node:readline");
+const { monitorEventLoopDelay } = require("node:perf_hooks");
 
 function int(name) {
   const v = Number(process.env[name]);
@@ -20,10 +21,16 @@ function workerEnv() {
 }
 
 function serveControl(port, stats) {
+  // How late a JS timer runs: the event-loop delay since the last `stats` (ms, 1 ms resolution).
+  const delay = monitorEventLoopDelay({ resolution: 1 });
+  delay.enable();
   process.stdout.write(`READY ${port}\n`);
   const rl = readline.createInterface({ input: process.stdin });
   rl.on("line", (line) => {
-    if (line.trim() === "stats") process.stdout.write(`STATS ${JSON.stringify({ ...stats(), memory: process.memoryUsage() })}\n`);
+    if (line.trim() !== "stats") return;
+    const loopDelay = { max: delay.max / 1e6, p99: delay.percentile(99) / 1e6, mean: delay.mean / 1e6 };
+    delay.reset();
+    process.stdout.write(`STATS ${JSON.stringify({ ...stats(), memory: process.memoryUsage(), loopDelay })}\n`);
   });
   // The runner going away (stdin closed) ends the worker.
   rl.on("close", () => process.exit(0));

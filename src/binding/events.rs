@@ -209,7 +209,8 @@ impl EventPump {
     pub fn start_local(&self) {
         let (tx, rx) = mpsc::unbounded_channel();
         *crate::server::lock(&self.local) = Some(rx);
-        self.is_local.store(true, std::sync::atomic::Ordering::Release);
+        self.is_local
+            .store(true, std::sync::atomic::Ordering::Release);
         *self.tx.write().unwrap_or_else(|e| e.into_inner()) = Some(tx);
     }
 
@@ -220,7 +221,8 @@ impl EventPump {
 
     /// Stops for good (the server is closed).
     pub fn close(&self) {
-        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         self.stop();
     }
 

@@ -77,7 +77,10 @@ pub fn build_node_runtime() -> Option<Runtime> {
     let after = eventpoll_fds()?;
     // The driver's epoll instance, under the descriptor mio made and the one its registry
     // cloned (a `dup` of it).
-    let fresh: Vec<c_int> = after.into_iter().filter(|fd| !before.contains(fd)).collect();
+    let fresh: Vec<c_int> = after
+        .into_iter()
+        .filter(|fd| !before.contains(fd))
+        .collect();
     let (1..=2, Some(&epoll_fd)) = (fresh.len(), fresh.first()) else {
         return None;
     };
@@ -106,7 +109,11 @@ fn eventpoll_fds() -> Option<Vec<c_int>> {
     let mut fds = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd").ok()? {
         let entry = entry.ok()?;
-        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<c_int>().ok()) else {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<c_int>().ok())
+        else {
             continue;
         };
         if std::fs::read_link(entry.path())
@@ -198,7 +205,10 @@ unsafe extern "C" fn free_handle(handle: *mut c_void) {
     if let Some(uv) = uv() {
         let words = handle_words(uv);
         // SAFETY: allocated by `alloc_handle` with this many words, closed, never used again.
-        drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(handle as *mut u64, words)));
+        drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+            handle as *mut u64,
+            words,
+        )));
     }
 }
 
@@ -241,7 +251,11 @@ thread_local! {
 ///
 /// # Safety
 /// `env` is the env of the current call; `callback` a JavaScript function of it.
-pub unsafe fn register(env: sys::napi_env, callback: sys::napi_value, pump: &Arc<EventPump>) -> bool {
+pub unsafe fn register(
+    env: sys::napi_env,
+    callback: sys::napi_value,
+    pump: &Arc<EventPump>,
+) -> bool {
     let Some(node_loop) = NODE_LOOP.get() else {
         return false;
     };
@@ -271,8 +285,7 @@ pub unsafe fn register(env: sys::napi_env, callback: sys::napi_value, pump: &Arc
 unsafe fn install(env: sys::napi_env, node_loop: &NodeLoop) -> Option<()> {
     let uv = uv()?;
     let mut uv_loop = std::ptr::null_mut();
-    if sys::napi_get_uv_event_loop(env, &mut uv_loop) != sys::Status::napi_ok || uv_loop.is_null()
-    {
+    if sys::napi_get_uv_event_loop(env, &mut uv_loop) != sys::Status::napi_ok || uv_loop.is_null() {
         return None;
     }
     let uv_loop = uv_loop as *mut c_void;
@@ -281,15 +294,20 @@ unsafe fn install(env: sys::napi_env, node_loop: &NodeLoop) -> Option<()> {
     let mut async_context = std::ptr::null_mut();
     let label = c"weroll-native";
     if sys::napi_create_object(env, &mut resource) != sys::Status::napi_ok
-        || sys::napi_create_string_utf8(env, label.as_ptr(), label.count_bytes() as isize, &mut name)
-            != sys::Status::napi_ok
+        || sys::napi_create_string_utf8(
+            env,
+            label.as_ptr(),
+            label.count_bytes() as isize,
+            &mut name,
+        ) != sys::Status::napi_ok
         || sys::napi_async_init(env, resource, name, &mut async_context) != sys::Status::napi_ok
     {
         return None;
     }
     let poll = alloc_handle(uv)?;
     let timer = alloc_handle(uv)?;
-    if (uv.poll_init)(uv_loop, poll, node_loop.epoll_fd) != 0 || (uv.timer_init)(uv_loop, timer) != 0
+    if (uv.poll_init)(uv_loop, poll, node_loop.epoll_fd) != 0
+        || (uv.timer_init)(uv_loop, timer) != 0
     {
         return None;
     }
@@ -465,7 +483,8 @@ unsafe fn call(
     {
         if let Ok(arg) = NativeBatch::to_napi_value(env, batch) {
             let mut result = std::ptr::null_mut();
-            let status = sys::napi_make_callback(env, async_context, recv, func, 1, &arg, &mut result);
+            let status =
+                sys::napi_make_callback(env, async_context, recv, func, 1, &arg, &mut result);
             if status == sys::Status::napi_pending_exception {
                 let mut error = std::ptr::null_mut();
                 if sys::napi_get_and_clear_last_exception(env, &mut error) == sys::Status::napi_ok {

@@ -71,6 +71,9 @@ struct Args {
     duration: f64,
     drain: f64,
     depth: u32,
+    /// bcast: 0 sends at `--rate`; W > 0 keeps W broadcasts in flight (the next one leaves when
+    /// the sender gets one of its own back), `--rate` × `--duration` of them in all.
+    window: u32,
     pad: usize,
     concurrency: usize,
     connect_timeout: f64,
@@ -80,7 +83,7 @@ struct Args {
 
 const USAGE: &str = "usage: loadgen idle|bcast|echo --ports P[,P...] --conns N [--host 127.0.0.1] \
 [--offset I] [--src 127.1.0.1 --src-count K] [--sender-port P] [--rate R] [--duration S] [--drain S] \
-[--depth D] [--pad BYTES] [--concurrency C] [--connect-timeout S] [--threads T] [--max-life S]";
+[--depth D] [--window W] [--pad BYTES] [--concurrency C] [--connect-timeout S] [--threads T] [--max-life S]";
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
@@ -103,6 +106,7 @@ fn parse_args() -> Result<Args, String> {
         duration: 10.0,
         drain: 20.0,
         depth: 1,
+        window: 0,
         pad: 0,
         concurrency: 128,
         connect_timeout: 20.0,
@@ -126,6 +130,7 @@ fn parse_args() -> Result<Args, String> {
             "--duration" => a.duration = v.parse().map_err(|e| bad(&e))?,
             "--drain" => a.drain = v.parse().map_err(|e| bad(&e))?,
             "--depth" => a.depth = v.parse().map_err(|e| bad(&e))?,
+            "--window" => a.window = v.parse().map_err(|e| bad(&e))?,
             "--pad" => a.pad = v.parse().map_err(|e| bad(&e))?,
             "--concurrency" => a.concurrency = v.parse().map_err(|e| bad(&e))?,
             "--connect-timeout" => a.connect_timeout = v.parse().map_err(|e| bad(&e))?,
@@ -298,6 +303,16 @@ async fn connection(ctx: Arc<Ctx>, c: Conn) {
                             sh.last_recv_us.fetch_max(now, Relaxed);
                             if c.role == Role::Receiver {
                                 sh.latency.record(now.saturating_sub(sent_us));
+                            } else if ctx.args.window > 0 && go_seen && seq < ctx.to_send {
+                                // Burst: one of ours came back; the next one leaves.
+                                let _ = sh.first_send_us.compare_exchange(0, now, Relaxed, Relaxed);
+                                let frame = event_frame("bcast", seq, &ctx.payload_pad);
+                                seq += 1;
+                                if ws.send(frame).await.is_err() {
+                                    sh.send_errors.fetch_add(1, Relaxed);
+                                    break;
+                                }
+                                sh.sent.fetch_add(1, Relaxed);
                             }
                         } else if name == "echo" && c.role == Role::Echo {
                             sh.outstanding.fetch_sub(1, Relaxed);
@@ -327,6 +342,19 @@ async fn connection(ctx: Arc<Ctx>, c: Conn) {
                 if p == GO && !go_seen {
                     go_seen = true;
                     match c.role {
+                        Role::Sender if ctx.args.window > 0 => {
+                            let now = now_us();
+                            let _ = sh.first_send_us.compare_exchange(0, now, Relaxed, Relaxed);
+                            while seq < ctx.to_send && seq < u64::from(ctx.args.window) {
+                                let frame = event_frame("bcast", seq, &ctx.payload_pad);
+                                seq += 1;
+                                if ws.send(frame).await.is_err() {
+                                    sh.send_errors.fetch_add(1, Relaxed);
+                                    break;
+                                }
+                                sh.sent.fetch_add(1, Relaxed);
+                            }
+                        }
                         Role::Sender => {
                             let period = Duration::from_secs_f64(1.0 / ctx.args.rate);
                             let mut t = tokio::time::interval(period);
