@@ -361,11 +361,11 @@ describe("Redis Cluster (3 masters + 3 replicas): 4 native workers and a Node se
  * and senders on worker 0 asking for broadcastToAll, sendTo and broadcastToRoom every EVERY ms.
  * `disrupt()` runs mid-traffic and resolves when it began; `check(run)` then checks delivery.
  */
-function trafficRig({ redis, key }) {
+function trafficRig({ redis, key, adapter }) {
   const rig = { children: new u.Children(), procs: [], senders: [], receivers: [], local: [], remote: [], targets: [], roomMembers: [], run: 0 };
   rig.start = async () => {
     rig.base = await u.freePorts(3);
-    rig.procs = await Promise.all(range(3).map((i) => u.forkWorker(rig.children, i, { base: rig.base, key, presenceMs: 500, redis: redis() })));
+    rig.procs = await Promise.all(range(3).map((i) => u.forkWorker(rig.children, i, { base: rig.base, key, adapter, presenceMs: 500, redis: redis() })));
     for (const name of ["s0", "s1"]) {
       const c = timed(u.client(4, rig.base));
       c.label = name;
@@ -453,10 +453,14 @@ function trafficRig({ redis, key }) {
   return rig;
 }
 
-describe("Redis Cluster: a killed master and migrating slots under steady traffic", { skip, timeout: 120000 }, () => {
+for (const [mode, key] of [
+  ["classic", "topofail"],
+  ["sharded", "shardfail"],
+]) {
+describe(`Redis Cluster, ${mode} mode: a killed master and migrating slots under steady traffic`, { skip, timeout: 120000 }, () => {
   const redisProcess = new u.Children();
   let cluster;
-  const rig = trafficRig({ key: "topofail", redis: () => ({ cluster: cluster.seeds(), key: "topofail" }) });
+  const rig = trafficRig({ key, adapter: mode === "sharded" ? "sharded" : undefined, redis: () => ({ cluster: cluster.seeds(), key }) });
 
   before(async () => {
     cluster = await new u.RedisCluster(redisProcess).start();
@@ -487,7 +491,7 @@ describe("Redis Cluster: a killed master and migrating slots under steady traffi
       async () => {
         const masters = await cluster.masters();
         await cluster.reshard(masters[0].port, masters[1].port, 300);
-        const keys = await cluster.keys("*topofail#presence*");
+        const keys = await cluster.keys(`*${key}#presence*`);
         const slots = [...new Set(await Promise.all(keys.map((k) => cluster.keySlot(k.key))))];
         const owners = await cluster.masters();
         // The presence keys' slot moves to the next master.
@@ -504,6 +508,7 @@ describe("Redis Cluster: a killed master and migrating slots under steady traffi
     await rig.requestsWork();
   });
 });
+}
 
 describe("Redis Sentinel (master, replica, 3 sentinels): native workers", { skip: redisBin.skip, timeout: 120000 }, () => {
   const redisProcess = new u.Children();
