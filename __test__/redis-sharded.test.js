@@ -305,4 +305,24 @@ describe("sharded mode refuses what it cannot do", () => {
       await server.close().catch(() => {});
     }
   });
+
+  test("a Redis without sharded pub/sub (as before 7.0) makes start() fail naming cluster.adapter", { skip: redisBin.skip, timeout: 30000 }, async () => {
+    // Only Redis 7 is installable here: this one refuses PUBSUB SHARDNUMSUB (and SPUBLISH,
+    // SSUBSCRIBE) as unknown commands, which is what a Redis 6 answers.
+    const { Realtime } = require("..");
+    const children = new u.Children();
+    const redis = await new u.RedisServer(children, 0, ["--rename-command", "PUBSUB", "", "--rename-command", "SPUBLISH", "", "--rename-command", "SSUBSCRIBE", ""]).start();
+    try {
+      const sharded = Realtime.createServer(
+        { port: await u.freePorts(1), host: "127.0.0.1", shakehand: false, cluster: { enable: true, adapter: "sharded", redis: { host: "127.0.0.1", port: redis.port } } },
+        true,
+      );
+      sharded.on("error", () => {});
+      await assert.rejects(sharded.start(), /cluster\.adapter: "sharded" needs Redis 7\.0 or newer/);
+      await sharded.close().catch(() => {});
+    } finally {
+      await redis.stop();
+      await children.killAll();
+    }
+  });
 });
