@@ -145,15 +145,23 @@ fn readable(fd: c_int) -> bool {
 
 type UvPollCb = unsafe extern "C" fn(*mut c_void, c_int, c_int);
 type UvTimerCb = unsafe extern "C" fn(*mut c_void);
+type UvCloseCb = unsafe extern "C" fn(*mut c_void);
+type HandleSizeFn = unsafe extern "C" fn(c_int) -> usize;
+type PollInitFn = unsafe extern "C" fn(*mut c_void, *mut c_void, c_int) -> c_int;
+type PollStartFn = unsafe extern "C" fn(*mut c_void, c_int, UvPollCb) -> c_int;
+type TimerInitFn = unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int;
+type TimerStartFn = unsafe extern "C" fn(*mut c_void, UvTimerCb, u64, u64) -> c_int;
+type UnrefFn = unsafe extern "C" fn(*mut c_void);
+type CloseFn = unsafe extern "C" fn(*mut c_void, Option<UvCloseCb>);
 
 struct Uv {
-    handle_size: unsafe extern "C" fn(c_int) -> usize,
-    poll_init: unsafe extern "C" fn(*mut c_void, *mut c_void, c_int) -> c_int,
-    poll_start: unsafe extern "C" fn(*mut c_void, c_int, UvPollCb) -> c_int,
-    timer_init: unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int,
-    timer_start: unsafe extern "C" fn(*mut c_void, UvTimerCb, u64, u64) -> c_int,
-    unref: unsafe extern "C" fn(*mut c_void),
-    close: unsafe extern "C" fn(*mut c_void, Option<unsafe extern "C" fn(*mut c_void)>),
+    handle_size: HandleSizeFn,
+    poll_init: PollInitFn,
+    poll_start: PollStartFn,
+    timer_init: TimerInitFn,
+    timer_start: TimerStartFn,
+    unref: UnrefFn,
+    close: CloseFn,
 }
 
 const UV_POLL: c_int = 8;
@@ -171,13 +179,17 @@ fn uv() -> Option<&'static Uv> {
         // SAFETY: each symbol is libuv's own function of that name and signature (uv.h).
         unsafe {
             Some(Uv {
-                handle_size: std::mem::transmute::<*mut c_void, _>(sym(c"uv_handle_size")?),
-                poll_init: std::mem::transmute::<*mut c_void, _>(sym(c"uv_poll_init")?),
-                poll_start: std::mem::transmute::<*mut c_void, _>(sym(c"uv_poll_start")?),
-                timer_init: std::mem::transmute::<*mut c_void, _>(sym(c"uv_timer_init")?),
-                timer_start: std::mem::transmute::<*mut c_void, _>(sym(c"uv_timer_start")?),
-                unref: std::mem::transmute::<*mut c_void, _>(sym(c"uv_unref")?),
-                close: std::mem::transmute::<*mut c_void, _>(sym(c"uv_close")?),
+                handle_size: std::mem::transmute::<*mut c_void, HandleSizeFn>(sym(
+                    c"uv_handle_size",
+                )?),
+                poll_init: std::mem::transmute::<*mut c_void, PollInitFn>(sym(c"uv_poll_init")?),
+                poll_start: std::mem::transmute::<*mut c_void, PollStartFn>(sym(c"uv_poll_start")?),
+                timer_init: std::mem::transmute::<*mut c_void, TimerInitFn>(sym(c"uv_timer_init")?),
+                timer_start: std::mem::transmute::<*mut c_void, TimerStartFn>(sym(
+                    c"uv_timer_start",
+                )?),
+                unref: std::mem::transmute::<*mut c_void, UnrefFn>(sym(c"uv_unref")?),
+                close: std::mem::transmute::<*mut c_void, CloseFn>(sym(c"uv_close")?),
             })
         }
     })
@@ -243,6 +255,8 @@ thread_local! {
     static DRIVER: RefCell<Option<Driver>> = const { RefCell::new(None) };
     static TICK: RefCell<TickState> = RefCell::new(TickState::default());
     static IN_TICK: Cell<bool> = const { Cell::new(false) };
+    /// Tasks waiting for the next tick ([`next_turn`]).
+    static NEXT_TURN: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Installs the loop on `env`'s thread (once per process: the first env to ask drives the
@@ -386,6 +400,9 @@ impl Future for TickFuture {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // What waited for Node's loop to run once runs in this tick.
+        let waiting = NEXT_TURN.with(|w| std::mem::take(&mut *w.borrow_mut()));
+        waiting.into_iter().for_each(Waker::wake);
         TICK.with(|t| {
             let mut t = t.borrow_mut();
             if t.done {
@@ -494,6 +511,30 @@ unsafe fn call(
         }
     }
     sys::napi_close_handle_scope(env, scope);
+}
+
+/// Resolves in the next tick of the `node` loop, after Node's loop ran once (JavaScript
+/// timers, other I/O); outside the `node` loop, after a 1 ms timer tick.
+pub fn next_turn() -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    if mode() != LoopMode::Node {
+        return Box::pin(tokio::time::sleep(Duration::from_millis(1)));
+    }
+    let mut registered = false;
+    Box::pin(std::future::poll_fn(move |cx| {
+        if registered {
+            return Poll::Ready(());
+        }
+        registered = true;
+        let on_loop = NEXT_TURN.with(|w| {
+            w.borrow_mut().push(cx.waker().clone());
+            DRIVER.with(|d| d.borrow().is_some())
+        });
+        if !on_loop {
+            // Not on the thread that drives the loop: no tick will see the list here.
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }))
 }
 
 /// Makes sure events queued outside a tick (from a JavaScript call, say) are delivered soon:

@@ -337,16 +337,30 @@ impl<D> Connection<D> {
     /// session with [`CloseReason::SlowClient`] and returns false.
     pub fn send(&self, frame: Frame) -> bool {
         let bytes = frame.len();
-        self.enqueue(1, bytes, std::iter::once(frame))
+        self.enqueue(1, bytes, std::iter::once(frame), None)
     }
 
     /// Queues several messages that must stay together (a packet and its attachments).
     pub fn send_all(&self, frames: &[Frame]) -> bool {
         let bytes = frames.iter().map(Frame::len).sum();
-        self.enqueue(frames.len(), bytes, frames.iter().cloned())
+        self.enqueue(frames.len(), bytes, frames.iter().cloned(), None)
     }
 
-    fn enqueue(&self, n: usize, bytes: usize, frames: impl Iterator<Item = Frame>) -> bool {
+    /// Queues like [`Connection::send_all`], but leaves waking the transport to the caller: its
+    /// waker, if it was waiting, goes into `wakers` (a large fan-out wakes its recipients in
+    /// slices). What is queued keeps its place either way.
+    pub fn send_all_deferred(&self, frames: &[Frame], wakers: &mut Vec<Waker>) -> bool {
+        let bytes = frames.iter().map(Frame::len).sum();
+        self.enqueue(frames.len(), bytes, frames.iter().cloned(), Some(wakers))
+    }
+
+    fn enqueue(
+        &self,
+        n: usize,
+        bytes: usize,
+        frames: impl Iterator<Item = Frame>,
+        deferred: Option<&mut Vec<Waker>>,
+    ) -> bool {
         let mut st = self.lock();
         if st.closing.is_some() {
             return false;
@@ -371,8 +385,10 @@ impl<D> Connection<D> {
         st.queued_bytes += bytes;
         let waker = st.waker.take();
         drop(st);
-        if let Some(w) = waker {
-            w.wake();
+        match (waker, deferred) {
+            (Some(w), Some(list)) => list.push(w),
+            (Some(w), None) => w.wake(),
+            (None, _) => {}
         }
         true
     }

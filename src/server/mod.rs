@@ -32,6 +32,13 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     /// How long a v5 client may take to send its first CONNECT (socket.io `connectTimeout`).
     pub connect_timeout: Duration,
+    /// A local fan-out to more sockets than this wakes their writers this many at a time, each
+    /// slice once `host_turn` resolves (0: all at once). When the runtime runs on Node's
+    /// thread, this keeps a large broadcast from holding JavaScript for its whole length.
+    pub fanout_slice: usize,
+    /// Resolves once the thread that drives the runtime has done other work (Node's loop ran
+    /// once); without it, slices wait for a timer tick.
+    pub host_turn: Option<fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +46,8 @@ impl Default for ServerConfig {
         ServerConfig {
             engine: EngineConfig::default(),
             connect_timeout: Duration::from_millis(45_000),
+            fanout_slice: 0,
+            host_turn: None,
         }
     }
 }
@@ -104,6 +113,9 @@ pub struct ServerCore {
     adapters: Arc<dyn AdapterFactory>,
     replies: Mutex<HashMap<u64, oneshot::Sender<Payload>>>,
     next_reply: AtomicU64,
+    /// The runtime the server was made on, for work started from outside it (a fan-out's later
+    /// slices, when the broadcast came from a JavaScript call).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// A Socket.IO server: one engine, its namespaces and their adapters.
@@ -141,6 +153,7 @@ impl Server {
             adapters,
             replies: Mutex::new(HashMap::new()),
             next_reply: AtomicU64::new(1),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         });
         core.of("/");
         let engine = Engine::new(config.engine, core.clone());

@@ -61,6 +61,36 @@ pub struct Namespace {
     alias_prefix: OnceLock<Arc<str>>,
 }
 
+/// Wakes the first `slice` writers now and the rest `slice` at a time, each slice after the
+/// host's next turn (`turn`; else a 1 ms timer tick), so other work (on Node's thread,
+/// JavaScript) runs between them. Every frame is already queued: only when it leaves changes.
+fn wake_in_slices(
+    mut wakers: Vec<std::task::Waker>,
+    slice: usize,
+    runtime: Option<tokio::runtime::Handle>,
+    turn: Option<fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+) {
+    let handle = tokio::runtime::Handle::try_current().ok().or(runtime);
+    if wakers.len() <= slice || handle.is_none() {
+        wakers.into_iter().for_each(std::task::Waker::wake);
+        return;
+    }
+    let rest = wakers.split_off(slice);
+    wakers.into_iter().for_each(std::task::Waker::wake);
+    if let Some(handle) = handle {
+        handle.spawn(async move {
+            let mut rest = rest.into_iter().peekable();
+            while rest.peek().is_some() {
+                match turn {
+                    Some(turn) => turn().await,
+                    None => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+                }
+                rest.by_ref().take(slice).for_each(std::task::Waker::wake);
+            }
+        });
+    }
+}
+
 impl Namespace {
     pub(crate) fn new(
         name: &str,
@@ -446,12 +476,26 @@ impl Namespace {
     pub fn deliver(&self, data: &Payload, opts: &BroadcastOptions) -> usize {
         let text = encode_event(&self.name, None, &data.json, data.attachments.len());
         let frames = frames(&text, data);
+        let core = self.core.upgrade();
+        let slice = core.as_ref().map_or(0, |c| c.config.fanout_slice);
         let mut n = 0;
+        if slice == 0 {
+            self.for_each_target(opts, |s| {
+                if s.send_frames(&frames) {
+                    n += 1;
+                }
+            });
+            return n;
+        }
+        let mut wakers = Vec::new();
         self.for_each_target(opts, |s| {
-            if s.send_frames(&frames) {
+            if s.send_frames_deferred(&frames, &mut wakers) {
                 n += 1;
             }
         });
+        let turn = core.as_ref().and_then(|c| c.config.host_turn);
+        let runtime = core.and_then(|c| c.runtime.clone());
+        wake_in_slices(wakers, slice, runtime, turn);
         n
     }
 

@@ -210,6 +210,16 @@ impl Socket {
         }
     }
 
+    /// Like `send_frames`, the transport's wake-up left to the caller (see
+    /// [`Connection::send_all_deferred`]).
+    pub(crate) fn send_frames_deferred(
+        &self,
+        frames: &[Frame],
+        wakers: &mut Vec<std::task::Waker>,
+    ) -> bool {
+        self.conn.send_all_deferred(frames, wakers)
+    }
+
     /// Emits an event (`data` is `["name", ...args]`); `ack` asks the client to acknowledge.
     pub fn emit(&self, data: &Payload, ack: Option<u64>) -> bool {
         if !self.connected() {
