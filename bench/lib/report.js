@@ -343,6 +343,12 @@ function writeReport(report, outFile) {
     L.push(scenarioTable(sc, results[sc.id]));
     L.push("");
   }
+  // The profile (perf, strace, context switches) is measured by hand: bench/PROFILE.md.
+  const profile = path.join(__dirname, "..", "PROFILE.md");
+  if (fs.existsSync(profile)) {
+    L.push(fs.readFileSync(profile, "utf8").trim().replace(/^# /, "## "));
+    L.push("");
+  }
   L.push("## Settings");
   L.push("");
   L.push("Each can be changed with `--<name> N` (kebab-case) or `BENCH_<NAME>=N`; `--quick` starts from small numbers.");
