@@ -244,15 +244,7 @@ impl EventPump {
         let Ok(first) = rx.try_recv() else {
             return (!self.ended_locked(rx)).then_some(None);
         };
-        let mut batch = BatchWriter::default();
-        batch.push(first);
-        for _ in 1..BATCH {
-            match rx.try_recv() {
-                Ok(o) => batch.push(o),
-                Err(_) => break,
-            }
-        }
-        Some(Some(batch.finish()))
+        Some(Some(batch_from(first, rx)))
     }
 
     fn ended_locked(&self, rx: &mpsc::UnboundedReceiver<Outgoing>) -> bool {
@@ -280,20 +272,25 @@ impl EventSink for EventPump {
     }
 }
 
+/// `first` and whatever else is queued, up to [`BATCH`] events, as one batch.
+fn batch_from(first: Outgoing, rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> NativeBatch {
+    let mut batch = BatchWriter::default();
+    batch.push(first);
+    for _ in 1..BATCH {
+        match rx.try_recv() {
+            Ok(o) => batch.push(o),
+            Err(_) => break,
+        }
+    }
+    batch.finish()
+}
+
 async fn pump(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     callback: Arc<Mutex<Option<EventCallback>>>,
 ) {
     while let Some(first) = rx.recv().await {
-        let mut batch = BatchWriter::default();
-        batch.push(first);
-        for _ in 1..BATCH {
-            match rx.try_recv() {
-                Ok(o) => batch.push(o),
-                Err(_) => break,
-            }
-        }
-        let batch = batch.finish();
+        let batch = batch_from(first, &mut rx);
         match crate::server::lock(&callback).as_ref() {
             Some(cb) => {
                 cb.call(batch, ThreadsafeFunctionCallMode::NonBlocking);

@@ -258,6 +258,19 @@ fn event_frame(kind: &str, seq: u64, pad: &str) -> Message {
     }
 }
 
+/// Sends broadcast `seq` (and counts it); false when the connection failed.
+async fn send_bcast(ws: &mut Ws, sh: &Shared, seq: &mut u64, pad: &str) -> bool {
+    let _ = sh.first_send_us.compare_exchange(0, now_us(), Relaxed, Relaxed);
+    let frame = event_frame("bcast", *seq, pad);
+    *seq += 1;
+    if ws.send(frame).await.is_err() {
+        sh.send_errors.fetch_add(1, Relaxed);
+        return false;
+    }
+    sh.sent.fetch_add(1, Relaxed);
+    true
+}
+
 async fn connection(ctx: Arc<Ctx>, c: Conn) {
     let limit = Duration::from_secs_f64(ctx.args.connect_timeout);
     let sh = &ctx.shared;
@@ -303,16 +316,13 @@ async fn connection(ctx: Arc<Ctx>, c: Conn) {
                             sh.last_recv_us.fetch_max(now, Relaxed);
                             if c.role == Role::Receiver {
                                 sh.latency.record(now.saturating_sub(sent_us));
-                            } else if ctx.args.window > 0 && go_seen && seq < ctx.to_send {
+                            } else if ctx.args.window > 0
+                                && go_seen
+                                && seq < ctx.to_send
                                 // Burst: one of ours came back; the next one leaves.
-                                let _ = sh.first_send_us.compare_exchange(0, now, Relaxed, Relaxed);
-                                let frame = event_frame("bcast", seq, &ctx.payload_pad);
-                                seq += 1;
-                                if ws.send(frame).await.is_err() {
-                                    sh.send_errors.fetch_add(1, Relaxed);
-                                    break;
-                                }
-                                sh.sent.fetch_add(1, Relaxed);
+                                && !send_bcast(&mut ws, sh, &mut seq, &ctx.payload_pad).await
+                            {
+                                break;
                             }
                         } else if name == "echo" && c.role == Role::Echo {
                             sh.outstanding.fetch_sub(1, Relaxed);
@@ -343,16 +353,10 @@ async fn connection(ctx: Arc<Ctx>, c: Conn) {
                     go_seen = true;
                     match c.role {
                         Role::Sender if ctx.args.window > 0 => {
-                            let now = now_us();
-                            let _ = sh.first_send_us.compare_exchange(0, now, Relaxed, Relaxed);
                             while seq < ctx.to_send && seq < u64::from(ctx.args.window) {
-                                let frame = event_frame("bcast", seq, &ctx.payload_pad);
-                                seq += 1;
-                                if ws.send(frame).await.is_err() {
-                                    sh.send_errors.fetch_add(1, Relaxed);
+                                if !send_bcast(&mut ws, sh, &mut seq, &ctx.payload_pad).await {
                                     break;
                                 }
-                                sh.sent.fetch_add(1, Relaxed);
                             }
                         }
                         Role::Sender => {
@@ -375,14 +379,9 @@ async fn connection(ctx: Arc<Ctx>, c: Conn) {
                 }
             }
             _ = async { ticker.as_mut().expect("ticker").tick().await }, if sending => {
-                let _ = sh.first_send_us.compare_exchange(0, now_us(), Relaxed, Relaxed);
-                let frame = event_frame("bcast", seq, &ctx.payload_pad);
-                seq += 1;
-                if ws.send(frame).await.is_err() {
-                    sh.send_errors.fetch_add(1, Relaxed);
+                if !send_bcast(&mut ws, sh, &mut seq, &ctx.payload_pad).await {
                     break;
                 }
-                sh.sent.fetch_add(1, Relaxed);
             }
         }
     }
