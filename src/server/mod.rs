@@ -38,8 +38,11 @@ pub struct ServerConfig {
     pub fanout_slice: usize,
     /// Resolves once the thread that drives the runtime has done other work (Node's loop ran
     /// once); without it, slices wait for a timer tick.
-    pub host_turn: Option<fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    pub host_turn: Option<HostTurn>,
 }
+
+/// A future that resolves once the host thread had a turn (see [`ServerConfig::host_turn`]).
+pub type HostTurn = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 impl Default for ServerConfig {
     fn default() -> Self {

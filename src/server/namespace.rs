@@ -68,7 +68,7 @@ fn wake_in_slices(
     mut wakers: Vec<std::task::Waker>,
     slice: usize,
     runtime: Option<tokio::runtime::Handle>,
-    turn: Option<fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    turn: Option<crate::server::HostTurn>,
 ) {
     let handle = tokio::runtime::Handle::try_current().ok().or(runtime);
     if wakers.len() <= slice || handle.is_none() {
