@@ -392,7 +392,7 @@ function trafficRig({ redis, key, adapter }) {
     await rig.children.killAll();
   };
   /** Runs `disrupt` under traffic; resolves {kinds, startAt, result}. */
-  rig.underTraffic = async (name, disrupt, { settle = 3000 } = {}) => {
+  rig.underTraffic = async (name, disrupt, { settle = 3000, inFlight = 0 } = {}) => {
     rig.run++;
     const t = (kind) => `${name}-${rig.run}-${kind}`;
     const [s0, s1] = rig.senders;
@@ -433,8 +433,12 @@ function trafficRig({ redis, key, adapter }) {
     expectAlive(rig.procs);
     assert.ok(rig.receivers.every((c) => c.connected), "every receiver is still connected");
     // What is published while a connection is replaced waits in the offline queue: nothing is
-    // lost, beyond resuming within the bound.
-    for (const [kind, per] of Object.entries(lost)) for (const [label, v] of Object.entries(per)) assert.match(v, /^0 lost/, `${label}: ${kind} messages lost (${JSON.stringify(lost)})`);
+    // lost, beyond resuming within the bound. A master SIGKILLed can take with it what it had
+    // accepted and not yet passed on (pub/sub keeps nothing; README "What a failover costs"):
+    // `inFlight` such messages of a kind (one run, sent after the kill began, see
+    // expectResumed), at most.
+    for (const [kind, per] of Object.entries(lost))
+      for (const [label, v] of Object.entries(per)) assert.ok(Number(v.split(" ")[0]) <= inFlight, `${label}: ${kind} messages lost (${JSON.stringify(lost)}; at most ${inFlight} may be in flight)`);
     return { kinds: traffic.kinds, startAt, result, lost };
   };
   /** Requests (invoke, servers) answer again, from every worker, with every worker. */
@@ -480,7 +484,8 @@ describe(`Redis Cluster, ${mode} mode: a killed master and migrating slots under
     const victim = masters.reduce((best, m, i) => (load(m) > load(masters[best]) ? i : best), 0);
     t.diagnostic(`connections per node: ${JSON.stringify(conns.map((c) => `${c.node}:${c.cmd}${c.psub + c.sub ? "(sub)" : ""}`))}; killing ${masters[victim].port}`);
     assert.ok(load(masters[victim]) > 0, "the killed master holds connections of the workers");
-    const { result, lost } = await rig.underTraffic("kill", () => cluster.killMaster(victim));
+    // One message of a kind every 50 ms: what the master held when it died is one or two.
+    const { result, lost } = await rig.underTraffic("kill", () => cluster.killMaster(victim), { inFlight: 2 });
     t.diagnostic(`killed ${result.killed}, promoted ${result.promoted}; per receiver: ${JSON.stringify(lost)}`);
     await rig.requestsWork();
   });
@@ -576,7 +581,7 @@ describe("Redis Sentinel (master, replica, 3 sentinels): native workers", { skip
   });
 
   test("the master SIGKILLed, the replica promoted: no worker dies, nothing lost or twice, requests work again", { timeout: 60000 }, async (t) => {
-    const { result, lost } = await rig.underTraffic("kill", () => sentinels.killMaster());
+    const { result, lost } = await rig.underTraffic("kill", () => sentinels.killMaster(), { inFlight: 2 });
     t.diagnostic(`killed ${result.killed}, promoted ${result.promoted}; per receiver: ${JSON.stringify(lost)}`);
     await rig.requestsWork();
     await onTheMaster(5000);
