@@ -67,16 +67,26 @@ static NODE_LOOP: OnceLock<NodeLoop> = OnceLock::new();
 /// the threaded runtime.
 pub fn build_node_runtime() -> Option<Runtime> {
     uv()?;
+    let builder = || {
+        let mut b = Builder::new_current_thread();
+        b.enable_all()
+            .thread_name("weroll-native")
+            .on_thread_park(before_park);
+        b
+    };
+    let (runtime, epoll_fd) = with_epoll_fd(builder)?;
+    let handle = runtime.handle().clone();
+    NODE_LOOP.set(NodeLoop { handle, epoll_fd }).ok()?;
+    Some(runtime)
+}
+
+/// Builds a current-thread runtime and finds its I/O driver's epoll descriptor: the one
+/// `eventpoll` that appeared meanwhile (mio's, and the `dup` its registry keeps), proven by a
+/// task spawned from outside the runtime making it readable.
+fn with_epoll_fd(builder: impl FnOnce() -> Builder) -> Option<(Runtime, c_int)> {
     let before = eventpoll_fds()?;
-    let runtime = Builder::new_current_thread()
-        .enable_all()
-        .thread_name("weroll-native")
-        .on_thread_park(before_park)
-        .build()
-        .ok()?;
+    let runtime = builder().build().ok()?;
     let after = eventpoll_fds()?;
-    // The driver's epoll instance, under the descriptor mio made and the one its registry
-    // cloned (a `dup` of it).
     let fresh: Vec<c_int> = after
         .into_iter()
         .filter(|fd| !before.contains(fd))
@@ -84,15 +94,11 @@ pub fn build_node_runtime() -> Option<Runtime> {
     let (1..=2, Some(&epoll_fd)) = (fresh.len(), fresh.first()) else {
         return None;
     };
-    // Proof that this is the runtime's instance: a task spawned from outside the runtime
-    // wakes its driver, which makes the instance readable.
     runtime.handle().spawn(async {});
     if !fresh.iter().all(|&fd| readable(fd)) {
         return None;
     }
-    let handle = runtime.handle().clone();
-    NODE_LOOP.set(NodeLoop { handle, epoll_fd }).ok()?;
-    Some(runtime)
+    Some((runtime, epoll_fd))
 }
 
 /// Which design this process runs.
@@ -550,3 +556,51 @@ pub fn nudge() {
 
 /// A nudge is on its way (cleared when a tick starts).
 static NUDGED: AtomicBool = AtomicBool::new(false);
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runtimes_epoll_descriptor_is_found_and_says_when_there_is_work() {
+        let build = || {
+            let mut b = Builder::new_current_thread();
+            b.enable_all();
+            b
+        };
+        // Other tests build runtimes on other threads meanwhile; a busy one can make the
+        // search give up (it never picks a wrong descriptor), so it may take a few tries.
+        let found = || (0..50).find_map(|_| with_epoll_fd(build));
+        let (rt, fd) = found().expect("the runtime's epoll descriptor");
+        // The proof spawn left it readable; running the runtime consumes that.
+        assert!(readable(fd));
+        rt.block_on(tokio::task::yield_now());
+        rt.block_on(tokio::task::yield_now());
+        assert!(!readable(fd), "nothing is pending once the runtime ran");
+        // A socket event on the runtime shows on the descriptor, before the runtime runs.
+        let (listener, addr) = rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let a = l.local_addr().expect("address");
+            (l, a)
+        });
+        let accept = rt.spawn(async move { listener.accept().await.map(|_| ()) });
+        rt.block_on(tokio::task::yield_now());
+        assert!(!readable(fd));
+        let _client = std::net::TcpStream::connect(addr).expect("connect");
+        let mut tries = 0;
+        while !readable(fd) && tries < 100 {
+            std::thread::sleep(Duration::from_millis(5));
+            tries += 1;
+        }
+        assert!(
+            readable(fd),
+            "an incoming connection makes the descriptor readable"
+        );
+        rt.block_on(async { accept.await.expect("join").expect("accept") });
+        // Another runtime's descriptor is not mistaken for this one.
+        let (_other, other_fd) = found().expect("a second runtime");
+        assert_ne!(fd, other_fd);
+    }
+}
