@@ -80,24 +80,22 @@ pub fn build_node_runtime() -> Option<Runtime> {
     Some(runtime)
 }
 
-/// Builds a current-thread runtime and finds its I/O driver's epoll descriptor: the one
-/// `eventpoll` that appeared meanwhile (mio's, and the `dup` its registry keeps), proven by a
-/// task spawned from outside the runtime making it readable.
+/// Builds a current-thread runtime and finds its I/O driver's epoll descriptor among the
+/// `eventpoll`s that appeared meanwhile (mio's, and the `dup` its registry keeps): the ones
+/// that a task spawned from outside the runtime turns readable. Anything else (another
+/// runtime built at the same moment, say) stays quiet and is left out.
 fn with_epoll_fd(builder: impl FnOnce() -> Builder) -> Option<(Runtime, c_int)> {
     let before = eventpoll_fds()?;
     let runtime = builder().build().ok()?;
-    let after = eventpoll_fds()?;
-    let fresh: Vec<c_int> = after
+    let quiet: Vec<c_int> = eventpoll_fds()?
         .into_iter()
-        .filter(|fd| !before.contains(fd))
+        .filter(|fd| !before.contains(fd) && !readable(*fd))
         .collect();
-    let (1..=2, Some(&epoll_fd)) = (fresh.len(), fresh.first()) else {
+    runtime.handle().spawn(async {});
+    let woken: Vec<c_int> = quiet.into_iter().filter(|&fd| readable(fd)).collect();
+    let (1..=2, Some(&epoll_fd)) = (woken.len(), woken.first()) else {
         return None;
     };
-    runtime.handle().spawn(async {});
-    if !fresh.iter().all(|&fd| readable(fd)) {
-        return None;
-    }
     Some((runtime, epoll_fd))
 }
 
