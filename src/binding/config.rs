@@ -126,12 +126,12 @@ pub fn parse(json: &str) -> Result<NativeConfig, String> {
         server: ServerConfig {
             engine,
             connect_timeout: positive("connectTimeout", raw.connect_timeout, 45_000)?,
-            fanout_slice: match super::node_loop::mode() {
-                // A few ms of writes: a broadcast to thousands holds JavaScript no longer.
-                super::node_loop::LoopMode::Node => 128,
-                super::node_loop::LoopMode::Thread => 0,
-            },
-            host_turn: Some(super::node_loop::next_turn),
+            // A few ms of writes: a broadcast to thousands holds JavaScript no longer.
+            fanout_slices: (super::node_loop::mode() == super::node_loop::LoopMode::Node)
+                .then_some(crate::server::FanoutSlices {
+                    size: 128,
+                    turn: super::node_loop::next_turn,
+                }),
         },
         bind_retry_ms: raw.bind_retry_ms.unwrap_or(5_000),
         redis: raw.redis,

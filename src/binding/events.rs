@@ -226,29 +226,17 @@ impl EventPump {
         self.stop();
     }
 
-    /// Whether the server is closed and every event was delivered.
-    pub fn ended(&self) -> bool {
-        self.closed.load(std::sync::atomic::Ordering::Acquire)
-            && crate::server::lock(&self.local)
-                .as_ref()
-                .is_none_or(|rx| rx.is_empty())
-    }
-
     /// The next batch of a `node`-loop queue: `Some(None)` when nothing is waiting, `None`
     /// once the server is closed and drained.
     pub fn take_batch(&self) -> Option<Option<NativeBatch>> {
         let mut local = crate::server::lock(&self.local);
-        let Some(rx) = local.as_mut() else {
-            return (!self.closed.load(std::sync::atomic::Ordering::Acquire)).then_some(None);
-        };
-        let Ok(first) = rx.try_recv() else {
-            return (!self.ended_locked(rx)).then_some(None);
-        };
-        Some(Some(batch_from(first, rx)))
-    }
-
-    fn ended_locked(&self, rx: &mpsc::UnboundedReceiver<Outgoing>) -> bool {
-        self.closed.load(std::sync::atomic::Ordering::Acquire) && rx.is_empty()
+        if let Some(rx) = local.as_mut() {
+            if let Ok(first) = rx.try_recv() {
+                return Some(Some(batch_from(first, rx)));
+            }
+        }
+        // Nothing waiting: the end once the server is closed.
+        (!self.closed.load(std::sync::atomic::Ordering::Acquire)).then_some(None)
     }
 
     fn send(&self, o: Outgoing) {

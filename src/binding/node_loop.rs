@@ -232,7 +232,7 @@ unsafe extern "C" fn free_handle(handle: *mut c_void) {
 // The JavaScript side: which env drives the loop, and whose callbacks get which events.
 
 /// One server's events, delivered on the JavaScript thread.
-pub struct Delivery {
+struct Delivery {
     pump: Arc<EventPump>,
     callback: sys::napi_ref,
 }
@@ -384,8 +384,10 @@ fn tick() {
         t.cut_short
     });
     IN_TICK.with(|t| t.set(false));
-    // Events queued after the last delivery of the tick (a panic's, say) go out now.
-    deliver_all();
+    if ran.is_err() {
+        // A panic ended the tick before the park hook delivered what was queued.
+        deliver_all();
+    }
     if ran.is_err() || cut_short {
         // Ready work is left: run again as soon as libuv has looked at everything else.
         DRIVER.with(|d| {
@@ -455,7 +457,7 @@ fn deliver_all() -> bool {
         return false;
     };
     let mut delivered = false;
-    let mut ended = false;
+    let mut ended = Vec::new();
     for delivery in &deliveries {
         match delivery.pump.take_batch() {
             Some(Some(batch)) => {
@@ -464,22 +466,20 @@ fn deliver_all() -> bool {
                 unsafe { call(env, async_context, delivery.callback, batch) };
             }
             Some(None) => {}
-            None => ended = true,
+            None => ended.push(delivery.clone()),
         }
     }
-    if ended {
+    if !ended.is_empty() {
         DRIVER.with(|d| {
             if let Some(d) = d.borrow_mut().as_mut() {
-                d.deliveries.retain(|x| {
-                    let keep = !x.pump.ended();
-                    if !keep {
-                        // SAFETY: the reference was made on this env.
-                        unsafe { sys::napi_delete_reference(env, x.callback) };
-                    }
-                    keep
-                });
+                d.deliveries
+                    .retain(|x| !ended.iter().any(|e| Rc::ptr_eq(e, x)));
             }
         });
+        for e in ended {
+            // SAFETY: the reference was made on this env, and its delivery is gone.
+            unsafe { sys::napi_delete_reference(env, e.callback) };
+        }
     }
     delivered
 }
@@ -518,25 +518,15 @@ unsafe fn call(
 }
 
 /// Resolves in the next tick of the `node` loop, after Node's loop ran once (JavaScript
-/// timers, other I/O); outside the `node` loop, after a 1 ms timer tick.
+/// timers, other I/O); at once on a thread that does not drive the loop.
 pub fn next_turn() -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    if mode() != LoopMode::Node {
-        return Box::pin(tokio::time::sleep(Duration::from_millis(1)));
-    }
     let mut registered = false;
     Box::pin(std::future::poll_fn(move |cx| {
-        if registered {
+        if registered || !DRIVER.with(|d| d.borrow().is_some()) {
             return Poll::Ready(());
         }
         registered = true;
-        let on_loop = NEXT_TURN.with(|w| {
-            w.borrow_mut().push(cx.waker().clone());
-            DRIVER.with(|d| d.borrow().is_some())
-        });
-        if !on_loop {
-            // Not on the thread that drives the loop: no tick will see the list here.
-            return Poll::Ready(());
-        }
+        NEXT_TURN.with(|w| w.borrow_mut().push(cx.waker().clone()));
         Poll::Pending
     }))
 }

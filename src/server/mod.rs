@@ -32,25 +32,26 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     /// How long a v5 client may take to send its first CONNECT (socket.io `connectTimeout`).
     pub connect_timeout: Duration,
-    /// A local fan-out to more sockets than this wakes their writers this many at a time, each
-    /// slice once `host_turn` resolves (0: all at once). When the runtime runs on Node's
-    /// thread, this keeps a large broadcast from holding JavaScript for its whole length.
-    pub fanout_slice: usize,
-    /// Resolves once the thread that drives the runtime has done other work (Node's loop ran
-    /// once); without it, slices wait for a timer tick.
-    pub host_turn: Option<HostTurn>,
+    /// Wakes the writers of a large local fan-out in slices (`None`: all at once).
+    pub fanout_slices: Option<FanoutSlices>,
 }
 
-/// A future that resolves once the host thread had a turn (see [`ServerConfig::host_turn`]).
-pub type HostTurn = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// A local fan-out to more than `size` sockets wakes their writers `size` at a time, each
+/// slice once `turn()` resolves. When the runtime runs on Node's thread, this keeps a large
+/// broadcast from holding JavaScript for its whole length.
+#[derive(Debug, Clone, Copy)]
+pub struct FanoutSlices {
+    pub size: usize,
+    /// Resolves once the thread that drives the runtime has done other work.
+    pub turn: fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             engine: EngineConfig::default(),
             connect_timeout: Duration::from_millis(45_000),
-            fanout_slice: 0,
-            host_turn: None,
+            fanout_slices: None,
         }
     }
 }

@@ -61,34 +61,33 @@ pub struct Namespace {
     alias_prefix: OnceLock<Arc<str>>,
 }
 
-/// Wakes the first `slice` writers now and the rest `slice` at a time, each slice after the
-/// host's next turn (`turn`; else a 1 ms timer tick), so other work (on Node's thread,
-/// JavaScript) runs between them. Every frame is already queued: only when it leaves changes.
-fn wake_in_slices(
+/// Wakes the writers of a fan-out: all now, or (`slices`, for more than one slice) the first
+/// slice now and each further one after the host's next turn, so other work (on Node's
+/// thread, JavaScript) runs between them. Every frame is already queued: only when it leaves
+/// changes.
+fn wake_writers(
     mut wakers: Vec<std::task::Waker>,
-    slice: usize,
-    runtime: Option<tokio::runtime::Handle>,
-    turn: Option<crate::server::HostTurn>,
+    slices: Option<crate::server::FanoutSlices>,
+    runtime: Option<&tokio::runtime::Handle>,
 ) {
-    let handle = tokio::runtime::Handle::try_current().ok().or(runtime);
-    if wakers.len() <= slice || handle.is_none() {
+    let (Some(slices), Some(runtime)) = (slices, runtime) else {
         wakers.into_iter().for_each(std::task::Waker::wake);
         return;
-    }
-    let rest = wakers.split_off(slice);
+    };
+    let rest = wakers.split_off(slices.size.min(wakers.len()));
     wakers.into_iter().for_each(std::task::Waker::wake);
-    if let Some(handle) = handle {
-        handle.spawn(async move {
-            let mut rest = rest.into_iter().peekable();
-            while rest.peek().is_some() {
-                match turn {
-                    Some(turn) => turn().await,
-                    None => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
-                }
-                rest.by_ref().take(slice).for_each(std::task::Waker::wake);
-            }
-        });
+    if rest.is_empty() {
+        return;
     }
+    runtime.spawn(async move {
+        let mut rest = rest.into_iter().peekable();
+        while rest.peek().is_some() {
+            (slices.turn)().await;
+            rest.by_ref()
+                .take(slices.size)
+                .for_each(std::task::Waker::wake);
+        }
+    });
 }
 
 impl Namespace {
@@ -476,26 +475,19 @@ impl Namespace {
     pub fn deliver(&self, data: &Payload, opts: &BroadcastOptions) -> usize {
         let text = encode_event(&self.name, None, &data.json, data.attachments.len());
         let frames = frames(&text, data);
-        let core = self.core.upgrade();
-        let slice = core.as_ref().map_or(0, |c| c.config.fanout_slice);
-        let mut n = 0;
-        if slice == 0 {
-            self.for_each_target(opts, |s| {
-                if s.send_frames(&frames) {
-                    n += 1;
-                }
-            });
-            return n;
-        }
         let mut wakers = Vec::new();
+        let mut n = 0;
         self.for_each_target(opts, |s| {
             if s.send_frames_deferred(&frames, &mut wakers) {
                 n += 1;
             }
         });
-        let turn = core.as_ref().and_then(|c| c.config.host_turn);
-        let runtime = core.and_then(|c| c.runtime.clone());
-        wake_in_slices(wakers, slice, runtime, turn);
+        let core = self.core.upgrade();
+        wake_writers(
+            wakers,
+            core.as_ref().and_then(|c| c.config.fanout_slices),
+            core.as_ref().and_then(|c| c.runtime.as_ref()),
+        );
         n
     }
 
