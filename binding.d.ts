@@ -11,6 +11,24 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /** One native realtime server. */
 export declare class NativeServer {
+  /**
+   * Takes over a websocket upgrade request Node parsed: `fd` is its TCP socket (duplicated
+   * here; the caller then destroys its own handle without writing), `head` the bytes read
+   * past the request head. False if `fd` is no TCP socket (use `bridgeUpgrade`).
+   */
+  adoptUpgrade(fd: number, method: string, url: string, rawHeaders: Array<string>, headBytes: Buffer, remoteAddress: string, remotePort: number): boolean
+  /**
+   * Takes over a websocket upgrade request whose socket stays in Node (TLS): returns the
+   * descriptor of a loopback TCP connection for the caller to pipe that socket through.
+   */
+  bridgeUpgrade(method: string, url: string, rawHeaders: Array<string>, headBytes: Buffer, remoteAddress: string, remotePort: number): number
+  /**
+   * Answers a request under the path that Node parsed, with its whole body. `id` names it
+   * for `abortRequest`.
+   */
+  httpRequest(id: number, method: string, url: string, rawHeaders: Array<string>, body: Buffer, remoteAddress: string, remotePort: number): Promise<NativeHttpReply>
+  /** The client of request `id` went away before its answer. */
+  abortRequest(id: number): void
   /** `onEvents(batch)` receives every server event, batched. */
   constructor(onEvents: (arg: NativeBatch) => void)
   /**
@@ -18,6 +36,11 @@ export declare class NativeServer {
    * declares `namespaces`, and listens on `host:port`. Resolves to the bound port.
    */
   start(config: string, namespaces: Array<string>, host: string, port: number): Promise<number>
+  /**
+   * Like `start`, without a port of its own: the host's HTTP server hands over the requests
+   * under the path (`adoptUpgrade`, `bridgeUpgrade`, `httpRequest`).
+   */
+  startAttached(config: string, namespaces: Array<string>): Promise<void>
   /** Closes every client, leaves the cluster and stops emitting events, so the process can exit. */
   close(): Promise<void>
   /** Stops this server from keeping the process alive (like `net.Server#unref`). */
@@ -130,6 +153,14 @@ export interface NativeAcks {
 export interface NativeBatch {
   json: string
   buffers?: Array<Buffer>
+}
+
+/** The answer to one request handed over by `httpRequest`. */
+export interface NativeHttpReply {
+  status: number
+  /** Header names and values, alternating. */
+  headers: Array<string>
+  body: Buffer
 }
 
 /**

@@ -5,6 +5,7 @@ const { EventEmitter } = require("node:events");
 const querystring = require("node:querystring");
 const native = require("./native");
 const { encode, decode } = require("./codec");
+const { attach: attachTo } = require("./attach");
 
 const emitLocal = EventEmitter.prototype.emit;
 const RESERVED = new Set(["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"]);
@@ -35,6 +36,11 @@ function pickOptions(o) {
   const out = {};
   for (const k of SERVER_OPTIONS) out[k] = o[k];
   return out;
+}
+
+/** An http/https (or any net) server to attach to, as opposed to an options object. */
+function isHttpServer(v) {
+  return !!v && typeof v === "object" && typeof v.listen === "function" && typeof v.on === "function" && typeof v.address === "function";
 }
 
 function rethrow(err) {
@@ -572,8 +578,17 @@ class Namespace extends EventEmitter {
 
 /** socket.io's Server over the native engine. */
 class Server extends EventEmitter {
-  constructor(opts = {}) {
+  /**
+   * socket.io's signatures: `new Server(opts)`, `new Server(port, opts)` (listens natively on
+   * that port) and `new Server(httpServer, opts)` (serves on the app's own http/https server).
+   */
+  constructor(srv, opts) {
     super();
+    if (srv && typeof srv === "object" && !isHttpServer(srv)) {
+      opts = srv;
+      srv = undefined;
+    }
+    opts = opts || {};
     this.opts = opts;
     this._requestsTimeout = opts.requestsTimeout || 5000;
     this._nsps = new Map();
@@ -585,6 +600,58 @@ class Server extends EventEmitter {
     this._keepAlive = true;
     this._started = false;
     this.sockets = this.of("/");
+    this._httpServer = null;
+    this._attachment = null;
+    this._startPromise = null;
+    if (srv !== undefined && srv !== null) this.attach(srv);
+  }
+  /**
+   * socket.io's `attach(httpServer | port, opts)`: serves on the app's http/https server (the
+   * requests under `path`; everything else stays the app's), or listens natively on `port`.
+   * Returns the server; `ready()` resolves once it serves.
+   */
+  attach(srv, opts) {
+    if (this._started) throw new Error("already started");
+    if (opts && typeof opts === "object") this.opts = { ...this.opts, ...opts };
+    if (!isHttpServer(srv)) {
+      const port = srv === undefined || srv === null ? 0 : Number(srv);
+      this._startPromise = this.listen(port);
+      this._startPromise.catch((err) => this._startFailed(err));
+      return this;
+    }
+    this._httpServer = srv;
+    this._started = true;
+    const cfg = this._nativeConfig();
+    const addr = srv.address();
+    if (addr && typeof addr === "object") this.port = addr.port;
+    else srv.once("listening", () => (this.port = srv.address() && srv.address().port));
+    this._startPromise = this._native.startAttached(JSON.stringify(cfg), [...this._nsps.keys()]).then(() => {
+      this._applyNamespaces();
+      return this.port;
+    });
+    this._attachment = attachTo(srv, this._native, this._startPromise, this.opts);
+    srv.on("close", this._attachment.onClose);
+    // The app's server closing closes this one (what socket.io's engine does).
+    this._onHttpClose = () => {
+      if (!this._closing) this._closeNative().catch(rethrow);
+    };
+    srv.on("close", this._onHttpClose);
+    this._startPromise.catch((err) => this._startFailed(err));
+    return this;
+  }
+  /** Resolves the port once the server serves (after `attach`, `listen` or the constructor). */
+  ready() {
+    this._readyObserved = true;
+    return this._startPromise || Promise.reject(new Error("not started"));
+  }
+  /** A start nobody awaits (`attach`, the constructor) fails as an `error` event or throws. */
+  _startFailed(err) {
+    if (this._attachment) {
+      this._attachment.detach();
+      this._attachment = null;
+    }
+    if (this.listenerCount("error")) super.emit("error", err);
+    else if (!this._readyObserved) rethrow(err);
   }
   of(name) {
     if (typeof name !== "string") throw new TypeError("namespace name must be a string");
@@ -670,23 +737,23 @@ class Server extends EventEmitter {
     }
     return s;
   }
-  /** Starts listening; resolves the bound port. Extra native options: `redis`, `host`. */
-  async listen(port, host) {
+  /**
+   * Starts listening on its own port; resolves the bound port. Extra native options: `redis`,
+   * `host`. With an http/https server instead of a port it is `attach` (and returns the server).
+   */
+  listen(port, host) {
+    if (isHttpServer(port)) return this.attach(port, host);
+    return this._listen(port, host);
+  }
+  async _listen(port, host) {
     if (this._started) throw new Error("already started");
     this._started = true;
     if (this._keepAlive) this._native.ref();
     const o = this.opts;
-    const cfg = pickOptions(o);
-    cfg.allowEIO3 = o.allowEIO3 === undefined ? true : !!o.allowEIO3;
-    cfg.redis = o.redis;
-    cfg.publicAddress = o.publicAddress;
-    cfg.presenceInterval = o.presenceInterval;
+    const cfg = this._nativeConfig();
     try {
       this.port = await this._native.start(JSON.stringify(cfg), [...this._nsps.keys()], host || o.host || "0.0.0.0", port);
-      for (const ns of this._nsps.values()) {
-        if (ns._announce.lazy || ns._announce.welcome) ns._applyAnnounce();
-        if (ns._fns.length) this._native.setGated(ns.name, true);
-      }
+      this._applyNamespaces();
     } catch (err) {
       this._started = false;
       this._native.unref();
@@ -694,7 +761,46 @@ class Server extends EventEmitter {
     }
     return this.port;
   }
-  async close() {
+  _nativeConfig() {
+    const o = this.opts;
+    const cfg = pickOptions(o);
+    cfg.allowEIO3 = o.allowEIO3 === undefined ? true : !!o.allowEIO3;
+    cfg.redis = o.redis;
+    cfg.publicAddress = o.publicAddress;
+    cfg.presenceInterval = o.presenceInterval;
+    return cfg;
+  }
+  _applyNamespaces() {
+    for (const ns of this._nsps.values()) {
+      if (ns._announce.lazy || ns._announce.welcome) ns._applyAnnounce();
+      if (ns._fns.length) this._native.setGated(ns.name, true);
+    }
+  }
+  /**
+   * Closes every client and leaves the cluster. Attached to an http server, it also closes
+   * that server, as socket.io does (`fn` is then called when it has closed).
+   */
+  async close(fn) {
+    const srv = this._httpServer;
+    this._closing = true;
+    await this._closeNative();
+    if (srv) {
+      srv.removeListener("close", this._onHttpClose);
+      await new Promise((resolve) =>
+        srv.close((err) => {
+          if (typeof fn === "function") fn(err);
+          resolve();
+        }),
+      );
+    } else if (typeof fn === "function") fn();
+  }
+  async _closeNative() {
+    this._closing = true;
+    if (this._startPromise) await this._startPromise.catch(() => {});
+    if (this._attachment) {
+      this._attachment.detach();
+      this._attachment = null;
+    }
     await this._native.close();
     super.emit("close");
   }

@@ -24,7 +24,7 @@ function validate(config) {
   const c = config;
   const ms = (k) => c[k] === undefined || (Number.isFinite(c[k]) && c[k] > 0);
   if (c.cluster && c.cluster.enable) {
-    check(c.port !== undefined, "port", "must be set for cluster (must set port number for cluster.)");
+    check(c.port !== undefined || c.server, "port", "must be set for cluster (must set port number for cluster.)");
     const every = c.cluster.presenceInterval;
     check(every === undefined || (Number.isInteger(every) && every > 0), "cluster.presenceInterval", `must be a positive integer (ms), got ${JSON.stringify(every)}`);
     check(c.cluster.redis && typeof c.cluster.redis === "object", "cluster.redis", "must be an object ({host, port}, {\"*\": {...}}, {pub, sub} or {url})");
@@ -34,7 +34,7 @@ function validate(config) {
     check(ms(k), k, `must be a positive number, got ${JSON.stringify(c[k])}`);
   }
   check(c.session === undefined || c.session === null || typeof c.session.check === "function", "session", "must have a check(auth, callback) function");
-  check(!c.server || c.port !== undefined, "server", "(attaching to an existing http server) is not supported: weroll-native listens on its own port; set config.port");
+  check(!c.server || (typeof c.server.on === "function" && typeof c.server.address === "function"), "server", "must be an http or https server");
   check(c.adpater === undefined || typeof c.adpater === "function", "adpater", "must be a class (constructor)");
   check(c.path === undefined || (typeof c.path === "string" && c.path[0] === "/"), "path", "must be a string starting with '/'");
   check(c.transports === undefined || Array.isArray(c.transports), "transports", "must be an array");
@@ -258,7 +258,11 @@ class RealtimeServer extends EventEmitter {
     if (this.io) throw new Error("already started");
     const c = this.config;
     let port = c.port === undefined ? 80 : Number(c.port);
-    if (c.cluster && c.cluster.enable) {
+    if (c.server) {
+      // As weroll: the app's server is the Realtime server, on its port.
+      const addr = c.server.address();
+      port = addr && typeof addr === "object" ? addr.port : undefined;
+    } else if (c.cluster && c.cluster.enable) {
       const index = workerIndex(c.cluster);
       if (global.workerID === undefined) global.workerID = index;
       port += index;
@@ -277,7 +281,8 @@ class RealtimeServer extends EventEmitter {
     io.sockets._onSocket = (socket) => this._onConnection(socket);
     if (this._canBeLazy()) io.sockets._setAnnounce(true, { roomPrefix: "###", event: "$init" });
     io.sockets.on(INVOKE_EVENT, (method, args, cb) => this._invokeLocal(method, args).then((r) => cb && cb(r)));
-    return io.listen(port, c.host).then(
+    const started = c.server ? io.attach(c.server).ready() : io.listen(port, c.host);
+    return started.then(
       (bound) => {
         this.port = bound;
         this.traceLog(`instance start at port: ${bound}`);

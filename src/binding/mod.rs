@@ -1,6 +1,7 @@
 //! The Node-API surface. Commands come in as plain synchronous calls (nothing waits on the JS
 //! thread); server events go out in batches through one threadsafe function.
 
+mod attach;
 mod config;
 mod events;
 mod node_loop;
@@ -117,6 +118,8 @@ pub struct NativeServer {
     /// Events are delivered by the `node` loop on the JavaScript thread, not through
     /// `callback` (which then only keeps the process alive while the server listens).
     local_delivery: bool,
+    /// Shared-port requests not answered yet.
+    pending: Arc<attach::PendingRequests>,
 }
 
 fn payload(data: String, attachments: Option<Vec<Buffer>>) -> Payload {
@@ -178,6 +181,7 @@ impl NativeServer {
             callback: Arc::new(Mutex::new(Some(callback))),
             presence: Mutex::new(None),
             local_delivery,
+            pending: Arc::default(),
         })
     }
 
@@ -222,6 +226,22 @@ impl NativeServer {
         host: String,
         port: u32,
     ) -> Result<u32> {
+        self.launch(config, namespaces, Some((host, port))).await
+    }
+
+    /// Like `start`, without a port of its own: the host's HTTP server hands over the requests
+    /// under the path (`adoptUpgrade`, `bridgeUpgrade`, `httpRequest`).
+    #[napi]
+    pub async fn start_attached(&self, config: String, namespaces: Vec<String>) -> Result<()> {
+        self.launch(config, namespaces, None).await.map(|_| ())
+    }
+
+    async fn launch(
+        &self,
+        config: String,
+        namespaces: Vec<String>,
+        listen: Option<(String, u32)>,
+    ) -> Result<u32> {
         if self.server.get().is_some() {
             return Err(Error::new(
                 Status::GenericFailure,
@@ -235,11 +255,17 @@ impl NativeServer {
                 "server is closed".to_string(),
             ));
         }
-        let port = u16::try_from(port)
-            .map_err(|_| Error::new(Status::InvalidArg, format!("invalid port {port}")))?;
-        let ip: std::net::IpAddr = host
-            .parse()
-            .map_err(|_| Error::new(Status::InvalidArg, format!("invalid host {host}")))?;
+        let listen = match listen {
+            Some((host, port)) => {
+                let port = u16::try_from(port)
+                    .map_err(|_| Error::new(Status::InvalidArg, format!("invalid port {port}")))?;
+                let ip: std::net::IpAddr = host
+                    .parse()
+                    .map_err(|_| Error::new(Status::InvalidArg, format!("invalid host {host}")))?;
+                Some(SocketAddr::new(ip, port))
+            }
+            None => None,
+        };
         if self.local_delivery {
             self.pump.start_local();
         } else {
@@ -251,18 +277,19 @@ impl NativeServer {
             for ns in &namespaces {
                 server.of(ns);
             }
-            let bound = server
-                .listen(
-                    SocketAddr::new(ip, port),
-                    Duration::from_millis(cfg.bind_retry_ms),
-                )
-                .await
-                .map_err(|e| {
-                    Error::new(
-                        Status::GenericFailure,
-                        format!("listen {host}:{port} failed: {e}"),
-                    )
-                })?;
+            let bound = match listen {
+                Some(addr) => server
+                    .listen(addr, Duration::from_millis(cfg.bind_retry_ms))
+                    .await
+                    .map_err(|e| {
+                        Error::new(Status::GenericFailure, format!("listen {addr} failed: {e}"))
+                    })?
+                    .port(),
+                None => {
+                    server.attach();
+                    0
+                }
+            };
             Ok::<_, Error>((server, bound))
         }
         .await;
@@ -289,7 +316,7 @@ impl NativeServer {
             );
         }
         let _ = self.server.set(server);
-        Ok(u32::from(bound.port()))
+        Ok(u32::from(bound))
     }
 
     /// Closes every client, leaves the cluster and stops emitting events, so the process can exit.

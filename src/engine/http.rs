@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming as Body;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -21,7 +20,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::connection::{control, Connection, Sid};
 use super::packet::{self, EnginePacket};
-use super::websocket::WsTarget;
+use super::attach::{response_bytes, Adopted};
+use super::websocket::{WsIo, WsTarget};
 use super::{CloseReason, CorsOrigin, EioVersion, Engine, EngineHandler, Frame, Handshake};
 
 /// A client that sends no complete request head within this time is dropped (slowloris).
@@ -101,7 +101,22 @@ struct CorsRequest {
     request_headers: Option<HeaderValue>,
 }
 
-type Reply = Response<Full<Bytes>>;
+pub(crate) type Reply = Response<Full<Bytes>>;
+
+/// A request body the engine can read: hyper's own, or one the host collected (shared port).
+pub(crate) trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
+}
 
 fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
     let mut res = Response::new(Full::new(body.into()));
@@ -128,7 +143,7 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-fn build_handshake(req: &Request<Body>, peer: SocketAddr) -> Handshake {
+fn build_handshake<B>(req: &Request<B>, peer: SocketAddr) -> Handshake {
     Handshake::new(
         req.uri()
             .path_and_query()
@@ -210,7 +225,11 @@ impl<H: EngineHandler> Engine<H> {
             .await;
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Body>, peer: SocketAddr) -> Reply {
+    pub(crate) async fn handle<B: RequestBody>(
+        self: Arc<Self>,
+        req: Request<B>,
+        peer: SocketAddr,
+    ) -> Reply {
         // `/socket.io/` and `/socket.io` name the same endpoint, however the path was configured.
         if req.uri().path().trim_end_matches('/') != self.config.path.trim_end_matches('/') {
             return not_found();
@@ -235,7 +254,7 @@ impl<H: EngineHandler> Engine<H> {
         res
     }
 
-    async fn route(self: &Arc<Self>, req: Request<Body>, peer: SocketAddr) -> Reply {
+    async fn route<B: RequestBody>(self: &Arc<Self>, req: Request<B>, peer: SocketAddr) -> Reply {
         let query = Query::parse(req.uri().query().unwrap_or_default());
         let version = match query.eio {
             Some("4") => EioVersion::V4,
@@ -352,9 +371,9 @@ impl<H: EngineHandler> Engine<H> {
 
     /// A polling GET without sid: open a session and answer with the open packet plus
     /// anything `on_open` queued.
-    fn polling_handshake(
+    fn polling_handshake<B>(
         &self,
-        req: &Request<Body>,
+        req: &Request<B>,
         version: EioVersion,
         peer: SocketAddr,
         b64: bool,
@@ -443,7 +462,11 @@ impl<H: EngineHandler> Engine<H> {
     }
 
     /// A POST: decodes the payload and delivers its packets in order.
-    async fn post(&self, conn: &Arc<Connection<H::Data>>, req: Request<Body>) -> Reply {
+    async fn post<B: RequestBody>(
+        &self,
+        conn: &Arc<Connection<H::Data>>,
+        req: Request<B>,
+    ) -> Reply {
         {
             let mut st = conn.lock();
             if st.websocket {
@@ -531,9 +554,9 @@ impl<H: EngineHandler> Engine<H> {
 
     /// A websocket request: a new session (no sid) or an upgrade probe for a polling one.
     /// Answers 101 and hands the connection to a websocket task.
-    fn websocket_request(
+    fn websocket_request<B>(
         self: &Arc<Self>,
-        mut req: Request<Body>,
+        mut req: Request<B>,
         sid: Option<Sid>,
         version: EioVersion,
         peer: SocketAddr,
@@ -576,14 +599,21 @@ impl<H: EngineHandler> Engine<H> {
                 }
             }
         };
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(self.clone().run_websocket(on_upgrade, target, version));
         let mut res = Response::new(Full::new(Bytes::new()));
         *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = res.headers_mut();
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        let io = match req.extensions().get::<Adopted>().and_then(Adopted::take) {
+            Some((stream, pre)) => WsIo::Adopted {
+                stream,
+                pre,
+                response: response_bytes(&res, false),
+            },
+            None => WsIo::Hyper(hyper::upgrade::on(&mut req)),
+        };
+        tokio::spawn(self.clone().run_websocket(io, target, version));
         res
     }
 }

@@ -5,6 +5,7 @@
 //! sends [`Frame`]s (encoded once, cheap to clone for every recipient) and receives
 //! [`Incoming`] messages. It never learns which transport a client is on.
 
+mod attach;
 mod config;
 mod connection;
 mod http;
@@ -13,6 +14,7 @@ mod session;
 mod stream;
 mod websocket;
 
+pub use attach::{HostReply, RequestHead};
 pub use config::{Cors, CorsOrigin, EngineConfig};
 pub use connection::{CloseReason, Connection, Frame, Handshake, Incoming};
 

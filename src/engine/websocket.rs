@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -42,6 +43,19 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How often an upgrade re-checks for a POST still being delivered.
 const UPGRADE_RETRY: Duration = Duration::from_millis(5);
 
+/// Where a websocket's socket comes from once its request is answered with 101.
+pub(crate) enum WsIo {
+    /// A connection served by hyper on the engine's own port.
+    Hyper(OnUpgrade),
+    /// A connection whose upgrade request the host already parsed (a shared port): the 101
+    /// answer still has to be written, and `pre` holds the bytes read past the request head.
+    Adopted {
+        stream: TcpStream,
+        pre: Vec<u8>,
+        response: Vec<u8>,
+    },
+}
+
 /// Who a websocket request is for.
 pub(crate) enum WsTarget<D> {
     /// A new session opened directly on the websocket (first frame: the open packet).
@@ -57,13 +71,30 @@ impl<H: EngineHandler> Engine<H> {
     /// its long-lived task.
     pub(crate) async fn run_websocket(
         self: Arc<Self>,
-        on_upgrade: OnUpgrade,
+        io: WsIo,
         target: WsTarget<H::Data>,
         version: EioVersion,
     ) {
-        let ws = match on_upgrade.await {
-            Ok(upgraded) => self.open_websocket(upgraded).await,
-            Err(_) => None,
+        let ws = match io {
+            WsIo::Hyper(on_upgrade) => match on_upgrade.await {
+                Ok(upgraded) => self.open_websocket(upgraded).await,
+                Err(_) => None,
+            },
+            WsIo::Adopted {
+                mut stream,
+                pre,
+                response,
+            } => match tokio::time::timeout(CLOSE_GRACE, stream.write_all(&response)).await {
+                Ok(Ok(())) => Some(
+                    WebSocketStream::from_raw_socket(
+                        LeanStream::new(stream, pre),
+                        Role::Server,
+                        Some(self.ws_config),
+                    )
+                    .await,
+                ),
+                _ => None,
+            },
         };
         let Some(mut ws) = ws else {
             if let WsTarget::Upgrade(conn) = &target {

@@ -199,6 +199,47 @@ impl Server {
         Ok(bound)
     }
 
+    /// Serves no port of its own: the host hands over the requests under the engine's path
+    /// ([`Server::adopt_upgrade`], [`Server::serve_request`]).
+    pub fn attach(&self) {
+        self.engine.start_attached();
+    }
+
+    /// A websocket upgrade request the host parsed, with its TCP connection and the bytes
+    /// read past the head: served as a connection to the server's own port would be.
+    pub fn adopt_upgrade(
+        &self,
+        stream: std::net::TcpStream,
+        head: engine::RequestHead,
+        pre: Vec<u8>,
+        peer: SocketAddr,
+    ) -> std::io::Result<()> {
+        let runtime = self
+            .core
+            .runtime
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+            .ok_or_else(|| std::io::Error::other("no runtime"))?;
+        stream.set_nonblocking(true)?;
+        let engine = self.engine.clone();
+        runtime.spawn(async move {
+            if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                engine.serve_upgrade(stream, head, pre, peer).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// Answers a request the host parsed and collected (long-polling, CORS preflight).
+    pub async fn serve_request(
+        &self,
+        head: engine::RequestHead,
+        body: bytes::Bytes,
+        peer: SocketAddr,
+    ) -> engine::HostReply {
+        self.engine.clone().serve_request(head, body, peer).await
+    }
+
     /// Stops listening, closes every client and leaves the cluster.
     pub async fn close(&self) {
         let _ = self.shutdown.send(true);

@@ -1,0 +1,180 @@
+"use strict";
+// Serving on the app's own http or https server (socket.io's `new Server(httpServer)` and
+// weroll's `config.server`). Requests under `path` go to the native engine; every other
+// request and upgrade stays with the app's own listeners.
+//
+// - A websocket upgrade hands its TCP socket to the native side once Node has parsed the
+//   request head: frames never pass through JavaScript. A TLS socket stays in Node and is
+//   piped through a loopback connection to the native side instead.
+// - Any other request under `path` (long-polling, CORS preflight) crosses once each way: its
+//   head and body in, the engine's answer out.
+const net = require("node:net");
+
+let nextRequestId = 1;
+
+function drain(socket) {
+  const parts = [];
+  let chunk;
+  while ((chunk = socket.read()) !== null) parts.push(chunk);
+  return parts;
+}
+
+/** Whether `url` is under `path` (`/socket.io`, `/socket.io/…`, `/socket.io?…`). */
+function matcher(path) {
+  const base = path.replace(/\/+$/, "") || "/";
+  return (url) => {
+    if (typeof url !== "string" || !url.startsWith(base)) return false;
+    const next = url.charAt(base.length);
+    return next === "" || next === "/" || next === "?";
+  };
+}
+
+/**
+ * Routes `srv`'s requests under `opts.path` to `native` once `ready` resolves. Returns a
+ * function that removes the routing again.
+ */
+function attach(srv, native, ready, opts) {
+  const matches = matcher(opts.path || "/socket.io");
+  const maxBody = Number(opts.maxHttpBufferSize) > 0 ? Number(opts.maxHttpBufferSize) : 1e6;
+  const destroyUpgrade = opts.destroyUpgrade !== false;
+  const destroyUpgradeTimeout = Number(opts.destroyUpgradeTimeout) >= 0 ? Number(opts.destroyUpgradeTimeout) : 1000;
+  let started = false;
+  let failed = null;
+  ready.then(
+    () => (started = true),
+    (err) => (failed = err),
+  );
+  const whenReady = (fn) => {
+    if (started) fn();
+    else if (failed) fn(failed);
+    else ready.then(() => fn(), (err) => fn(err));
+  };
+
+  // Like engine.io: the app's request listeners move behind ours.
+  const appListeners = srv.listeners("request").slice();
+  srv.removeAllListeners("request");
+
+  function onRequest(req, res) {
+    if (!matches(req.url)) {
+      for (const l of appListeners) l.call(srv, req, res);
+      return;
+    }
+    const id = nextRequestId;
+    nextRequestId = nextRequestId >= 0xffffffff ? 1 : nextRequestId + 1;
+    const chunks = [];
+    let size = 0;
+    let answered = false;
+    req.on("data", (c) => {
+      // Beyond the limit the engine answers 413 from what it got; the rest is only drained.
+      if (size <= maxBody) chunks.push(c);
+      size += c.length;
+    });
+    req.on("error", () => {});
+    res.on("close", () => {
+      if (!answered) {
+        answered = true;
+        native.abortRequest(id);
+      }
+    });
+    req.on("end", () =>
+      whenReady((err) => {
+        if (err || res.destroyed) {
+          if (!res.headersSent && !res.destroyed) res.writeHead(503).end();
+          return;
+        }
+        const s = req.socket;
+        let p;
+        try {
+          p = native.httpRequest(id, req.method, req.url, req.rawHeaders, Buffer.concat(chunks), s.remoteAddress || "", s.remotePort || 0);
+        } catch {
+          res.writeHead(500).end();
+          return;
+        }
+        p.then(
+          (reply) => {
+            answered = true;
+            if (res.destroyed) return;
+            res.writeHead(reply.status, reply.headers);
+            res.end(reply.body);
+          },
+          () => {
+            answered = true;
+            if (!res.headersSent && !res.destroyed) res.writeHead(500).end();
+          },
+        );
+      }),
+    );
+  }
+
+  function onUpgrade(req, socket, head) {
+    if (!matches(req.url)) {
+      if (destroyUpgrade) {
+        // As engine.io: an upgrade nobody answered dies.
+        setTimeout(() => {
+          if (socket.writable && socket.bytesWritten <= 0) {
+            socket.on("error", () => {});
+            socket.end();
+          }
+        }, destroyUpgradeTimeout).unref();
+      }
+      return;
+    }
+    socket.on("error", () => {});
+    // Whatever arrives before the hand-over waits in the stream's buffer.
+    socket.pause();
+    whenReady((err) => {
+      if (socket.destroyed) return;
+      if (err) {
+        socket.end("HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+        return;
+      }
+      const pre = Buffer.concat([head, ...drain(socket)]);
+      const addr = socket.remoteAddress || "";
+      const port = socket.remotePort || 0;
+      try {
+        const h = socket._handle;
+        const fd = !socket.encrypted && h && typeof h.fd === "number" ? h.fd : -1;
+        if (fd >= 0 && native.adoptUpgrade(fd, req.method, req.url, req.rawHeaders, pre, addr, port)) {
+          // The native side holds its own descriptor of the socket; closing Node's writes nothing.
+          socket.destroy();
+          return;
+        }
+        bridge(socket, native.bridgeUpgrade(req.method, req.url, req.rawHeaders, pre, addr, port));
+      } catch {
+        socket.destroy();
+      }
+    });
+  }
+
+  function onClose() {
+    detach();
+  }
+
+  srv.on("request", onRequest);
+  srv.on("upgrade", onUpgrade);
+  function detach() {
+    srv.removeListener("request", onRequest);
+    srv.removeListener("upgrade", onUpgrade);
+    srv.removeListener("close", onClose);
+    if (srv.listenerCount("request") === 0) for (const l of appListeners) srv.on("request", l);
+  }
+  return { detach, onClose };
+}
+
+/** Pipes a socket Node keeps (TLS) through the loopback connection `fd` to the native side. */
+function bridge(socket, fd) {
+  const inner = new net.Socket({ fd, readable: true, writable: true });
+  inner.setNoDelay(true);
+  inner.on("error", () => {});
+  socket.pipe(inner);
+  inner.pipe(socket);
+  socket.resume();
+  // The native side closed: let what it wrote reach the client first.
+  inner.on("close", () => {
+    socket.end();
+    setTimeout(() => socket.destroy(), 5000).unref();
+  });
+  socket.on("close", () => inner.destroy());
+}
+
+module.exports = { attach, matcher };
