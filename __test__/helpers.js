@@ -17,6 +17,77 @@ const MODES = [
 
 const DEFAULT_WAIT = 3000;
 
+/**
+ * `WEROLL_TEST_ATTACH=1`: servers made here serve on an app's own http server (see `appServer`)
+ * instead of a port of their own, and each scope checks the app's routes still answer.
+ */
+const ATTACHED = process.env.WEROLL_TEST_ATTACH === "1";
+
+/**
+ * An http server as an app has one: `GET /hello` answers `hello`, and a `ws` server on
+ * `/other` echoes. Listening on loopback; resolves it.
+ */
+async function appServer(createServer = require("node:http").createServer, options = {}) {
+  const { WebSocketServer } = require("ws");
+  const srv = createServer(options, (req, res) => {
+    if (req.method === "GET" && req.url === "/hello") res.end("hello");
+    else res.writeHead(404).end("not here");
+  });
+  const wss = new WebSocketServer({ noServer: true });
+  wss.on("connection", (ws) => ws.on("message", (m) => ws.send(`echo:${m}`)));
+  srv.on("upgrade", (req, socket, head) => {
+    if (req.url === "/other") wss.handleUpgrade(req, socket, head, (ws) => wss.emit("connection", ws, req));
+  });
+  srv.on("close", () => wss.close());
+  await new Promise((resolve) => srv.listen(0, "127.0.0.1", resolve));
+  return srv;
+}
+
+/** Checks the app's own routes of `appServer` answer: `GET /hello` and the `/other` websocket. */
+async function checkApp(srv, { secure = false, ca } = {}) {
+  const port = srv.address().port;
+  const scheme = secure ? "https" : "http";
+  const body = await new Promise((resolve, reject) => {
+    const mod = require(secure ? "node:https" : "node:http");
+    const req = mod.get(`${scheme}://127.0.0.1:${port}/hello`, { ca, agent: false }, (res) => {
+      let b = "";
+      res.on("data", (d) => (b += d));
+      res.on("end", () => resolve(`${res.statusCode} ${b}`));
+    });
+    req.on("error", reject);
+    req.setTimeout(3000, () => req.destroy(new Error("GET /hello timed out")));
+  });
+  if (body !== "200 hello") throw new Error(`the app's GET /hello answered ${body}`);
+  const WebSocket = require("ws");
+  const echo = await new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${secure ? "wss" : "ws"}://127.0.0.1:${port}/other`, { ca });
+    const timer = setTimeout(() => (ws.terminate(), reject(new Error("/other websocket timed out"))), 3000);
+    ws.on("open", () => ws.send("x"));
+    ws.on("message", (m) => {
+      clearTimeout(timer);
+      ws.close();
+      resolve(String(m));
+    });
+    ws.on("error", (e) => (clearTimeout(timer), reject(e)));
+  });
+  if (echo !== "echo:x") throw new Error(`the app's /other websocket answered ${echo}`);
+}
+
+/** A Realtime config for `createServer`: `port: 0`, or in attached mode the app's server. */
+async function realtimeConfig(config) {
+  if (!ATTACHED || (config.port !== undefined && config.port !== 0) || config.server) return { port: 0, ...config };
+  const { port, ...rest } = config;
+  return { ...rest, server: await appServer() };
+}
+
+/** Starts `io` on a free loopback port, or in attached mode on an app's server; resolves the port. */
+async function serveIo(io) {
+  if (!ATTACHED) return within(io.listen(0, "127.0.0.1"), 5000, "io server listen");
+  const srv = await appServer();
+  io.attach(srv);
+  return within(io.ready(), 5000, "io server attach");
+}
+
 function delay(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -158,7 +229,7 @@ async function upgraded(client, ms = DEFAULT_WAIT) {
 
 /** Creates and starts a Realtime server (`port: 0` unless given); resolves `{ server, port }`. */
 async function startRealtime(config = {}, noGlobal = true) {
-  const server = Realtime.createServer({ port: 0, ...config }, noGlobal);
+  const server = Realtime.createServer(await realtimeConfig(config), noGlobal);
   const port = await within(server.start(), 5000, "Realtime server start");
   return { server, port };
 }
@@ -167,7 +238,7 @@ async function startRealtime(config = {}, noGlobal = true) {
 async function startIo(opts = {}, setup) {
   const io = new Server(opts);
   if (setup) setup(io);
-  const port = await within(io.listen(0, "127.0.0.1"), 5000, "io server listen");
+  const port = await serveIo(io);
   return { io, port };
 }
 
@@ -180,13 +251,16 @@ class Scope {
     this.clients = [];
     this.servers = [];
     this.closers = [];
+    this.apps = [];
   }
   /**
    * A Realtime server, created with `noGlobal` (unless `global` is true) and `port: 0`, started
    * unless `start` is false; resolves it (bound port in `.port`).
    */
   async realtime(config = {}, { global: isGlobal = false, start = true } = {}) {
-    const server = Realtime.createServer({ port: 0, ...config }, !isGlobal);
+    const cfg = await realtimeConfig(config);
+    const server = Realtime.createServer(cfg, !isGlobal);
+    if (cfg.server) this.apps.push(cfg.server);
     this.servers.push(server);
     if (start) await within(server.start(), 5000, "Realtime server start");
     return server;
@@ -196,7 +270,8 @@ class Scope {
     const io = new Server(opts);
     this.servers.push(io);
     if (setup) setup(io);
-    await within(io.listen(0, "127.0.0.1"), 5000, "io server listen");
+    await serveIo(io);
+    if (io._httpServer) this.apps.push(io._httpServer);
     return io;
   }
   /** A client (see `connect`), closed with the scope. */
@@ -219,6 +294,12 @@ class Scope {
     this.closers.push(fn);
   }
   async close() {
+    // Attached: whatever the test did on the shared port, the app's own routes still answer.
+    let appError = null;
+    for (const srv of this.apps.splice(0)) {
+      if (!srv.listening) continue;
+      await checkApp(srv).catch((err) => (appError = appError || err));
+    }
     for (const c of this.clients.splice(0)) {
       try {
         c.close();
@@ -236,6 +317,7 @@ class Scope {
     for (const s of this.servers.splice(0)) {
       await closeServer(s);
     }
+    if (appError) throw appError;
   }
 }
 
@@ -274,7 +356,10 @@ function matrix(name, body, { timeout = 15000, modes = MODES } = {}) {
 }
 
 module.exports = {
+  ATTACHED,
   MODES,
+  appServer,
+  checkApp,
   Scope,
   closeServer,
   collect,
