@@ -181,10 +181,10 @@ export interface RealtimeConfig extends EngineOptions {
   /** Session checker; default weroll's `model/Session` when it is installed. */
   session?: RealtimeSession | null;
   /**
-   * Attaching to an existing Node http server is not supported: with `server` set, `port` is
-   * required and the Realtime server listens there.
+   * The app's own `http.Server` or `https.Server` (as weroll): Realtime serves on its port
+   * (requests under `path`; everything else stays the app's) and `port` is not needed.
    */
-  server?: unknown;
+  server?: import("node:http").Server | import("node:https").Server;
   /** weroll's extension point (sic): a class whose instance may override the handshake steps. */
   adpater?: new (server: RealtimeServer) => RealtimeHooks;
   /** Address other workers and `pickServer()` report for this one, default `host:port`. */
@@ -240,6 +240,10 @@ export interface ServerOptions extends EngineOptions {
   presenceInterval?: number;
   /** The class of the sockets this server creates (a subclass of {@link Socket}). */
   socketClass?: new (nsp: Namespace, id: string, peer: Peer) => Socket;
+  /** Attached: end upgrades outside `path` that nobody answered (as engine.io), default true. */
+  destroyUpgrade?: boolean;
+  /** Attached: how long such an upgrade may wait for another listener, ms (default 1000). */
+  destroyUpgradeTimeout?: number;
 }
 
 /** The peer of a connection, known without fetching the whole handshake. */
@@ -399,7 +403,12 @@ export type Middleware = (socket: Socket, next: (err?: Error & { data?: any }) =
 
 /** socket.io's `Server`, over the native engine. */
 export declare class Server extends EventEmitter {
+  /**
+   * socket.io's signatures: options only (then `listen`/`attach`), a port (listens natively on
+   * it), or the app's http/https server (serves on its port beside the app's own routes).
+   */
   constructor(opts?: ServerOptions);
+  constructor(srv: number | import("node:http").Server | import("node:https").Server, opts?: ServerOptions);
   readonly opts: ServerOptions;
   /** The main namespace `/`. */
   readonly sockets: Namespace;
@@ -431,8 +440,21 @@ export declare class Server extends EventEmitter {
   socket(id: string): Socket | undefined;
   /** Starts listening; resolves the bound port (0 picks a free one). */
   listen(port: number, host?: string): Promise<number>;
-  /** Closes every client and leaves the cluster. */
-  close(): Promise<void>;
+  /** Same as `attach(srv, opts)`: returns the server, as socket.io's. */
+  listen(srv: import("node:http").Server | import("node:https").Server, opts?: ServerOptions): this;
+  /**
+   * Serves on the app's http/https server (requests under `path` go to the native engine,
+   * websockets leave Node; the rest stays with the app's listeners), or listens natively on
+   * `port`. Returns the server; `ready()` tells when it serves.
+   */
+  attach(srv: number | import("node:http").Server | import("node:https").Server, opts?: ServerOptions): this;
+  /** Resolves the port once the server serves (after the constructor, `attach` or `listen`). */
+  ready(): Promise<number>;
+  /**
+   * Closes every client and leaves the cluster. Attached to an http server, closes that server
+   * too, as socket.io does; `fn` is called once it has closed.
+   */
+  close(fn?: (err?: Error) => void): Promise<void>;
   ref(): this;
   unref(): this;
   /** Open Engine.IO sessions and connected sockets of this server. */

@@ -87,7 +87,9 @@ const QUICK = {
   drain: 10,
 };
 
-const SERVERS = { socketio: "socket.io", weroll: "weroll-native" };
+const SERVERS = { socketio: "socket.io", weroll: "weroll-native", attached: "weroll-native attached" };
+/** Run unless `--servers` names others; `attached` (Realtime on an app's http server) is opt-in. */
+const DEFAULT_SERVERS = ["socketio", "weroll"];
 const SCENARIOS = ["idle", "bcast", "burst", "floor", "echo", "echoMid", "echoHeavy", "xworker", "max"];
 /** Scenarios that run no socket.io or weroll-native server. */
 const SERVERLESS = new Set(["floor"]);
@@ -96,7 +98,7 @@ const kebab = (k) => k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
 const snake = (k) => k.replace(/[A-Z]/g, (c) => "_" + c).toUpperCase();
 
 function parseArgs(argv) {
-  const o = { quick: false, servers: Object.keys(SERVERS), scenarios: SCENARIOS, out: null, set: {} };
+  const o = { quick: false, servers: DEFAULT_SERVERS, scenarios: SCENARIOS, out: null, set: {} };
   const byFlag = new Map(Object.keys(DEFAULTS).map((k) => [kebab(k), k]));
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -508,8 +510,10 @@ async function main() {
     results,
   };
   const written = writeReport(report, outFile);
-  fs.mkdirSync(path.join(BENCH, "out"), { recursive: true });
-  fs.writeFileSync(path.join(BENCH, "out", `results-${report.mode}.json`), JSON.stringify(report, null, 2) + "\n");
+  // The raw figures of a run written elsewhere (`--out`) go beside it, not over the default run's.
+  const json = opts.out ? outFile.replace(/\.md$/, "") + ".json" : path.join(BENCH, "out", `results-${report.mode}.json`);
+  fs.mkdirSync(path.dirname(json), { recursive: true });
+  fs.writeFileSync(json, JSON.stringify(report, null, 2) + "\n");
   log(`done in ${report.seconds.toFixed(0)} s; wrote ${written.map((f) => path.relative(process.cwd(), f)).join(", ")}`);
   for (const t of TARGETS) {
     const v = t.evaluate(results);

@@ -139,6 +139,11 @@ function attach(srv, native, ready, opts) {
           socket.destroy();
           return;
         }
+        // Node cannot wrap a socket handle from elsewhere on Windows: polling only there.
+        if (process.platform === "win32") {
+          socket.destroy();
+          return;
+        }
         bridge(socket, native.bridgeUpgrade(req.method, req.url, req.rawHeaders, pre, addr, port));
       } catch {
         socket.destroy();

@@ -619,9 +619,10 @@ class Server extends EventEmitter {
       this._startPromise.catch((err) => this._startFailed(err));
       return this;
     }
+    if (this.opts.tls) throw new Error("tls is for a port of its own; an https server brings its own TLS");
+    const cfg = this._nativeConfig();
     this._httpServer = srv;
     this._started = true;
-    const cfg = this._nativeConfig();
     const addr = srv.address();
     if (addr && typeof addr === "object") this.port = addr.port;
     else srv.once("listening", () => (this.port = srv.address() && srv.address().port));
@@ -747,10 +748,10 @@ class Server extends EventEmitter {
   }
   async _listen(port, host) {
     if (this._started) throw new Error("already started");
-    this._started = true;
-    if (this._keepAlive) this._native.ref();
     const o = this.opts;
     const cfg = this._nativeConfig();
+    this._started = true;
+    if (this._keepAlive) this._native.ref();
     try {
       this.port = await this._native.start(JSON.stringify(cfg), [...this._nsps.keys()], host || o.host || "0.0.0.0", port);
       this._applyNamespaces();
@@ -768,6 +769,15 @@ class Server extends EventEmitter {
     cfg.redis = o.redis;
     cfg.publicAddress = o.publicAddress;
     cfg.presenceInterval = o.presenceInterval;
+    // TLS on its own port: PEM text (Buffers or strings, as Node's `https` takes them).
+    if (o.tls) {
+      const pem = (v, k) => {
+        const list = Array.isArray(v) ? v : [v];
+        if (!list.length || list.some((x) => typeof x !== "string" && !Buffer.isBuffer(x))) throw new TypeError(`tls.${k} must be PEM text (a string or Buffer)`);
+        return list.map(String).join("\n");
+      };
+      cfg.tls = { key: pem(o.tls.key, "key"), cert: pem(o.tls.cert, "cert") };
+    }
     return cfg;
   }
   _applyNamespaces() {

@@ -237,6 +237,7 @@ class RealtimeServer extends EventEmitter {
     const opts = pickOptions(c);
     opts.host = c.host;
     opts.requestsTimeout = c.requestsTimeout;
+    opts.tls = c.tls;
     if (c.cluster && c.cluster.enable) {
       const redis = clone(c.cluster.redis);
       redis.key = redis.key || redis.prefix || c.cluster.key || c.cluster.prefix || "realtime";

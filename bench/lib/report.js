@@ -298,6 +298,35 @@ function svg(evals) {
   return out.join("\n") + "\n";
 }
 
+/** Own port vs attached: server CPU per unit of work, per scenario run on both. */
+function attachedTable(results) {
+  const metrics = {
+    bcast: ["paced fan-out, CPU s per million deliveries", (r) => r.serverCpuPerMillion, (v) => num(v, 2)],
+    burst: ["burst fan-out, CPU s per million deliveries", (r) => r.serverCpuPerMillion, (v) => num(v, 2)],
+    echo: ["echo 20 × 1, CPU s per 100k round trips", (r) => (r.serverCpu / r.roundTrips) * 1e5, (v) => num(v, 2)],
+    echoMid: ["echo 100 × 1, CPU s per 100k round trips", (r) => (r.serverCpu / r.roundTrips) * 1e5, (v) => num(v, 2)],
+    echoHeavy: ["echo 500 × 4, CPU s per 100k round trips", (r) => (r.serverCpu / r.roundTrips) * 1e5, (v) => num(v, 2)],
+    idle: ["RSS per idle connection, KiB", (r) => r.rssPerConn / KiB, (v) => num(v, 1)],
+  };
+  const rows = [];
+  for (const [id, [label, metric, fmt]] of Object.entries(metrics)) {
+    const own = results[id] && results[id].weroll;
+    const att = results[id] && results[id].attached;
+    if (!own || !att) continue;
+    if (own.error || att.error) {
+      rows.push(`| ${label} | ${own.error ? "failed" : fmt(metric(own))} | ${att.error ? "failed" : fmt(metric(att))} | – | **missed** |`);
+      continue;
+    }
+    const a = metric(own);
+    const b = metric(att);
+    const ratio = a > 0 ? b / a : null;
+    const problem = deliveryProblem(att);
+    rows.push(`| ${label} | ${fmt(a)} | ${fmt(b)} | ${ratioText(ratio)} | **${problem ? "missed: " + problem : ratio !== null && ratio <= 1.05 ? "met" : "missed"}** |`);
+  }
+  if (!rows.length) return null;
+  return ["| figure | own port | attached | ratio | ≤ 1.05 |", "|---|---:|---:|---:|---|", ...rows].join("\n");
+}
+
 function writeReport(report, outFile) {
   const { machine: m, cfg: c, results } = report;
   const evals = TARGETS.map((t) => t.evaluate(results));
@@ -341,6 +370,15 @@ function writeReport(report, outFile) {
     L.push(`## ${sc.title(c)}`);
     L.push("");
     L.push(scenarioTable(sc, results[sc.id]));
+    L.push("");
+  }
+  const attached = attachedTable(results);
+  if (attached) {
+    L.push("## Attached to an app's http server vs a port of its own");
+    L.push("");
+    L.push("The same weroll-native workers, once on their own port and once attached to an `http.Server` that also answers the app's own route (Realtime `config.server`): websockets are handed to the native side once Node parsed their upgrade request, so their frames never pass through JavaScript. Target: within 5 %.");
+    L.push("");
+    L.push(attached);
     L.push("");
   }
   // The profile (perf, strace, context switches) is measured by hand: bench/PROFILE.md.

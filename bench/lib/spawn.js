@@ -147,10 +147,10 @@ async function startRedis() {
   throw new Error(`redis-server on port ${port} did not answer PING: ${f.exited() || f.stderr()}`);
 }
 
-const WORKER_SCRIPTS = { socketio: "socketio.js", weroll: "weroll.js" };
+const WORKER_SCRIPTS = { socketio: "socketio.js", weroll: "weroll.js", attached: "weroll-attached.js" };
 
 /**
- * A cluster of `count` workers of `kind` (socketio | weroll) on ports base..base+count-1, all
+ * A cluster of `count` workers of `kind` (socketio | weroll | attached) on ports base..base+count-1, all
  * on one Redis. Resolves `{ports, pids, stats(), stop()}` once every worker printed READY.
  */
 async function startCluster(kind, count, redis) {

@@ -25,6 +25,15 @@ struct Raw {
     redis: Option<serde_json::Value>,
     public_address: Option<String>,
     presence_interval: Option<u64>,
+    tls: Option<RawTls>,
+}
+
+/// `tls: {key, cert}`: PEM text.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawTls {
+    key: String,
+    cert: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -121,6 +130,12 @@ pub fn parse(json: &str) -> Result<NativeConfig, String> {
                 .unwrap_or_else(|| vec!["GET".into(), "POST".into(), "OPTIONS".into()]),
             allowed_headers: c.allowed_headers.unwrap_or_default(),
         });
+    }
+    if let Some(tls) = raw.tls {
+        engine.tls = Some(crate::engine::tls_config(
+            tls.cert.as_bytes(),
+            tls.key.as_bytes(),
+        )?);
     }
     Ok(NativeConfig {
         server: ServerConfig {

@@ -1,6 +1,9 @@
 //! Engine.IO settings (names follow socket.io's server options).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio_rustls::rustls;
 
 /// Engine.IO settings.
 #[derive(Debug, Clone)]
@@ -28,6 +31,8 @@ pub struct EngineConfig {
     pub max_queued_bytes: usize,
     /// CORS for polling requests; `None` sends no CORS headers.
     pub cors: Option<Cors>,
+    /// TLS on the engine's own port (`https`/`wss`); `None` serves plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +49,7 @@ impl Default for EngineConfig {
             max_queued_frames: 65_536,
             max_queued_bytes: 32 << 20,
             cors: None,
+            tls: None,
         }
     }
 }
@@ -70,4 +76,46 @@ pub struct Cors {
     pub methods: Vec<String>,
     /// `Access-Control-Allow-Headers` on preflight; empty reflects the requested headers.
     pub allowed_headers: Vec<String>,
+}
+
+/// A TLS server setting from a PEM certificate chain and its PEM private key (PKCS#8, PKCS#1
+/// or SEC1), offering HTTP/1.1 over TLS 1.2 and 1.3. Errors say which part is at fault.
+pub fn tls_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.cert: {e}"))?;
+    if certs.is_empty() {
+        return Err("tls.cert: no PEM certificate found".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => "tls.key: no PEM private key found".into(),
+        e => format!("tls.key: {e}"),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("tls: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_settings_name_the_part_at_fault() {
+        assert_eq!(
+            tls_config(b"", b"").err().as_deref(),
+            Some("tls.cert: no PEM certificate found")
+        );
+        let cert = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let err = tls_config(cert, b"not a key").err().unwrap_or_default();
+        assert!(err.starts_with("tls."), "{err}");
+    }
 }

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use super::stream::NetStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::connection::{control, Connection, Sid};
@@ -211,7 +211,7 @@ impl<D> Drop for InFlight<'_, D> {
 impl<H: EngineHandler> Engine<H> {
     /// Serves one TCP connection: HTTP/1.1 requests until the client closes it or a request
     /// upgrades it to a websocket (which then lives on in its own task).
-    pub(crate) async fn serve_http(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+    pub(crate) async fn serve_http(self: Arc<Self>, stream: NetStream, peer: SocketAddr) {
         let engine = self;
         let service = hyper::service::service_fn(move |req| {
             let engine = engine.clone();

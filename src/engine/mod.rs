@@ -15,7 +15,7 @@ mod stream;
 mod websocket;
 
 pub use attach::{HostReply, RequestHead};
-pub use config::{Cors, CorsOrigin, EngineConfig};
+pub use config::{tls_config, Cors, CorsOrigin, EngineConfig};
 pub use connection::{CloseReason, Connection, Frame, Handshake, Incoming};
 
 use std::net::SocketAddr;
@@ -59,6 +59,9 @@ const WS_READ_BUFFER: usize = 64;
 /// tungstenite hands every frame straight to the stream, whose own buffer gathers a batch
 /// until the flush and is freed afterwards.
 const WS_WRITE_BUFFER: usize = 0;
+
+/// A TLS client that has not finished its handshake within this time is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Engine.IO server: owns sessions and runs the accept loop.
 pub struct Engine<H: EngineHandler> {
@@ -120,7 +123,16 @@ impl<H: EngineHandler> Engine<H> {
                     Ok((stream, peer)) => {
                         // Engine.IO packets are small and latency-bound.
                         let _ = stream.set_nodelay(true);
-                        tokio::spawn(self.clone().serve_http(stream, peer));
+                        match &self.config.tls {
+                            None => {
+                                tokio::spawn(
+                                    self.clone().serve_http(stream::NetStream::Tcp(stream), peer),
+                                );
+                            }
+                            Some(tls) => {
+                                tokio::spawn(self.clone().serve_tls(tls.clone(), stream, peer));
+                            }
+                        }
                     }
                     // Out of file descriptors and the like: back off instead of spinning.
                     Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -135,6 +147,21 @@ impl<H: EngineHandler> Engine<H> {
                     Err(_) => watch_shutdown = false,
                 },
             }
+        }
+    }
+
+    /// The TLS handshake of a connection to the engine's own port, then HTTP over it. A client
+    /// that does not finish the handshake in time is dropped.
+    async fn serve_tls(
+        self: Arc<Self>,
+        tls: Arc<tokio_rustls::rustls::ServerConfig>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+    ) {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        if let Ok(Ok(tls)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            self.serve_http(stream::NetStream::Tls(Box::new(tls)), peer)
+                .await;
         }
     }
 

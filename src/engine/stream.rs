@@ -22,9 +22,55 @@ const CHUNK: usize = 8 * 1024;
 /// Gathered output beyond this is written out before more is accepted (backpressure).
 pub(crate) const WRITE_LIMIT: usize = 64 * 1024;
 
-/// A TCP stream with read and write buffers that exist only while non-empty.
+/// The connection under a client: plain TCP, or TLS on the engine's own port.
+pub(crate) enum NetStream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for NetStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            NetStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            NetStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for NetStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            NetStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            NetStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            NetStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            NetStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            NetStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            NetStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A stream with read and write buffers that exist only while non-empty.
 pub(crate) struct LeanStream {
-    io: TcpStream,
+    io: NetStream,
     /// Read from the socket, not yet taken by the reader.
     rbuf: Option<Box<Buf>>,
     /// Accepted from the writer, not yet written to the socket.
@@ -47,7 +93,7 @@ impl Buf {
 
 impl LeanStream {
     /// Wraps `io`; `pre` holds bytes already read from it (by the HTTP layer).
-    pub(crate) fn new(io: TcpStream, pre: Vec<u8>) -> LeanStream {
+    pub(crate) fn new(io: NetStream, pre: Vec<u8>) -> LeanStream {
         LeanStream {
             io,
             rbuf: (!pre.is_empty()).then(|| Box::new(Buf { data: pre, pos: 0 })),

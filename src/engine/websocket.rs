@@ -28,7 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::connection::{Connection, Handshake};
 use super::packet::{self, EnginePacket};
-use super::stream::{LeanStream, WRITE_LIMIT};
+use super::stream::{LeanStream, NetStream, WRITE_LIMIT};
 use super::{CloseReason, EioVersion, Engine, EngineHandler, Frame, Incoming};
 
 type Ws = WebSocketStream<LeanStream>;
@@ -87,7 +87,7 @@ impl<H: EngineHandler> Engine<H> {
             } => match tokio::time::timeout(CLOSE_GRACE, stream.write_all(&response)).await {
                 Ok(Ok(())) => Some(
                     WebSocketStream::from_raw_socket(
-                        LeanStream::new(stream, pre),
+                        LeanStream::new(NetStream::Tcp(stream), pre),
                         Role::Server,
                         Some(self.ws_config),
                     )
@@ -145,7 +145,7 @@ impl<H: EngineHandler> Engine<H> {
     /// Takes the TCP stream back out of hyper (it is ours: served through `TokioIo`), so the
     /// websocket reads the socket directly instead of through a boxed, rewinding wrapper.
     async fn open_websocket(&self, upgraded: Upgraded) -> Option<Ws> {
-        let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+        let parts = upgraded.downcast::<TokioIo<NetStream>>().ok()?;
         let stream = LeanStream::new(parts.io.into_inner(), parts.read_buf.to_vec());
         Some(WebSocketStream::from_raw_socket(stream, Role::Server, Some(self.ws_config)).await)
     }
