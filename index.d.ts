@@ -167,6 +167,8 @@ export interface EngineOptions {
 export interface RealtimeConfig extends EngineOptions {
   /** Listening port; in cluster mode the base port (worker i listens on `port + i`). Default 80. */
   port?: number;
+  /** TLS on the Realtime port itself (rustls): PEM text or Buffers. */
+  tls?: { key: string | Buffer | Array<string | Buffer>; cert: string | Buffer | Array<string | Buffer> };
   /** Trace logging (falls back to `global.VARS.debug`). */
   debug?: boolean;
   /** Accept clients without a valid session as guests. Default false. */
@@ -240,6 +242,8 @@ export interface ServerOptions extends EngineOptions {
   presenceInterval?: number;
   /** The class of the sockets this server creates (a subclass of {@link Socket}). */
   socketClass?: new (nsp: Namespace, id: string, peer: Peer) => Socket;
+  /** TLS on its own port (rustls): PEM text or Buffers, as `https.createServer` takes them. */
+  tls?: { key: string | Buffer | Array<string | Buffer>; cert: string | Buffer | Array<string | Buffer> };
   /** Attached: end upgrades outside `path` that nobody answered (as engine.io), default true. */
   destroyUpgrade?: boolean;
   /** Attached: how long such an upgrade may wait for another listener, ms (default 1000). */

@@ -158,13 +158,7 @@ test("an Express app: its routes, bodies and 404s untouched, socket.io on the sa
 }));
 
 test("an https server with a throwaway certificate: polling and websockets over Node's TLS", { timeout: 30000, skip: u.needBinary("openssl").skip }, scoped(async (scope) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "weroll-native-attach-tls-"));
-  scope.defer(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const f = (n) => path.join(dir, n);
-  fs.writeFileSync(f("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
-  execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", f("key.pem"), "-out", f("cert.pem")], { stdio: "pipe" });
-  const key = fs.readFileSync(f("key.pem"));
-  const cert = fs.readFileSync(f("cert.pem"));
+  const { key, cert } = throwawayCert(scope);
   const srv = await appServer(https.createServer, { key, cert });
   const io = new Server(srv);
   scope.servers.push(io);
@@ -186,6 +180,69 @@ test("an https server with a throwaway certificate: polling and websockets over 
     client.close();
   }
   await checkApp(srv, { secure: true, ca: cert });
+}));
+
+/** A throwaway self-signed certificate for 127.0.0.1 and localhost: `{key, cert, dir}`. */
+function throwawayCert(scope) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "weroll-native-tls-"));
+  scope.defer(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const f = (n) => path.join(dir, n);
+  execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", f("key.pem"), "-out", f("cert.pem")], { stdio: "pipe" });
+  return { key: fs.readFileSync(f("key.pem")), cert: fs.readFileSync(f("cert.pem")) };
+}
+
+test("the native TLS listener (tls: {key, cert}): every client generation and transport over rustls", { timeout: 30000, skip: u.needBinary("openssl").skip }, scoped(async (scope) => {
+  const { key, cert } = throwawayCert(scope);
+  const io = new Server({ tls: { key, cert } });
+  scope.servers.push(io);
+  echoServer(io);
+  const port = await io.listen(0, "127.0.0.1");
+  for (const mode of MODES) {
+    const url = `https://127.0.0.1:${port}`;
+    const o = { forceNew: true, reconnection: false, transports: mode.transports, ca: cert, agent: false };
+    const client = mode.version === 4 ? require("socket.io-client").io(url, o) : require("socket.io-client-v2")(url, o);
+    scope.clients.push(client);
+    const hi = once(client, "hi");
+    await connected(client, 5000);
+    await hi;
+    await upgraded(client);
+    const big = "é".repeat(150000);
+    assert.equal(await echo(client, big), big, `${mode.name}: a large message both ways`);
+    client.close();
+  }
+  // Plain HTTP on the TLS port gets no answer, and the port keeps serving.
+  const plain = await rawExchange(port, "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n").catch((e) => e.message);
+  assert.ok(!/^HTTP\/1\.1 200/.test(plain), `plain HTTP answered: ${plain.slice(0, 40)}`);
+  // A client that never finishes its TLS handshake does not hold the port up.
+  const silent = net.connect(port, "127.0.0.1");
+  silent.on("error", () => {});
+  scope.defer(() => silent.destroy());
+  const again = require("socket.io-client").io(`https://127.0.0.1:${port}`, { forceNew: true, reconnection: false, transports: ["websocket"], ca: cert });
+  scope.clients.push(again);
+  await connected(again, 5000);
+  assert.equal(await echo(again, "ok"), "ok");
+
+  // Realtime takes `tls` the same way.
+  const rt = Realtime.createServer({ port: 0, shakehand: false, tls: { key: key.toString(), cert: cert.toString() } }, true);
+  scope.servers.push(rt);
+  rt.on("hello", (socket, data) => socket.fire("hello_back", data));
+  const rtPort = await rt.start();
+  const c = require("socket.io-client-v2")(`https://127.0.0.1:${rtPort}`, { forceNew: true, reconnection: false, transports: ["websocket"], ca: cert });
+  scope.clients.push(c);
+  await connected(c, 5000);
+  const back = once(c, "hello_back");
+  c.emit("m", ["hello", { tls: true }]);
+  assert.deepEqual((await back)[0], { tls: true });
+}));
+
+test("bad TLS settings fail start with an error naming the part", { timeout: 10000, skip: u.needBinary("openssl").skip }, scoped(async (scope) => {
+  const { key, cert } = throwawayCert(scope);
+  await assert.rejects(new Server({ tls: { key: "not a key", cert } }).listen(0, "127.0.0.1"), /tls\.key: no PEM private key found/);
+  await assert.rejects(new Server({ tls: { key, cert: "nope" } }).listen(0, "127.0.0.1"), /tls\.cert: no PEM certificate found/);
+  await assert.rejects(async () => new Server({ tls: { key: 42, cert } }).listen(0, "127.0.0.1"), /tls\.key must be PEM text/);
+  const srv = await appServer();
+  scope.defer(() => new Promise((r) => srv.close(r)));
+  assert.throws(() => new Server({ tls: { key, cert } }).attach(srv), /an https server brings its own TLS/);
 }));
 
 /** Engine.IO answers of `port` to a fixed list of requests, with session ids blanked. */

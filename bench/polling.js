@@ -1,6 +1,6 @@
 "use strict";
 // Long-polling echo: the same weroll-native worker on its own port and attached to an app's
-// http server (`bench/servers/weroll-attached.js`). Attached, every polling request is parsed
+// http server (`bench/servers/weroll-attached.js`), and socket.io 4.8 for comparison. Attached, every polling request is parsed
 // by Node and crosses to the native engine and back once; this measures what that costs.
 //
 //   node bench/polling.js [--sessions 20] [--seconds 5]
@@ -76,11 +76,12 @@ async function main() {
   const redis = await startRedis();
   try {
     const out = {};
-    for (const kind of ["weroll", "attached"]) {
+    for (const kind of ["weroll", "attached", "socketio"]) {
       out[kind] = await run(kind, redis, o);
       console.log(`${kind}: ${out[kind].roundTrips} polling round trips, ${Math.round(out[kind].rate)}/s, server CPU ${out[kind].cpuPer10k.toFixed(3)} s per 10k`);
     }
     console.log(`attached / own port, CPU per round trip: ${(out.attached.cpuPer10k / out.weroll.cpuPer10k).toFixed(2)}`);
+    console.log(`attached / socket.io 4.8, CPU per round trip: ${(out.attached.cpuPer10k / out.socketio.cpuPer10k).toFixed(2)}`);
   } finally {
     await redis.stop();
   }
