@@ -190,9 +190,8 @@ impl NativeServer {
                 _ = cancelled => None,
             };
             lock(&pending.0).remove(&id);
-            let reply = reply.ok_or_else(|| {
-                Error::new(Status::Cancelled, "request aborted".to_string())
-            })?;
+            let reply = reply
+                .ok_or_else(|| Error::new(Status::Cancelled, "request aborted".to_string()))?;
             let mut headers = Vec::with_capacity(reply.headers.len() * 2);
             for (name, value) in reply.headers {
                 headers.push(name);

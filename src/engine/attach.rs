@@ -110,10 +110,13 @@ fn full_bytes(body: Full<Bytes>) -> Bytes {
 /// The socket of an adopted upgrade request, carried in the request's extensions until the
 /// websocket takes it (or, if the request is refused, back to [`Engine::serve_upgrade`]).
 #[derive(Clone)]
-pub(crate) struct Adopted(Arc<Mutex<Option<(TcpStream, Vec<u8>)>>>);
+pub(crate) struct Adopted(Arc<Mutex<Option<AdoptedSocket>>>);
+
+/// A socket handed over, and the bytes the host read from it past the request head.
+type AdoptedSocket = (TcpStream, Vec<u8>);
 
 impl Adopted {
-    pub(crate) fn take(&self) -> Option<(TcpStream, Vec<u8>)> {
+    pub(crate) fn take(&self) -> Option<AdoptedSocket> {
         self.0.lock().ok().and_then(|mut slot| slot.take())
     }
 }

@@ -10,17 +10,17 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use super::stream::NetStream;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use super::stream::NetStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use super::attach::{response_bytes, Adopted};
 use super::connection::{control, Connection, Sid};
 use super::packet::{self, EnginePacket};
-use super::attach::{response_bytes, Adopted};
 use super::websocket::{WsIo, WsTarget};
 use super::{CloseReason, CorsOrigin, EioVersion, Engine, EngineHandler, Frame, Handshake};
 

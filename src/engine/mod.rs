@@ -159,7 +159,9 @@ impl<H: EngineHandler> Engine<H> {
         peer: SocketAddr,
     ) {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        if let Ok(Ok(tls)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        if let Ok(Ok(tls)) =
+            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+        {
             self.serve_http(stream::NetStream::Tls(Box::new(tls)), peer)
                 .await;
         }

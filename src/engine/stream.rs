@@ -215,7 +215,10 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let client = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (LeanStream::new(server, b"pre".to_vec()), client)
+        (
+            LeanStream::new(NetStream::Tcp(server), b"pre".to_vec()),
+            client,
+        )
     }
 
     #[tokio::test]
