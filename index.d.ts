@@ -244,6 +244,8 @@ export interface ServerOptions extends EngineOptions {
   socketClass?: new (nsp: Namespace, id: string, peer: Peer) => Socket;
   /** TLS on its own port (rustls): PEM text or Buffers, as `https.createServer` takes them. */
   tls?: { key: string | Buffer | Array<string | Buffer>; cert: string | Buffer | Array<string | Buffer> };
+  /** Attached: serve the app's socket.io-client browser bundles under `path` (as socket.io), default true. */
+  serveClient?: boolean;
   /** Attached: end upgrades outside `path` that nobody answered (as engine.io), default true. */
   destroyUpgrade?: boolean;
   /** Attached: how long such an upgrade may wait for another listener, ms (default 1000). */

@@ -445,6 +445,14 @@ test("Realtime config.server: weroll's Realtime on the app's own server and port
     c.emit("m", ["hello", { n: 1 }]);
     assert.deepEqual((await back)[0], { got: { n: 1 } });
   }
+  // As socket.io's serveClient: the app's socket.io-client bundle under the path.
+  const bundle = await request(port, "GET", "/socket.io/socket.io.min.js");
+  assert.equal(bundle.status, 200);
+  assert.match(bundle.headers["content-type"], /application\/javascript/);
+  const version = require("socket.io-client/package.json").version;
+  assert.equal(bundle.headers.etag, `"${version}"`);
+  assert.equal(bundle.body, fs.readFileSync(require.resolve("socket.io-client/dist/socket.io.min.js"), "utf8"));
+  assert.equal((await request(port, "GET", "/socket.io/socket.io.min.js", undefined, { "if-none-match": `"${version}"` })).status, 304);
   await checkApp(srv);
   // The cluster needs no port of its own either; an http server given where none is expected is refused clearly.
   assert.throws(() => Realtime.createServer({ server: {}, shakehand: false }, true), /config\.server must be an http or https server/);

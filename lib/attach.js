@@ -8,7 +8,11 @@
 //   piped through a loopback connection to the native side instead.
 // - Any other request under `path` (long-polling, CORS preflight) crosses once each way: its
 //   head and body in, the engine's answer out.
+const fs = require("node:fs");
 const net = require("node:net");
+const path = require("node:path");
+const zlib = require("node:zlib");
+const { pipeline } = require("node:stream");
 
 let nextRequestId = 1;
 
@@ -17,6 +21,45 @@ function drain(socket) {
   let chunk;
   while ((chunk = socket.read()) !== null) parts.push(chunk);
   return parts;
+}
+
+// socket.io's `serveClient`: the browser bundles under `path`, from the app's socket.io-client.
+const CLIENT_FILES = new Set(["socket.io.min.js", "socket.io.min.js.map", "socket.io.msgpack.min.js", "socket.io.msgpack.min.js.map", "socket.io.esm.min.js", "socket.io.esm.min.js.map", "socket.io.js", "socket.io.js.map"]);
+
+/** The app's socket.io-client bundles: `{dir, version}`, or null when it has none. */
+function clientDist() {
+  const paths = [process.cwd(), ...(require.main ? require.main.paths : [])];
+  try {
+    const pkg = require.resolve("socket.io-client/package.json", { paths });
+    const dir = path.join(path.dirname(pkg), "dist");
+    const { version } = JSON.parse(fs.readFileSync(pkg, "utf8"));
+    return fs.existsSync(dir) ? { dir, version } : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Serves a client bundle as socket.io does (ETag of the client version, compressed if asked). */
+function serveFile(dist, file, req, res) {
+  const etag = `"${dist.version}"`;
+  const given = req.headers["if-none-match"];
+  if (given === etag || given === `W/${etag}`) {
+    res.writeHead(304).end();
+    return;
+  }
+  res.setHeader("Cache-Control", "public, max-age=0");
+  res.setHeader("Content-Type", `application/${file.endsWith(".map") ? "json" : "javascript"}; charset=utf-8`);
+  res.setHeader("ETag", etag);
+  const stream = fs.createReadStream(path.join(dist.dir, file));
+  const accept = String(req.headers["accept-encoding"] || "");
+  const done = (err) => err && res.end();
+  if (/\bgzip\b/.test(accept)) {
+    res.writeHead(200, { "content-encoding": "gzip" });
+    pipeline(stream, zlib.createGzip(), res, done);
+  } else {
+    res.writeHead(200);
+    pipeline(stream, res, done);
+  }
 }
 
 /** Whether `url` is under `path` (`/socket.io`, `/socket.io/…`, `/socket.io?…`). */
@@ -34,7 +77,9 @@ function matcher(path) {
  * function that removes the routing again.
  */
 function attach(srv, native, ready, opts) {
-  const matches = matcher(opts.path || "/socket.io");
+  const base = (opts.path || "/socket.io").replace(/\/+$/, "");
+  const matches = matcher(base);
+  const dist = opts.serveClient === false ? null : clientDist();
   const maxBody = Number(opts.maxHttpBufferSize) > 0 ? Number(opts.maxHttpBufferSize) : 1e6;
   const destroyUpgrade = opts.destroyUpgrade !== false;
   const destroyUpgradeTimeout = Number(opts.destroyUpgradeTimeout) >= 0 ? Number(opts.destroyUpgradeTimeout) : 1000;
@@ -58,6 +103,14 @@ function attach(srv, native, ready, opts) {
     if (!matches(req.url)) {
       for (const l of appListeners) l.call(srv, req, res);
       return;
+    }
+    if (req.method === "GET" && opts.serveClient !== false) {
+      const file = req.url.slice(base.length + 1).split("?")[0];
+      if (CLIENT_FILES.has(file)) {
+        if (dist) serveFile(dist, file, req, res);
+        else for (const l of appListeners) l.call(srv, req, res);
+        return;
+      }
     }
     const id = nextRequestId;
     nextRequestId = nextRequestId >= 0xffffffff ? 1 : nextRequestId + 1;
