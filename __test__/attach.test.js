@@ -2,7 +2,7 @@
 // Serving on the app's own port: `new Server(httpServer)`, `io.attach`, `io.listen(httpServer)`
 // and Realtime's `config.server`, beside the app's own routes and its own websocket server.
 // Requests under the path reach the native engine; websockets leave Node entirely.
-const { test } = require("node:test");
+const { describe, test, after } = require("node:test");
 const assert = require("node:assert/strict");
 const fs = require("node:fs");
 const os = require("node:os");
@@ -451,7 +451,7 @@ test("Realtime config.server: weroll's Realtime on the app's own server and port
   assert.match(bundle.headers["content-type"], /application\/javascript/);
   const version = require("socket.io-client/package.json").version;
   assert.equal(bundle.headers.etag, `"${version}"`);
-  assert.equal(bundle.body, fs.readFileSync(require.resolve("socket.io-client/dist/socket.io.min.js"), "utf8"));
+  assert.equal(bundle.body, fs.readFileSync(path.join(path.dirname(require.resolve("socket.io-client/package.json")), "dist", "socket.io.min.js"), "utf8"));
   assert.equal((await request(port, "GET", "/socket.io/socket.io.min.js", undefined, { "if-none-match": `"${version}"` })).status, 304);
   await checkApp(srv);
   // The cluster needs no port of its own either; an http server given where none is expected is refused clearly.
@@ -495,6 +495,45 @@ test("socket.io's signatures: new Server(port), attach(port), listen(httpServer)
   assert.equal(d.port, later.address().port);
   assert.equal(await echo(await scope.connected(MODES[0], d.port), 4), 4);
 }));
+
+describe("a Redis cluster of workers attached to their apps' http servers", { skip: u.needBinary("redis-server").skip, timeout: 60000 }, () => {
+  const children = new u.Children();
+  const redisProcess = new u.Children();
+  let clients = [];
+  after(async () => {
+    u.closeAll(clients);
+    await children.killAll();
+    await redisProcess.killAll();
+  });
+
+  test("sendTo, rooms, broadcasts and kick cross workers; each app's route keeps answering", async () => {
+    const redis = await new u.RedisServer(redisProcess).start();
+    const base = await u.freePorts(2);
+    await Promise.all([0, 1].map((i) => u.forkWorker(children, i, { base, redisPort: redis.port, key: "attached", extra: { TEST_ATTACH: "1" } })));
+    for (const i of [0, 1]) assert.equal((await request(base + i, "GET", "/hello")).body, `hello from ${base + i}`);
+    const a = u.client(4, base, { transports: ["websocket"] });
+    const b = u.client(2, base + 1, { transports: ["polling", "websocket"] });
+    const c = u.client(4, base + 1, { transports: ["polling", "websocket"] });
+    clients = [a, b, c];
+    await u.shake(a, "a");
+    await u.shake(b, "b");
+    await u.shake(c, "c");
+    assert.equal((await u.op(a, "info")).port, base);
+    assert.equal((await u.op(b, "info")).port, base + 1);
+    await u.op(a, "sendTo", { clientID: "ub", type: "evt", data: { tag: "to-b" } });
+    await u.expectDelivery(assert, clients, [b], "to-b");
+    await u.op(c, "enterRoom", { room: "r" });
+    await u.op(a, "broadcastToRoom", { room: "r", type: "evt", data: { tag: "room" } });
+    await u.expectDelivery(assert, clients, [c], "room");
+    await u.op(b, "broadcastToAll", { type: "evt", data: { tag: "all" } });
+    await u.expectDelivery(assert, clients, [a, b, c], "all");
+    const gone = new Promise((resolve) => c.once("disconnect", resolve));
+    assert.equal(await u.op(a, "kick", { clientID: "uc", data: { tag: "bye" } }), 1);
+    await u.expectDelivery(assert, clients, [c], "bye", { ev: "$kick" });
+    await within(gone, 5000, "the kicked client disconnected");
+    for (const i of [0, 1]) assert.equal((await request(base + i, "GET", "/hello")).body, `hello from ${base + i}`);
+  });
+});
 
 test(
   "the socket.io, Realtime and hostile-input suites pass attached to an app's http server",
