@@ -377,6 +377,44 @@ describe("pickServer() with workers reporting their load", { skip: redisBin.skip
   });
 });
 
+describe("pickServer() spreads new clients at once (the default 5 s report)", { skip: redisBin.skip, timeout: 30000 }, () => {
+  let base;
+  let workers = [];
+  const clients = [];
+  before(async () => {
+    base = await u.freePorts(2);
+    workers = await Promise.all([0, 1].map((i) => u.forkWorker(children, i, { base, redisPort: redis.port, key: "picknow" })));
+  });
+  after(async () => {
+    u.closeAll(clients);
+    await Promise.all(workers.map((w) => u.stopChild(w.child)));
+  });
+
+  test("two pages a second apart land on different idle workers, whichever worker picks", async () => {
+    const addr = (i) => `127.0.0.1:${base + i}`;
+    const askers = [];
+    for (const i of [0, 1]) {
+      const c = u.client(4, base + i);
+      clients.push(c);
+      await u.shake(c, `asker${i}`);
+      askers.push(c);
+    }
+    const load = async () => Object.fromEntries((await u.op(askers[0], "servers")).map((s) => [s.address, s.connections]));
+    await u.until(async () => isDeepStrictEqual(await load(), { [addr(0)]: 1, [addr(1)]: 1 }), "both workers report their asker", 5000, 50);
+    // One worker picking twice in a row: its own first pick counts.
+    const first = await u.op(askers[0], "pickServer");
+    const second = await u.op(askers[0], "pickServer");
+    assert.notEqual(second, first, "the same worker picked one address twice");
+    // A page opened on the first pick connects; a second later the other worker picks.
+    const page = u.client(2, Number(first.split(":")[1]));
+    clients.push(page);
+    await u.shake(page, "page1");
+    await new Promise((r) => setTimeout(r, 1000));
+    const third = await u.op(askers[1], "pickServer");
+    assert.notEqual(third, first, `the other worker sent the second page to the worker of the first (${JSON.stringify(await load())})`);
+  });
+});
+
 describe("idle sockets that live natively, across two workers", { skip: redisBin.skip, timeout: 30000 }, () => {
   const { Realtime } = require("..");
   let servers = [];

@@ -40,6 +40,9 @@ function validate(config) {
   check(c.transports === undefined || Array.isArray(c.transports), "transports", "must be an array");
 }
 
+/** How long one of this worker's `pickServer()` answers counts as a connection to come. */
+const PICK_MEMORY_MS = 2000;
+
 function clientIP(peer) {
   let ip = peer.forwarded ? String(peer.forwarded).split(",")[0].trim() : peer.address || "";
   if (ip.startsWith("::ffff:")) ip = ip.slice(7);
@@ -528,8 +531,20 @@ class RealtimeServer extends EventEmitter {
   async pickServer() {
     const list = await this.servers();
     if (!list.length) return null;
-    list.sort((a, b) => a.connections - b.connections);
-    return list[0].address;
+    // The registry learns of a client only once it connects: picks of the last seconds count
+    // as the connections they are about to become, so a burst of pages spreads out.
+    const now = Date.now();
+    const picks = this._picks || (this._picks = new Map());
+    for (const [addr, times] of picks) {
+      const live = times.filter((t) => now - t < PICK_MEMORY_MS);
+      if (live.length) picks.set(addr, live);
+      else picks.delete(addr);
+    }
+    const load = (s) => s.connections + (picks.get(s.address) || []).length;
+    let best = list[0];
+    for (const s of list) if (load(s) < load(best)) best = s;
+    picks.set(best.address, [...(picks.get(best.address) || []), now]);
+    return best.address;
   }
 
   /** Registers `fn` under `name`, callable from every worker with `invoke`. */

@@ -515,6 +515,9 @@ fn builder(
     Ok(b)
 }
 
+/// How soon a worker's new connection count reaches the presence registry.
+const PRESENCE_PROMPT: Duration = Duration::from_millis(250);
+
 impl RedisAdapterFactory {
     /// Connects the publisher and the subscriber. Fails (naming the server) when either cannot
     /// connect now; once connected, both reconnect forever with backoff, and `status` hears of
@@ -739,13 +742,25 @@ impl RedisAdapterFactory {
         let task = self.link.runtime.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // A change of load is announced within PRESENCE_PROMPT, not only at the next
+            // report, so `pickServer()` on any worker sees new clients at once.
+            let mut prompt = tokio::time::interval(PRESENCE_PROMPT.min(every));
+            prompt.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut written: Option<usize> = None;
             loop {
-                tick.tick().await;
+                let due = tokio::select! {
+                    _ = tick.tick() => true,
+                    _ = prompt.tick() => false,
+                };
                 let Some(factory) = this.upgrade() else {
                     return;
                 };
                 let connections =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load())).unwrap_or(0);
+                if !due && written == Some(connections) {
+                    continue;
+                }
+                written = Some(connections);
                 factory.write_presence(&address, connections, every.saturating_mul(3));
             }
         });
