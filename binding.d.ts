@@ -186,10 +186,19 @@ export interface NativeQueueStats {
   outages: number
 }
 
+/** What connection state recovery keeps now. */
+export interface NativeRecoveryStats {
+  packets: number
+  bytes: number
+  sessions: number
+}
+
 /** Connection counters. */
 export interface NativeStats {
   /** Open Engine.IO sessions. */
   clients: number
   /** Connected sockets over all namespaces. */
   sockets: number
+  /** Connection state recovery: events kept, their bytes, and dropped sockets saved. */
+  recovery?: NativeRecoveryStats
 }

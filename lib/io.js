@@ -9,6 +9,8 @@ const { attach: attachTo } = require("./attach");
 
 const emitLocal = EventEmitter.prototype.emit;
 const RESERVED = new Set(["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"]);
+// Reasons a dropped socket is kept for connection state recovery (socket.io's list).
+const SAVED_REASONS = new Set(["transport error", "transport close", "forced close", "ping timeout", "server shutting down", "forced server close"]);
 const KIND = { CONNECTION: 0, EVENT: 1, ACK: 2, DISCONNECT: 3, SERVER_SIDE_EMIT: 4, ADAPTER_STATUS: 5 };
 
 function toList(v) {
@@ -179,6 +181,15 @@ class Socket extends EventEmitter {
     this._flags = null;
     this._leftRooms = null;
     this._welcomed = false;
+    /** Connection state recovery gave this socket back (same id, rooms, data, missed events). */
+    this.recovered = false;
+  }
+  /** What connection state recovery keeps of this socket in JavaScript while it is away. */
+  _saveState() {
+    return { data: this.data };
+  }
+  _loadState(state) {
+    this.data = state.data;
   }
   get disconnected() {
     return !this.connected;
@@ -533,6 +544,10 @@ class Namespace extends EventEmitter {
     if (this._sockets.has(sid)) return this._sockets.get(sid);
     const socket = new this.server._Socket(this, sid, { address: ev[3], port: ev[4], forwarded: ev[5] === null ? undefined : ev[5], time: ev[6] });
     socket._welcomed = ev[7] === true;
+    if (ev[9] === true) {
+      socket.recovered = true;
+      this.server._restoreState(socket);
+    }
     if (ev[8] === true) {
       // Waiting for the middlewares: not connected, not listed, until they let it in.
       socket.connected = false;
@@ -603,6 +618,11 @@ class Server extends EventEmitter {
     this._httpServer = null;
     this._attachment = null;
     this._startPromise = null;
+    // Connection state recovery: socket.io's option; what JavaScript keeps of dropped sockets.
+    const csr = opts.connectionStateRecovery;
+    this._recovery = csr && typeof csr === "object" ? { maxDisconnectionDuration: 120000, skipMiddlewares: true, ...csr } : null;
+    this._saved = new Map();
+    this._sweepTimer = null;
     if (srv !== undefined && srv !== null) this.attach(srv);
   }
   /**
@@ -762,9 +782,35 @@ class Server extends EventEmitter {
     }
     return this.port;
   }
+  /** Keeps what JavaScript knows of a dropped socket (its `data`) for recovery. */
+  _saveState(socket) {
+    this._saved.set(socket.id, { state: socket._saveState(), at: Date.now() });
+    if (!this._sweepTimer) {
+      const every = Math.min(60000, Math.max(100, this._recovery.maxDisconnectionDuration));
+      this._sweepTimer = setInterval(() => {
+        const limit = Date.now() - this._recovery.maxDisconnectionDuration;
+        for (const [sid, e] of this._saved) if (e.at < limit) this._saved.delete(sid);
+        if (!this._saved.size) {
+          clearInterval(this._sweepTimer);
+          this._sweepTimer = null;
+        }
+      }, every);
+      this._sweepTimer.unref();
+    }
+  }
+  _restoreState(socket) {
+    const e = this._saved.get(socket.id);
+    if (!e) return;
+    this._saved.delete(socket.id);
+    if (e.at >= Date.now() - this._recovery.maxDisconnectionDuration) socket._loadState(e.state);
+  }
   _nativeConfig() {
     const o = this.opts;
     const cfg = pickOptions(o);
+    if (this._recovery) {
+      const r = this._recovery;
+      cfg.connectionStateRecovery = { maxDisconnectionDuration: Number(r.maxDisconnectionDuration), skipMiddlewares: r.skipMiddlewares !== false, maxPackets: r.maxPackets, maxBytes: r.maxBytes };
+    }
     cfg.allowEIO3 = o.allowEIO3 === undefined ? true : !!o.allowEIO3;
     cfg.redis = o.redis;
     cfg.publicAddress = o.publicAddress;
@@ -870,6 +916,7 @@ class Server extends EventEmitter {
             if (s) {
               this._sockets.delete(ev[1]);
               s.nsp._sockets.delete(ev[1]);
+              if (this._recovery && SAVED_REASONS.has(ev[2])) this._saveState(s);
               s._onDisconnect(ev[2], ev[3]);
             }
             break;

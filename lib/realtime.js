@@ -161,6 +161,16 @@ class RealtimeSocket extends Socket {
   close() {
     return this.disconnect(true);
   }
+  _saveState() {
+    return { ...super._saveState(), clientID: this.clientID, shaken: this.shaken, session: this.info.session, shakeHandTime: this.info.shakeHandTime };
+  }
+  _loadState(state) {
+    super._loadState(state);
+    this.clientID = state.clientID;
+    this.shaken = state.shaken;
+    this.info.session = state.session;
+    this.info.shakeHandTime = state.shakeHandTime;
+  }
   _dispatch(args) {
     // weroll's message routing: client `m` with [type, data] -> server.emit(type, socket, data)
     if (args[0] === "m") {
@@ -241,6 +251,7 @@ class RealtimeServer extends EventEmitter {
     opts.host = c.host;
     opts.requestsTimeout = c.requestsTimeout;
     opts.tls = c.tls;
+    opts.connectionStateRecovery = c.connectionStateRecovery;
     if (c.cluster && c.cluster.enable) {
       const redis = clone(c.cluster.redis);
       redis.key = redis.key || redis.prefix || c.cluster.key || c.cluster.prefix || "realtime";
@@ -340,6 +351,9 @@ class RealtimeServer extends EventEmitter {
     const config = this.config;
     this.emit("connection", socket);
     if (!socket.connected) return;
+    // Recovered (connection state recovery): clientID, rooms and the shakehand are back as
+    // they were; the client is not asked again.
+    if (socket.recovered && socket.shaken) return;
 
     if (config.shakehand !== false) {
       socket.initTimer = setTimeout(() => this._shakehandFail(socket), config.shakehandTimeout || 15000);

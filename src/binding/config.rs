@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::engine::{Cors, CorsOrigin, EngineConfig};
-use crate::server::ServerConfig;
+use crate::server::{RecoveryConfig, ServerConfig};
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
@@ -26,6 +26,17 @@ struct Raw {
     public_address: Option<String>,
     presence_interval: Option<u64>,
     tls: Option<RawTls>,
+    connection_state_recovery: Option<RawRecovery>,
+}
+
+/// socket.io's `connectionStateRecovery`, plus the bounds of what is kept.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct RawRecovery {
+    max_disconnection_duration: Option<u64>,
+    skip_middlewares: Option<bool>,
+    max_packets: Option<usize>,
+    max_bytes: Option<usize>,
 }
 
 /// `tls: {key, cert}`: PEM text.
@@ -137,8 +148,25 @@ pub fn parse(json: &str) -> Result<NativeConfig, String> {
             tls.key.as_bytes(),
         )?);
     }
+    let recovery = match raw.connection_state_recovery {
+        None => None,
+        Some(r) => {
+            let d = RecoveryConfig::default();
+            Some(RecoveryConfig {
+                max_disconnection: positive(
+                    "connectionStateRecovery.maxDisconnectionDuration",
+                    r.max_disconnection_duration,
+                    120_000,
+                )?,
+                skip_middlewares: r.skip_middlewares.unwrap_or(d.skip_middlewares),
+                max_packets: r.max_packets.unwrap_or(d.max_packets).max(1),
+                max_bytes: r.max_bytes.unwrap_or(d.max_bytes).max(1024),
+            })
+        }
+    };
     Ok(NativeConfig {
         server: ServerConfig {
+            recovery,
             engine,
             connect_timeout: positive("connectTimeout", raw.connect_timeout, 45_000)?,
             // A few ms of writes: a broadcast to thousands holds JavaScript no longer.

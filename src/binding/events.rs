@@ -88,6 +88,7 @@ impl BatchWriter {
                 time,
                 welcomed,
                 pending,
+                recovered,
             }) => {
                 let _ = write!(out, "[{CONNECTION},");
                 push_str(out, &sid);
@@ -100,7 +101,7 @@ impl BatchWriter {
                     Some(f) => push_str(out, &f),
                     None => out.push_str("null"),
                 }
-                let _ = write!(out, ",{time},{welcomed},{pending}]");
+                let _ = write!(out, ",{time},{welcomed},{pending},{recovered}]");
             }
             Outgoing::Server(ServerEvent::Event { sid, data, ack }) => {
                 let _ = write!(out, "[{EVENT},");
@@ -315,6 +316,7 @@ mod tests {
             time: 1_700_000_000_000,
             welcomed: true,
             pending: false,
+            recovered: false,
         }));
         w.push(Outgoing::Server(ServerEvent::Event {
             sid: Arc::from("s1"),

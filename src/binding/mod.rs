@@ -91,6 +91,16 @@ pub struct NativeStats {
     pub clients: u32,
     /// Connected sockets over all namespaces.
     pub sockets: u32,
+    /// Connection state recovery: events kept, their bytes, and dropped sockets saved.
+    pub recovery: Option<NativeRecoveryStats>,
+}
+
+/// What connection state recovery keeps now.
+#[napi(object)]
+pub struct NativeRecoveryStats {
+    pub packets: u32,
+    pub bytes: f64,
+    pub sessions: u32,
 }
 
 /// What the Redis adapter's offline queue holds and has done (see `OfflineQueue`).
@@ -717,10 +727,16 @@ impl NativeServer {
             Some(s) => NativeStats {
                 clients: u32::try_from(s.client_count()).unwrap_or(u32::MAX),
                 sockets: u32::try_from(s.socket_count()).unwrap_or(u32::MAX),
+                recovery: s.recovery_stats().map(|(p, b, n)| NativeRecoveryStats {
+                    packets: u32::try_from(p).unwrap_or(u32::MAX),
+                    bytes: b as f64,
+                    sessions: u32::try_from(n).unwrap_or(u32::MAX),
+                }),
             },
             None => NativeStats {
                 clients: 0,
                 sockets: 0,
+                recovery: None,
             },
         }
     }

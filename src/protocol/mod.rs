@@ -11,6 +11,6 @@ pub mod packet;
 
 pub use binary::{AttachmentCollector, Collected};
 pub use packet::{
-    encode_ack, encode_connect, encode_connect_error, encode_disconnect, encode_event, DecodeError,
-    Packet, PacketType, Payload, ProtocolVersion, MAX_ATTACHMENTS,
+    encode_ack, encode_connect, encode_connect_error, encode_connect_with, encode_disconnect,
+    encode_event, DecodeError, Packet, PacketType, Payload, ProtocolVersion, MAX_ATTACHMENTS,
 };

@@ -388,13 +388,27 @@ pub fn encode_ack(nsp: &str, id: u64, data_json: &str, attachments: usize) -> St
 /// socket.io 2.x itself writes `0/nsp,`; the v4 client parsers end a namespace at `,` or at
 /// the end of the packet, so both forms decode to the same packet there.
 pub fn encode_connect(nsp: &str, sid: &str, version: ProtocolVersion) -> String {
-    let mut out = String::with_capacity(HEADER_SLACK + nsp.len() + sid.len() + 12);
+    encode_connect_with(nsp, sid, None, version)
+}
+
+/// CONNECT with the private id of connection state recovery: v5 `0{"sid":"…","pid":"…"}`.
+pub fn encode_connect_with(
+    nsp: &str,
+    sid: &str,
+    pid: Option<&str>,
+    version: ProtocolVersion,
+) -> String {
+    let mut out = String::with_capacity(HEADER_SLACK + nsp.len() + sid.len() + 40);
     out.push(PacketType::Connect.digit());
     match version {
         ProtocolVersion::V5 => {
             push_nsp(&mut out, nsp);
             out.push_str("{\"sid\":");
             push_json_str(&mut out, sid);
+            if let Some(pid) = pid {
+                out.push_str(",\"pid\":");
+                push_json_str(&mut out, pid);
+            }
             out.push('}');
         }
         ProtocolVersion::V4 => {
@@ -886,6 +900,11 @@ mod tests {
         assert_eq!(encode_connect("/admin", "X", V5), r#"0/admin,{"sid":"X"}"#);
         assert_eq!(encode_connect("/", "a\"b", V5), r#"0{"sid":"a\"b"}"#);
         assert_eq!(encode_connect("/", "X", V4), "0");
+        assert_eq!(
+            encode_connect_with("/", "X", Some("P"), V5),
+            r#"0{"sid":"X","pid":"P"}"#
+        );
+        assert_eq!(encode_connect_with("/a", "X", Some("P"), V4), "0/a");
         assert_eq!(encode_connect("", "X", V4), "0");
         assert_eq!(encode_connect("/admin", "X", V4), "0/admin");
     }

@@ -167,12 +167,27 @@ fn connect(core: &ServerCore, conn: &Conn, nsp: &str, auth: Option<String>) {
         )));
         return;
     };
-    let sid: Arc<str> = match version {
-        ProtocolVersion::V5 => crate::server::socket::random_id().into(),
-        ProtocolVersion::V4 if nsp == "/" => conn.id().into(),
-        ProtocolVersion::V4 => format!("{nsp}#{}", conn.id()).into(),
+    // Connection state recovery (v5 clients): `{pid, offset}` in the CONNECT payload takes a
+    // saved socket back; anything that does not match gives a new one.
+    let recovery = core.recovery().filter(|_| version == ProtocolVersion::V5);
+    let restored = recovery.and_then(|rec| {
+        let (pid, offset) = super::recovery::recovery_auth(auth.as_deref()?)?;
+        let restored = rec.restore(&pid, &offset, nsp)?;
+        // The old socket still connected (a forged or copied pid): never share it.
+        if super::read(&core.sockets).contains_key(&*restored.sid) {
+            return None;
+        }
+        Some((Arc::<str>::from(pid), restored))
+    });
+    let sid: Arc<str> = match (&restored, version) {
+        (Some((_, r)), _) => r.sid.clone(),
+        (None, ProtocolVersion::V5) => crate::server::socket::random_id().into(),
+        (None, ProtocolVersion::V4) if nsp == "/" => conn.id().into(),
+        (None, ProtocolVersion::V4) => format!("{nsp}#{}", conn.id()).into(),
     };
-    let gated = ns.is_gated();
+    let skip_middlewares =
+        restored.is_some() && recovery.is_some_and(|r| r.config.skip_middlewares);
+    let gated = ns.is_gated() && !skip_middlewares;
     let socket = {
         let mut inner = lock(&conn.data.inner);
         if inner.closed || inner.sockets.iter().any(|s| s.nsp.name() == nsp) {
@@ -185,10 +200,20 @@ fn connect(core: &ServerCore, conn: &Conn, nsp: &str, auth: Option<String>) {
                 t.abort();
             }
         }
-        let socket = Arc::new(Socket::new(sid, ns.clone(), conn.clone(), auth, gated));
+        let mut socket = Socket::new(sid.clone(), ns.clone(), conn.clone(), auth, gated);
+        if recovery.is_some() {
+            socket = match &restored {
+                Some((pid, _)) => socket.with_pid(pid.clone(), true),
+                None => socket.with_pid(crate::server::socket::random_id().into(), false),
+            };
+        }
+        let socket = Arc::new(socket);
         inner.sockets.push(socket.clone());
         socket
     };
+    if let Some((_, r)) = restored {
+        core.set_restoring(sid, r);
+    }
     core.register(&socket);
     if gated {
         // JavaScript's middlewares decide; `Socket::accept` does the rest.

@@ -7,10 +7,12 @@
 mod client;
 mod handshake;
 mod namespace;
+mod recovery;
 mod socket;
 
 pub use client::ClientState;
 pub use namespace::{Namespace, Welcome};
+pub use recovery::RecoveryConfig;
 pub use socket::Socket;
 
 use std::collections::HashMap;
@@ -34,6 +36,8 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// Wakes the writers of a large local fan-out in slices (`None`: all at once).
     pub fanout_slices: Option<FanoutSlices>,
+    /// Connection state recovery (`None`: off, socket.io's default).
+    pub recovery: Option<RecoveryConfig>,
 }
 
 /// A local fan-out to more than `size` sockets wakes their writers `size` at a time, each
@@ -52,6 +56,7 @@ impl Default for ServerConfig {
             engine: EngineConfig::default(),
             connect_timeout: Duration::from_millis(45_000),
             fanout_slices: None,
+            recovery: None,
         }
     }
 }
@@ -75,6 +80,8 @@ pub enum ServerEvent {
         /// Waiting for JavaScript's middlewares: answer with [`Socket::accept`] or
         /// [`Socket::refuse`].
         pending: bool,
+        /// Connection state recovery gave this socket back (same id, rooms, missed events).
+        recovered: bool,
     },
     /// The client emitted an event; `ack` is set when it asked for an acknowledgement.
     Event {
@@ -120,6 +127,10 @@ pub struct ServerCore {
     /// The runtime the server was made on, for work started from outside it (a fan-out's later
     /// slices, when the broadcast came from a JavaScript call).
     runtime: Option<tokio::runtime::Handle>,
+    /// Connection state recovery, when on.
+    recovery: Option<Arc<recovery::Recovery>>,
+    /// Recovered sockets waiting to connect (their rooms and missed events), by socket id.
+    restoring: Mutex<HashMap<Arc<str>, recovery::Restored>>,
 }
 
 /// A Socket.IO server: one engine, its namespaces and their adapters.
@@ -158,7 +169,31 @@ impl Server {
             replies: Mutex::new(HashMap::new()),
             next_reply: AtomicU64::new(1),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            recovery: config
+                .recovery
+                .clone()
+                .map(|c| Arc::new(recovery::Recovery::new(c))),
+            restoring: Mutex::new(HashMap::new()),
         });
+        if let (Some(rec), Some(rt)) = (&core.recovery, &core.runtime) {
+            // Sessions and events older than the window go, like socket.io's minute sweep.
+            let weak = Arc::downgrade(rec);
+            let every = rec
+                .config
+                .max_disconnection
+                .clamp(Duration::from_millis(100), Duration::from_secs(60));
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    match weak.upgrade() {
+                        Some(rec) => rec.sweep(),
+                        None => return,
+                    }
+                }
+            });
+        }
         core.of("/");
         let engine = Engine::new(config.engine, core.clone());
         let (shutdown, _) = watch::channel(false);
@@ -250,6 +285,11 @@ impl Server {
             ns.adapter().close().await;
         }
         lock(&self.core.replies).clear();
+    }
+
+    /// Connection state recovery's events kept, their bytes, and saved sockets.
+    pub fn recovery_stats(&self) -> Option<(usize, usize, usize)> {
+        self.core.recovery().map(|r| r.stats())
     }
 
     /// Number of open Engine.IO sessions.
@@ -346,6 +386,25 @@ impl Server {
 }
 
 impl ServerCore {
+    pub(crate) fn recovery(&self) -> Option<&Arc<recovery::Recovery>> {
+        self.recovery.as_ref()
+    }
+
+    /// An event's JSON with its recovery offset appended, and the offset's sequence number to
+    /// keep it under; None when recovery is off (or the data is no array).
+    pub(crate) fn offset_event(&self, json: &str) -> Option<(u64, String)> {
+        let rec = self.recovery.as_ref()?;
+        let (seq, offset) = rec.next_offset();
+        recovery::with_offset(json, &offset).map(|j| (seq, j))
+    }
+
+    pub(crate) fn set_restoring(&self, sid: Arc<str>, restored: recovery::Restored) {
+        lock(&self.restoring).insert(sid, restored);
+    }
+
+    pub(crate) fn take_restoring(&self, sid: &str) -> Option<recovery::Restored> {
+        lock(&self.restoring).remove(sid)
+    }
     fn of(self: &Arc<Self>, name: &str) -> Arc<Namespace> {
         if let Some(ns) = read(&self.namespaces).get(name) {
             return ns.clone();

@@ -473,8 +473,17 @@ impl Namespace {
 
     /// Local part of a broadcast; returns the number of recipients.
     pub fn deliver(&self, data: &Payload, opts: &BroadcastOptions) -> usize {
-        let text = encode_event(&self.name, None, &data.json, data.attachments.len());
+        let core = self.core.upgrade();
+        // With recovery on, the event carries an offset and is kept once for whoever misses it.
+        let offset = core.as_ref().and_then(|c| c.offset_event(&data.json));
+        let json = offset
+            .as_ref()
+            .map_or(data.json.as_str(), |(_, j)| j.as_str());
+        let text = encode_event(&self.name, None, json, data.attachments.len());
         let frames = frames(&text, data);
+        if let (Some((seq, _)), Some(rec)) = (&offset, core.as_ref().and_then(|c| c.recovery())) {
+            rec.keep(*seq, &self.name, opts, &frames);
+        }
         let mut wakers = Vec::new();
         let mut n = 0;
         self.for_each_target(opts, |s| {
@@ -482,7 +491,6 @@ impl Namespace {
                 n += 1;
             }
         });
-        let core = self.core.upgrade();
         wake_writers(
             wakers,
             core.as_ref().and_then(|c| c.config.fanout_slices),

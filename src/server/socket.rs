@@ -10,7 +10,7 @@ use super::{lock, ClientState, Namespace, ServerEvent, Welcome};
 use crate::adapter::RemoteSocket;
 use crate::engine::{CloseReason, Connection, Frame};
 use crate::protocol::{
-    encode_ack, encode_connect, encode_connect_error, encode_disconnect, encode_event, Payload,
+    encode_ack, encode_connect_error, encode_connect_with, encode_disconnect, encode_event, Payload,
 };
 
 /// A client's membership of one namespace.
@@ -33,6 +33,10 @@ pub struct Socket {
     alias_room: AtomicBool,
     /// The v5 CONNECT auth payload (raw JSON), kept for `handshake.auth`.
     auth: Option<Box<str>>,
+    /// The private id of connection state recovery (v5 clients, recovery on).
+    pid: Option<Arc<str>>,
+    /// Connection state recovery gave this socket back.
+    recovered: AtomicBool,
 }
 
 /// 20 characters of base64url over 120 random bits, like socket.io's ids.
@@ -70,7 +74,21 @@ impl Socket {
             alias_room: AtomicBool::new(false),
             pending: AtomicBool::new(pending),
             auth: auth.map(String::into_boxed_str),
+            pid: None,
+            recovered: AtomicBool::new(false),
         }
+    }
+
+    /// Gives the socket its recovery private id; `recovered`: it is a saved socket taken back.
+    pub(crate) fn with_pid(mut self, pid: Arc<str>, recovered: bool) -> Self {
+        self.pid = Some(pid);
+        self.recovered = AtomicBool::new(recovered);
+        self
+    }
+
+    /// Whether connection state recovery gave this socket back.
+    pub fn recovered(&self) -> bool {
+        self.recovered.load(Ordering::Acquire)
     }
 
     /// socket.io's `handshake` object as JSON (built on demand; nothing is kept per socket).
@@ -101,6 +119,7 @@ impl Socket {
             time: hs.issued,
             welcomed: self.welcomed.load(Ordering::Acquire),
             pending: self.pending.load(Ordering::Acquire),
+            recovered: self.recovered(),
         }
     }
 
@@ -155,9 +174,27 @@ impl Socket {
     /// (now, or later for a lazy namespace).
     pub(crate) fn complete_connect(self: &Arc<Self>) {
         self.nsp.add(self);
-        self.send_connect();
-        if let Some(welcome) = self.nsp.welcome() {
-            self.welcome(&welcome);
+        let restored = if self.recovered() {
+            self.nsp.core().and_then(|c| c.take_restoring(&self.id))
+        } else {
+            None
+        };
+        match restored {
+            // As socket.io: rooms back, the missed events, then CONNECT (the client replays
+            // events that came before it, so they stay ahead of live ones).
+            Some(restored) => {
+                self.join(&restored.rooms);
+                for frames in &restored.missed {
+                    self.send_frames(frames);
+                }
+                self.send_connect();
+            }
+            None => {
+                self.send_connect();
+                if let Some(welcome) = self.nsp.welcome() {
+                    self.welcome(&welcome);
+                }
+            }
         }
         if !self.nsp.is_lazy() {
             self.announce();
@@ -191,6 +228,7 @@ impl Socket {
         remove_socket(&self.conn, &self.id);
         if self.connected.swap(false, Ordering::AcqRel) {
             if let Some(core) = self.nsp.core() {
+                core.take_restoring(&self.id);
                 core.unregister(&self.id);
             }
         }
@@ -198,7 +236,12 @@ impl Socket {
     }
 
     pub(crate) fn send_connect(&self) {
-        let text = encode_connect(self.nsp.name(), &self.id, protocol_of(&self.conn));
+        let text = encode_connect_with(
+            self.nsp.name(),
+            &self.id,
+            self.pid.as_deref(),
+            protocol_of(&self.conn),
+        );
         self.conn.send(Frame::text(&text));
     }
 
@@ -225,8 +268,23 @@ impl Socket {
         if !self.connected() {
             return false;
         }
-        let text = encode_event(self.nsp.name(), ack, &data.json, data.attachments.len());
-        self.send_frames(&frames(&text, data))
+        // With recovery on, an emit without ack is kept (for this socket's id) and carries
+        // an offset, as socket.io's emits through its session-aware adapter do.
+        let core = if ack.is_none() { self.nsp.core() } else { None };
+        let offset = core.as_ref().and_then(|c| c.offset_event(&data.json));
+        let json = offset
+            .as_ref()
+            .map_or(data.json.as_str(), |(_, j)| j.as_str());
+        let text = encode_event(self.nsp.name(), ack, json, data.attachments.len());
+        let frames = frames(&text, data);
+        if let (Some((seq, _)), Some(rec)) = (&offset, core.as_ref().and_then(|c| c.recovery())) {
+            let opts = crate::adapter::BroadcastOptions {
+                rooms: vec![self.id.to_string()],
+                ..Default::default()
+            };
+            rec.keep(*seq, &self.nsp.name_arc(), &opts, &frames);
+        }
+        self.send_frames(&frames)
     }
 
     /// Answers the client's event that carried ack id `id`.
@@ -299,6 +357,19 @@ impl Socket {
         }
         let rooms = self.nsp.remove(self);
         if let Some(core) = self.nsp.core() {
+            if let (Some(rec), Some(pid)) = (core.recovery(), &self.pid) {
+                if super::recovery::saves(reason) && !self.is_pending() {
+                    rec.save(
+                        pid.clone(),
+                        self.id.clone(),
+                        self.nsp.name_arc(),
+                        rooms.clone(),
+                    );
+                }
+            }
+            if self.recovered() {
+                core.take_restoring(&self.id);
+            }
             core.unregister(&self.id);
             if !self.mark_announced() {
                 core.emit(ServerEvent::Disconnect {
