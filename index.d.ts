@@ -167,6 +167,8 @@ export interface EngineOptions {
 export interface RealtimeConfig extends EngineOptions {
   /** Listening port; in cluster mode the base port (worker i listens on `port + i`). Default 80. */
   port?: number;
+  /** socket.io's connection state recovery for Realtime clients (socket.io-client 4.6+). */
+  connectionStateRecovery?: ConnectionStateRecovery;
   /** TLS on the Realtime port itself (rustls): PEM text or Buffers. */
   tls?: { key: string | Buffer | Array<string | Buffer>; cert: string | Buffer | Array<string | Buffer> };
   /** Trace logging (falls back to `global.VARS.debug`). */
@@ -242,6 +244,8 @@ export interface ServerOptions extends EngineOptions {
   presenceInterval?: number;
   /** The class of the sockets this server creates (a subclass of {@link Socket}). */
   socketClass?: new (nsp: Namespace, id: string, peer: Peer) => Socket;
+  /** socket.io's connection state recovery (off when absent); see the README. */
+  connectionStateRecovery?: ConnectionStateRecovery;
   /** TLS on its own port (rustls): PEM text or Buffers, as `https.createServer` takes them. */
   tls?: { key: string | Buffer | Array<string | Buffer>; cert: string | Buffer | Array<string | Buffer> };
   /** Attached: serve the app's socket.io-client browser bundles under `path` (as socket.io), default true. */
@@ -315,8 +319,22 @@ export interface RemoteSocket {
 }
 
 /** One client in one namespace: `on` hears the client, `emit` talks to it. */
+/** socket.io's `connectionStateRecovery`, plus the bounds of what is kept. */
+export interface ConnectionStateRecovery {
+  /** How long a dropped socket and the events it may miss are kept, ms (default 120000). */
+  maxDisconnectionDuration?: number;
+  /** A recovered socket skips the `use()` middlewares (default true). */
+  skipMiddlewares?: boolean;
+  /** At most this many events are kept, oldest dropped first (default 100000). */
+  maxPackets?: number;
+  /** At most this many bytes of events are kept (default 64 MiB). */
+  maxBytes?: number;
+}
+
 export declare class Socket extends EventEmitter {
   readonly id: string;
+  /** Connection state recovery gave this socket back: same id, rooms and data, missed events sent. */
+  readonly recovered: boolean;
   readonly nsp: Namespace;
   readonly server: Server;
   readonly connected: boolean;
@@ -464,7 +482,7 @@ export declare class Server extends EventEmitter {
   ref(): this;
   unref(): this;
   /** Open Engine.IO sessions and connected sockets of this server. */
-  stats(): { clients: number; sockets: number };
+  stats(): { clients: number; sockets: number; recovery: { packets: number; bytes: number; sessions: number } | null };
   /** The Redis adapter's offline queue, or null without Redis. */
   offlineQueue(): OfflineQueueStats | null;
   on(event: "connection" | "connect", listener: (socket: Socket) => void): this;

@@ -87,8 +87,8 @@ const QUICK = {
   drain: 10,
 };
 
-const SERVERS = { socketio: "socket.io", weroll: "weroll-native", attached: "weroll-native attached" };
-/** Run unless `--servers` names others; `attached` (Realtime on an app's http server) is opt-in. */
+const SERVERS = { socketio: "socket.io", weroll: "weroll-native", attached: "weroll-native attached", recovery: "weroll-native with recovery" };
+/** Run unless `--servers` names others; `attached` (Realtime on an app's http server) and `recovery` (connection state recovery on) are opt-in. */
 const DEFAULT_SERVERS = ["socketio", "weroll"];
 const SCENARIOS = ["idle", "bcast", "burst", "floor", "echo", "echoMid", "echoHeavy", "xworker", "max"];
 /** Scenarios that run no socket.io or weroll-native server. */

@@ -147,10 +147,12 @@ async function startRedis() {
   throw new Error(`redis-server on port ${port} did not answer PING: ${f.exited() || f.stderr()}`);
 }
 
-const WORKER_SCRIPTS = { socketio: "socketio.js", weroll: "weroll.js", attached: "weroll-attached.js" };
+const WORKER_SCRIPTS = { socketio: "socketio.js", weroll: "weroll.js", attached: "weroll-attached.js", recovery: "weroll.js" };
+/** Environment a kind adds to its workers. */
+const WORKER_ENV = { recovery: { BENCH_RECOVERY: "1" } };
 
 /**
- * A cluster of `count` workers of `kind` (socketio | weroll | attached) on ports base..base+count-1, all
+ * A cluster of `count` workers of `kind` (socketio | weroll | attached | recovery) on ports base..base+count-1, all
  * on one Redis. Resolves `{ports, pids, stats(), stop()}` once every worker printed READY.
  */
 async function startCluster(kind, count, redis) {
@@ -165,7 +167,7 @@ async function startCluster(kind, count, redis) {
       const child = spawn(process.execPath, [...nodeArgs, script], {
         cwd: BENCH,
         stdio: ["pipe", "pipe", "pipe"],
-        env: { ...process.env, BENCH_PORT: String(base), WEROLL_WORKER_INDEX: String(i), WEROLL_WORKER_COUNT: String(count), BENCH_REDIS_PORT: String(redis.port) },
+        env: { ...process.env, ...(WORKER_ENV[kind] || {}), BENCH_PORT: String(base), WEROLL_WORKER_INDEX: String(i), WEROLL_WORKER_COUNT: String(count), BENCH_REDIS_PORT: String(redis.port) },
       });
       workers.push({ child, lines: follow(child, `${kind} worker ${i}`) });
     }

@@ -11,6 +11,8 @@ async function main() {
     port: base,
     shakehand: false,
     cluster: { enable: true, redis: { host: redisHost, port: redisPort, key: "bench" } },
+    // BENCH_RECOVERY=1 (server kind `recovery`): connection state recovery on.
+    connectionStateRecovery: process.env.BENCH_RECOVERY === "1" ? {} : undefined,
   });
   server.on("bcast", (socket, d) => server.broadcastToAll("bcast", d));
   server.on("echo", (socket, d) => socket.emit("echo", d));

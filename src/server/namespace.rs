@@ -482,7 +482,12 @@ impl Namespace {
         let text = encode_event(&self.name, None, json, data.attachments.len());
         let frames = frames(&text, data);
         if let (Some((seq, _)), Some(rec)) = (&offset, core.as_ref().and_then(|c| c.recovery())) {
-            rec.keep(*seq, &self.name, opts, &frames);
+            rec.keep(
+                *seq,
+                &self.name,
+                super::recovery::Target::Rooms(opts),
+                &frames,
+            );
         }
         let mut wakers = Vec::new();
         let mut n = 0;

@@ -48,15 +48,43 @@ struct Saved {
     dropped_at: u64,
 }
 
+/// Whom a kept event was for.
+pub(crate) enum Target<'a> {
+    /// A broadcast: sockets in any of the rooms (everyone when none), minus those in `except`.
+    Rooms(&'a BroadcastOptions),
+    /// One socket's own emit.
+    Socket(&'a Arc<str>),
+}
+
+enum KeptTarget {
+    Rooms {
+        rooms: Vec<String>,
+        except: Vec<String>,
+    },
+    Socket(Arc<str>),
+}
+
 /// One kept event: its frames exactly as they were sent (offset included), and whom it was for.
 struct Kept {
     seq: u64,
     at: u64,
     nsp: Arc<str>,
-    rooms: Vec<String>,
-    except: Vec<String>,
+    target: KeptTarget,
     frames: Vec<Frame>,
     bytes: usize,
+}
+
+impl Kept {
+    /// Whether a socket in `rooms` (its own id among them) was meant to get this event.
+    fn for_rooms(&self, rooms: &[Arc<str>]) -> bool {
+        let member = |room: &str| rooms.iter().any(|r| **r == *room);
+        match &self.target {
+            KeptTarget::Socket(sid) => member(sid),
+            KeptTarget::Rooms { rooms: to, except } => {
+                (to.is_empty() || to.iter().any(|r| member(r))) && !except.iter().any(|r| member(r))
+            }
+        }
+    }
 }
 
 /// What a recovered socket takes back.
@@ -73,7 +101,6 @@ struct Inner {
     sessions: HashMap<Arc<str>, Saved>,
     packets: VecDeque<Kept>,
     bytes: usize,
-    next_seq: u64,
 }
 
 /// The recovery state of one server.
@@ -81,6 +108,7 @@ pub(crate) struct Recovery {
     pub(crate) config: RecoveryConfig,
     /// Starts every offset of this process, so an offset from elsewhere never matches.
     tag: String,
+    next_seq: std::sync::atomic::AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -90,6 +118,7 @@ impl Recovery {
         Recovery {
             config,
             tag: format!("{tag}."),
+            next_seq: std::sync::atomic::AtomicU64::new(0),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -100,9 +129,9 @@ impl Recovery {
 
     /// The next offset, to be appended to an event's arguments before it is encoded.
     pub(crate) fn next_offset(&self) -> (u64, String) {
-        let mut inner = lock(&self.inner);
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
+        let seq = self
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         (seq, format!("{}{seq:x}", self.tag))
     }
 
@@ -112,14 +141,20 @@ impl Recovery {
 
     /// Keeps the event of offset `seq` (its frames are shared with the recipients), then drops
     /// the oldest beyond the bounds.
-    pub(crate) fn keep(&self, seq: u64, nsp: &Arc<str>, opts: &BroadcastOptions, frames: &[Frame]) {
-        let bytes: usize = frames.iter().map(Frame::len).sum::<usize>() + 64;
+    pub(crate) fn keep(&self, seq: u64, nsp: &Arc<str>, target: Target<'_>, frames: &[Frame]) {
+        let target = match target {
+            Target::Socket(sid) => KeptTarget::Socket(sid.clone()),
+            Target::Rooms(opts) => KeptTarget::Rooms {
+                rooms: opts.rooms.clone(),
+                except: opts.except.clone(),
+            },
+        };
+        let bytes: usize = frames.iter().map(Frame::len).sum::<usize>() + 96;
         let kept = Kept {
             seq,
             at: crate::engine::unix_ms(),
             nsp: nsp.clone(),
-            rooms: opts.rooms.clone(),
-            except: opts.except.clone(),
+            target,
             frames: frames.to_vec(),
             bytes,
         };
@@ -173,14 +208,11 @@ impl Recovery {
         let seq = seq?;
         let start = inner.packets.iter().position(|k| k.seq == seq)?;
         let saved = inner.sessions.remove(pid)?;
-        let member = |room: &String| saved.rooms.iter().any(|r| **r == **room);
         let missed = inner
             .packets
             .iter()
             .skip(start + 1)
-            .filter(|k| *k.nsp == *nsp)
-            .filter(|k| k.rooms.is_empty() || k.rooms.iter().any(member))
-            .filter(|k| !k.except.iter().any(member))
+            .filter(|k| *k.nsp == *nsp && k.for_rooms(&saved.rooms))
             .map(|k| k.frames.clone())
             .collect();
         Some(Restored {
@@ -286,7 +318,7 @@ mod tests {
         let nsp: Arc<str> = "/".into();
         let f = |s: &str| vec![Frame::text(s)];
         let (first, first_offset) = r.next_offset();
-        r.keep(first, &nsp, &opts(&[], &[]), &f("first"));
+        r.keep(first, &nsp, Target::Rooms(&opts(&[], &[])), &f("first"));
         r.save("pid".into(), "sid".into(), nsp.clone(), vec!["r".into()]);
         for (text, o) in [
             ("all", opts(&[], &[])),
@@ -296,10 +328,24 @@ mod tests {
             ("all but r", opts(&[], &["r"])),
         ] {
             let (seq, _) = r.next_offset();
-            r.keep(seq, &nsp, &o, &f(text));
+            r.keep(seq, &nsp, Target::Rooms(&o), &f(text));
         }
         let (seq, _) = r.next_offset();
-        r.keep(seq, &"/chat".into(), &opts(&[], &[]), &f("other nsp"));
+        r.keep(seq, &nsp, Target::Socket(&"sid".into()), &f("emit"));
+        let (seq, _) = r.next_offset();
+        r.keep(
+            seq,
+            &nsp,
+            Target::Socket(&"other".into()),
+            &f("emit to other"),
+        );
+        let (seq, _) = r.next_offset();
+        r.keep(
+            seq,
+            &"/chat".into(),
+            Target::Rooms(&opts(&[], &[])),
+            &f("other nsp"),
+        );
         assert!(r.restore("pid", "nope", "/").is_none(), "unknown offset");
         assert!(
             r.restore("forged", &first_offset, "/").is_none(),
@@ -316,7 +362,7 @@ mod tests {
                 Frame::Binary(_) => String::new(),
             })
             .collect();
-        assert_eq!(texts, ["all", "to r", "to sid"]);
+        assert_eq!(texts, ["all", "to r", "to sid", "emit"]);
         assert!(r.restore("pid", &first_offset, "/").is_none(), "taken once");
     }
 
@@ -331,7 +377,12 @@ mod tests {
         let mut offsets = Vec::new();
         for _ in 0..5 {
             let (seq, o) = r.next_offset();
-            r.keep(seq, &nsp, &opts(&[], &[]), &[Frame::text("x")]);
+            r.keep(
+                seq,
+                &nsp,
+                Target::Rooms(&opts(&[], &[])),
+                &[Frame::text("x")],
+            );
             offsets.push(o);
         }
         assert_eq!(r.stats().0, 3);

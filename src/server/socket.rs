@@ -184,6 +184,10 @@ impl Socket {
             // events that came before it, so they stay ahead of live ones).
             Some(restored) => {
                 self.join(&restored.rooms);
+                // The namespace's welcome was done when it first connected (its room is back).
+                if self.nsp.welcome().is_some() {
+                    self.welcomed.store(true, Ordering::Release);
+                }
                 for frames in &restored.missed {
                     self.send_frames(frames);
                 }
@@ -278,11 +282,8 @@ impl Socket {
         let text = encode_event(self.nsp.name(), ack, json, data.attachments.len());
         let frames = frames(&text, data);
         if let (Some((seq, _)), Some(rec)) = (&offset, core.as_ref().and_then(|c| c.recovery())) {
-            let opts = crate::adapter::BroadcastOptions {
-                rooms: vec![self.id.to_string()],
-                ..Default::default()
-            };
-            rec.keep(*seq, &self.nsp.name_arc(), &opts, &frames);
+            let target = super::recovery::Target::Socket(&self.id);
+            rec.keep(*seq, &self.nsp.name_arc(), target, &frames);
         }
         self.send_frames(&frames)
     }
