@@ -16,17 +16,17 @@ export declare class NativeServer {
    * here; the caller then destroys its own handle without writing), `head` the bytes read
    * past the request head. False if `fd` is no TCP socket (use `bridgeUpgrade`).
    */
-  adoptUpgrade(fd: number, method: string, url: string, rawHeaders: Array<string>, headBytes: Buffer, remoteAddress: string, remotePort: number): boolean
+  adoptUpgrade(fd: number, req: NativeRequest, headBytes: Buffer): boolean
   /**
    * Takes over a websocket upgrade request whose socket stays in Node (TLS): returns the
    * descriptor of a loopback TCP connection for the caller to pipe that socket through.
    */
-  bridgeUpgrade(method: string, url: string, rawHeaders: Array<string>, headBytes: Buffer, remoteAddress: string, remotePort: number): number
+  bridgeUpgrade(req: NativeRequest, headBytes: Buffer): number
   /**
    * Answers a request under the path that Node parsed, with its whole body. `id` names it
    * for `abortRequest`.
    */
-  httpRequest(id: number, method: string, url: string, rawHeaders: Array<string>, body: Buffer, remoteAddress: string, remotePort: number): Promise<NativeHttpReply>
+  httpRequest(id: number, req: NativeRequest, body: Buffer): Promise<NativeHttpReply>
   /** The client of request `id` went away before its answer. */
   abortRequest(id: number): void
   /** `onEvents(batch)` receives every server event, batched. */
@@ -191,6 +191,16 @@ export interface NativeRecoveryStats {
   packets: number
   bytes: number
   sessions: number
+}
+
+/** A request head as Node parsed it, with the client's address. */
+export interface NativeRequest {
+  method: string
+  url: string
+  /** Header names and values, alternating, as Node's `req.rawHeaders`. */
+  rawHeaders: Array<string>
+  remoteAddress: string
+  remotePort: number
 }
 
 /** Connection counters. */

@@ -11,46 +11,11 @@ const net = require("node:net");
 const http = require("node:http");
 const https = require("node:https");
 const crypto = require("node:crypto");
-const { spawn, execFileSync } = require("node:child_process");
+const { execFileSync } = require("node:child_process");
 const { Server, Realtime } = require("..");
-const { MODES, appServer, checkApp, connectMode, connected, once, scoped, until, upgraded, within } = require("./helpers");
+const { MODES, appServer, checkApp, connectMode, connected, once, rawExchange, request, runNested, scoped, until, upgraded, within } = require("./helpers");
 const u = require("./fixtures/cluster-util");
 
-const ROOT = path.join(__dirname, "..");
-
-/** One HTTP request; resolves `{status, headers, body}`. */
-function request(port, method, url, body, headers = {}) {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: "127.0.0.1", port, method, path: url, agent: false, headers }, (res) => {
-      const chunks = [];
-      res.on("data", (c) => chunks.push(c));
-      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString() }));
-    });
-    req.setTimeout(5000, () => req.destroy(new Error(`${method} ${url}: no answer in 5 s`)));
-    req.on("error", reject);
-    if (body !== undefined) req.write(body);
-    req.end();
-  });
-}
-
-/** Writes `data` on a raw connection; resolves what came back once the server closed it. */
-function rawExchange(port, data, ms = 4000) {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(port, "127.0.0.1");
-    const chunks = [];
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`a raw connection stayed open ${ms} ms`));
-    }, ms);
-    sock.on("connect", () => sock.write(data));
-    sock.on("data", (c) => chunks.push(c));
-    sock.on("error", () => {});
-    sock.on("close", () => {
-      clearTimeout(timer);
-      resolve(Buffer.concat(chunks).toString("latin1"));
-    });
-  });
-}
 
 /** Writes `data` on a raw connection; resolves the status line of the answer. */
 function rawStatus(port, data, ms = 4000) {
@@ -157,15 +122,8 @@ test("an Express app: its routes, bodies and 404s untouched, socket.io on the sa
   }
 }));
 
-test("an https server with a throwaway certificate: polling and websockets over Node's TLS", { timeout: 30000, skip: u.needBinary("openssl").skip }, scoped(async (scope) => {
-  const { key, cert } = throwawayCert(scope);
-  const srv = await appServer(https.createServer, { key, cert });
-  const io = new Server(srv);
-  scope.servers.push(io);
-  echoServer(io);
-  await io.ready();
-  const port = srv.address().port;
-  await checkApp(srv, { secure: true, ca: cert });
+/** Every client generation and transport over https to `port` (trusting `cert`): a greeting, the upgrade, `big` both ways. */
+async function secureClients(scope, port, cert, big) {
   for (const mode of MODES) {
     const url = `https://127.0.0.1:${port}`;
     const o = { forceNew: true, reconnection: false, transports: mode.transports, ca: cert, rejectUnauthorized: true, agent: false };
@@ -175,10 +133,21 @@ test("an https server with a throwaway certificate: polling and websockets over 
     await connected(client, 5000);
     await hi;
     await upgraded(client);
-    const big = "x".repeat(200000);
-    assert.equal(await echo(client, big), big, `${mode.name}: a 200 kB message both ways`);
+    assert.equal(await echo(client, big), big, `${mode.name}: a large message both ways`);
     client.close();
   }
+}
+
+test("an https server with a throwaway certificate: polling and websockets over Node's TLS", { timeout: 30000, skip: u.needBinary("openssl").skip }, scoped(async (scope) => {
+  const { key, cert } = throwawayCert(scope);
+  const srv = await appServer(https.createServer, { key, cert });
+  const io = new Server(srv);
+  scope.servers.push(io);
+  echoServer(io);
+  await io.ready();
+  const port = srv.address().port;
+  await checkApp(srv, { secure: true, ca: cert });
+  await secureClients(scope, port, cert, "x".repeat(200000));
   await checkApp(srv, { secure: true, ca: cert });
 }));
 
@@ -197,19 +166,7 @@ test("the native TLS listener (tls: {key, cert}): every client generation and tr
   scope.servers.push(io);
   echoServer(io);
   const port = await io.listen(0, "127.0.0.1");
-  for (const mode of MODES) {
-    const url = `https://127.0.0.1:${port}`;
-    const o = { forceNew: true, reconnection: false, transports: mode.transports, ca: cert, agent: false };
-    const client = mode.version === 4 ? require("socket.io-client").io(url, o) : require("socket.io-client-v2")(url, o);
-    scope.clients.push(client);
-    const hi = once(client, "hi");
-    await connected(client, 5000);
-    await hi;
-    await upgraded(client);
-    const big = "é".repeat(150000);
-    assert.equal(await echo(client, big), big, `${mode.name}: a large message both ways`);
-    client.close();
-  }
+  await secureClients(scope, port, cert, "é".repeat(150000));
   // Plain HTTP on the TLS port gets no answer, and the port keeps serving.
   const plain = await rawExchange(port, "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n").catch((e) => e.message);
   assert.ok(!/^HTTP\/1\.1 200/.test(plain), `plain HTTP answered: ${plain.slice(0, 40)}`);
@@ -535,23 +492,6 @@ describe("a Redis cluster of workers attached to their apps' http servers", { sk
   });
 });
 
-test(
-  "the socket.io, Realtime and hostile-input suites pass attached to an app's http server",
-  { timeout: 600000 },
-  async () => {
-    const files = ["socketio.test.js", "realtime.test.js", "badinput.test.js"].map((f) => path.join(__dirname, f));
-    const child = spawn(process.execPath, ["--test", "--test-concurrency=1", "--test-reporter=tap", ...files], {
-      cwd: ROOT,
-      env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "NODE_TEST_CONTEXT")), WEROLL_TEST_ATTACH: "1" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    child.stdout.on("data", (d) => (out += d));
-    child.stderr.on("data", (d) => (out += d));
-    const code = await new Promise((resolve) => child.on("exit", resolve));
-    const count = (k) => Number((out.match(new RegExp(`^# ${k} (\\d+)`, "m")) || [])[1]);
-    assert.equal(code, 0, out.split("\n").filter((l) => l.startsWith("not ok")).join("\n") || out.slice(-2000));
-    assert.ok(count("pass") > 100, `only ${count("pass")} tests passed`);
-    assert.equal(count("fail"), 0);
-  },
+test("the socket.io, Realtime and hostile-input suites pass attached to an app's http server", { timeout: 600000 }, () =>
+  runNested(["socketio.test.js", "realtime.test.js", "badinput.test.js"], { WEROLL_TEST_ATTACH: "1" }, 100),
 );

@@ -7,7 +7,7 @@ const assert = require("node:assert/strict");
 const net = require("node:net");
 const http = require("node:http");
 const crypto = require("node:crypto");
-const { MODES, once, scoped, until, waitFor, within } = require("./helpers");
+const { MODES, once, rawExchange, request, scoped, until, waitFor, within } = require("./helpers");
 
 const EioSocketV4 = require("engine.io-client").Socket;
 // The Engine.IO v3 client that socket.io-client 2.x itself uses.
@@ -25,41 +25,6 @@ async function stillServes(scope, io, mode = WS4) {
   const answer = await within(new Promise((resolve) => client.emit("echo", "alive", resolve)), 3000, "echo ack");
   assert.equal(answer, "alive");
   client.close();
-}
-
-/** One HTTP request; resolves `{status, headers, body}` (body as a string). */
-function request(port, method, path, body, headers = {}) {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: "127.0.0.1", port, method, path, agent: false, headers }, (res) => {
-      const chunks = [];
-      res.on("data", (c) => chunks.push(c));
-      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString() }));
-      res.on("error", reject);
-    });
-    req.setTimeout(5000, () => req.destroy(new Error(`${method} ${path}: no answer in 5 s`)));
-    req.on("error", reject);
-    if (body !== undefined) req.write(body);
-    req.end();
-  });
-}
-
-/** Writes `data` on a raw TCP connection; resolves what came back once the server closed it. */
-function rawExchange(port, data, ms = 3000) {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(port, "127.0.0.1");
-    const chunks = [];
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`the server kept a garbage connection open for ${ms} ms`));
-    }, ms);
-    sock.on("connect", () => sock.write(data));
-    sock.on("data", (c) => chunks.push(c));
-    sock.on("error", () => {});
-    sock.on("close", () => {
-      clearTimeout(timer);
-      resolve(Buffer.concat(chunks).toString("latin1"));
-    });
-  });
 }
 
 test("raw garbage on the TCP port: answered or closed, and the server keeps serving", { timeout: 20000 }, scoped(async (scope) => {

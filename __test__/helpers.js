@@ -336,6 +336,66 @@ async function closeServer(server, ms = 5000) {
   }
 }
 
+/** One HTTP request to loopback `port`; resolves `{status, headers, body}` (body as a string). */
+function request(port, method, path, body, headers = {}) {
+  const http = require("node:http");
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, method, path, agent: false, headers }, (res) => {
+      const chunks = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      res.on("error", reject);
+    });
+    req.setTimeout(5000, () => req.destroy(new Error(`${method} ${path}: no answer in 5 s`)));
+    req.on("error", reject);
+    if (body !== undefined) req.write(body);
+    req.end();
+  });
+}
+
+/** Writes `data` on a raw TCP connection; resolves what came back once the server closed it. */
+function rawExchange(port, data, ms = 3000) {
+  const net = require("node:net");
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, "127.0.0.1");
+    const chunks = [];
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`the server kept a garbage connection open for ${ms} ms`));
+    }, ms);
+    sock.on("connect", () => sock.write(data));
+    sock.on("data", (c) => chunks.push(c));
+    sock.on("error", () => {});
+    sock.on("close", () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(chunks).toString("latin1"));
+    });
+  });
+}
+
+/**
+ * Runs test files in a child `node --test` with `env` added; asserts they all passed (more
+ * than `atLeast`). For suites that must also pass in another mode (the threaded loop, attached).
+ */
+async function runNested(files, env, atLeast) {
+  const assert = require("node:assert/strict");
+  const { spawn } = require("node:child_process");
+  const path = require("node:path");
+  const child = spawn(process.execPath, ["--test", "--test-concurrency=1", "--test-reporter=tap", ...files.map((f) => path.join(__dirname, f))], {
+    cwd: path.join(__dirname, ".."),
+    env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "NODE_TEST_CONTEXT")), ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  child.stdout.on("data", (d) => (out += d));
+  child.stderr.on("data", (d) => (out += d));
+  const code = await new Promise((resolve) => child.on("exit", resolve));
+  const count = (k) => Number((out.match(new RegExp(`^# ${k} (\\d+)`, "m")) || [])[1]);
+  assert.equal(code, 0, out.split("\n").filter((l) => l.startsWith("not ok")).join("\n") || out.slice(-2000));
+  assert.ok(count("pass") > atLeast, `only ${count("pass")} tests passed`);
+  assert.equal(count("fail"), 0);
+}
+
 /** `t => body(scope, t)` with a Scope closed afterwards. */
 function scoped(body) {
   return async (t) => {
@@ -370,6 +430,9 @@ module.exports = {
   expectNo,
   matrix,
   once,
+  rawExchange,
+  request,
+  runNested,
   scoped,
   startIo,
   startRealtime,

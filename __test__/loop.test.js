@@ -7,9 +7,9 @@
 const { test } = require("node:test");
 const assert = require("node:assert/strict");
 const path = require("node:path");
-const { execFile, spawn } = require("node:child_process");
+const { execFile } = require("node:child_process");
 const WebSocket = require("ws");
-const { MODES, collect, delay, matrix, once, scoped, until } = require("./helpers");
+const { MODES, collect, delay, matrix, once, runNested, scoped, until } = require("./helpers");
 const { eventLoop } = require("..");
 
 const ROOT = path.join(__dirname, "..");
@@ -222,23 +222,6 @@ test(
   }),
 );
 
-test(
-  "the existing socket.io and Realtime suites pass on the threaded design too",
-  { timeout: 300000 },
-  async () => {
-    const files = ["socketio.test.js", "realtime.test.js"].map((f) => path.join(__dirname, f));
-    const child = spawn(process.execPath, ["--test", "--test-concurrency=1", "--test-reporter=tap", ...files], {
-      cwd: ROOT,
-      env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "NODE_TEST_CONTEXT")), WEROLL_NATIVE_LOOP: "thread" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    child.stdout.on("data", (d) => (out += d));
-    child.stderr.on("data", (d) => (out += d));
-    const code = await new Promise((resolve) => child.on("exit", resolve));
-    const count = (k) => Number((out.match(new RegExp(`^# ${k} (\\d+)`, "m")) || [])[1]);
-    assert.equal(code, 0, out.split("\n").filter((l) => l.startsWith("not ok")).join("\n") || out.slice(-2000));
-    assert.ok(count("pass") > 50, `only ${count("pass")} tests passed`);
-    assert.equal(count("fail"), 0);
-  },
+test("the existing socket.io and Realtime suites pass on the threaded design too", { timeout: 300000 }, () =>
+  runNested(["socketio.test.js", "realtime.test.js"], { WEROLL_NATIVE_LOOP: "thread" }, 50),
 );

@@ -10,16 +10,10 @@
 const http = require("node:http");
 const { startRedis, startCluster, sleep } = require("./lib/spawn");
 const { cpuSeconds } = require("./lib/proc");
+const { numericArgs } = require("./lib/args");
 
 function args() {
-  const o = { sessions: 20, seconds: 5 };
-  const a = process.argv.slice(2);
-  for (let i = 0; i < a.length; i += 2) {
-    const k = a[i].replace(/^--/, "");
-    if (!(k in o) || !Number.isFinite(Number(a[i + 1]))) throw new Error(`usage: node bench/polling.js [--sessions N] [--seconds N]`);
-    o[k] = Number(a[i + 1]);
-  }
-  return o;
+  return numericArgs({ sessions: 20, seconds: 5 }, "node bench/polling.js [--sessions N] [--seconds N]");
 }
 
 function request(agent, port, method, path, body) {

@@ -5,16 +5,10 @@
 //
 //   node --expose-gc bench/recovery-memory.js [--events 100000] [--bytes 100]
 const { Server } = require("weroll-native");
+const { numericArgs } = require("./lib/args");
 
 function args() {
-  const o = { events: 100000, bytes: 100 };
-  const a = process.argv.slice(2);
-  for (let i = 0; i < a.length; i += 2) {
-    const k = a[i].replace(/^--/, "");
-    if (!(k in o) || !Number.isFinite(Number(a[i + 1]))) throw new Error("usage: node bench/recovery-memory.js [--events N] [--bytes N]");
-    o[k] = Number(a[i + 1]);
-  }
-  return o;
+  return numericArgs({ events: 100000, bytes: 100 }, "node --expose-gc bench/recovery-memory.js [--events N] [--bytes N]");
 }
 
 async function main() {

@@ -13,16 +13,10 @@ const path = require("node:path");
 const { spawn, execFileSync } = require("node:child_process");
 const WebSocket = require("ws");
 const { cpuSeconds } = require("./lib/proc");
+const { numericArgs } = require("./lib/args");
 
 function args() {
-  const o = { clients: 50, seconds: 5 };
-  const a = process.argv.slice(2);
-  for (let i = 0; i < a.length; i += 2) {
-    const k = a[i].replace(/^--/, "");
-    if (!(k in o) || !Number.isFinite(Number(a[i + 1]))) throw new Error("usage: node bench/tls.js [--clients N] [--seconds N]");
-    o[k] = Number(a[i + 1]);
-  }
-  return o;
+  return numericArgs({ clients: 50, seconds: 5 }, "node bench/tls.js [--clients N] [--seconds N]");
 }
 
 /** The server of one mode, in a child process; resolves `{port, pid, stop}`. */

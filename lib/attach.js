@@ -16,6 +16,11 @@ const { pipeline } = require("node:stream");
 
 let nextRequestId = 1;
 
+/** What the native side needs of a request Node parsed. */
+function head(req, socket) {
+  return { method: req.method, url: req.url, rawHeaders: req.rawHeaders, remoteAddress: socket.remoteAddress || "", remotePort: socket.remotePort || 0 };
+}
+
 function drain(socket) {
   const parts = [];
   let chunk;
@@ -135,10 +140,9 @@ function attach(srv, native, ready, opts) {
           if (!res.headersSent && !res.destroyed) res.writeHead(503).end();
           return;
         }
-        const s = req.socket;
         let p;
         try {
-          p = native.httpRequest(id, req.method, req.url, req.rawHeaders, Buffer.concat(chunks), s.remoteAddress || "", s.remotePort || 0);
+          p = native.httpRequest(id, head(req, req.socket), Buffer.concat(chunks));
         } catch {
           res.writeHead(500).end();
           return;
@@ -159,7 +163,7 @@ function attach(srv, native, ready, opts) {
     );
   }
 
-  function onUpgrade(req, socket, head) {
+  function onUpgrade(req, socket, bodyHead) {
     if (!matches(req.url)) {
       if (destroyUpgrade) {
         // As engine.io: an upgrade nobody answered dies.
@@ -181,13 +185,12 @@ function attach(srv, native, ready, opts) {
         socket.end("HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
         return;
       }
-      const pre = Buffer.concat([head, ...drain(socket)]);
-      const addr = socket.remoteAddress || "";
-      const port = socket.remotePort || 0;
+      const pre = Buffer.concat([bodyHead, ...drain(socket)]);
+      const parsed = head(req, socket);
       try {
         const h = socket._handle;
         const fd = !socket.encrypted && h && typeof h.fd === "number" ? h.fd : -1;
-        if (fd >= 0 && native.adoptUpgrade(fd, req.method, req.url, req.rawHeaders, pre, addr, port)) {
+        if (fd >= 0 && native.adoptUpgrade(fd, parsed, pre)) {
           // The native side holds its own descriptor of the socket; closing Node's writes nothing.
           socket.destroy();
           return;
@@ -197,7 +200,7 @@ function attach(srv, native, ready, opts) {
           socket.destroy();
           return;
         }
-        bridge(socket, native.bridgeUpgrade(req.method, req.url, req.rawHeaders, pre, addr, port));
+        bridge(socket, native.bridgeUpgrade(parsed, pre));
       } catch {
         socket.destroy();
       }

@@ -95,60 +95,55 @@ fn dup_tcp(_fd: i32) -> std::io::Result<Option<std::net::TcpStream>> {
     Ok(None)
 }
 
+/// A request head as Node parsed it, with the client's address.
+#[napi(object)]
+pub struct NativeRequest {
+    pub method: String,
+    pub url: String,
+    /// Header names and values, alternating, as Node's `req.rawHeaders`.
+    pub raw_headers: Vec<String>,
+    pub remote_address: String,
+    pub remote_port: u32,
+}
+
+impl NativeRequest {
+    fn split(self) -> (RequestHead, SocketAddr) {
+        let peer = peer(&self.remote_address, self.remote_port);
+        (head(self.method, self.url, self.raw_headers), peer)
+    }
+}
+
+impl NativeServer {
+    fn adopt(&self, stream: std::net::TcpStream, req: NativeRequest, pre: &[u8]) -> Result<()> {
+        let (head, peer) = req.split();
+        self.server()?
+            .adopt_upgrade(stream, head, pre.to_vec(), peer)
+            .map_err(super::to_napi)
+    }
+}
+
 #[napi]
 impl NativeServer {
     /// Takes over a websocket upgrade request Node parsed: `fd` is its TCP socket (duplicated
     /// here; the caller then destroys its own handle without writing), `head` the bytes read
     /// past the request head. False if `fd` is no TCP socket (use `bridgeUpgrade`).
     #[napi]
-    #[allow(clippy::too_many_arguments)]
-    pub fn adopt_upgrade(
-        &self,
-        fd: i32,
-        method: String,
-        url: String,
-        raw_headers: Vec<String>,
-        head_bytes: Buffer,
-        remote_address: String,
-        remote_port: u32,
-    ) -> Result<bool> {
-        let server = self.server()?;
+    pub fn adopt_upgrade(&self, fd: i32, req: NativeRequest, head_bytes: Buffer) -> Result<bool> {
+        self.server()?;
         let Some(stream) = dup_tcp(fd).map_err(super::to_napi)? else {
             return Ok(false);
         };
-        server
-            .adopt_upgrade(
-                stream,
-                head(method, url, raw_headers),
-                head_bytes.to_vec(),
-                peer(&remote_address, remote_port),
-            )
-            .map_err(super::to_napi)?;
+        self.adopt(stream, req, &head_bytes)?;
         Ok(true)
     }
 
     /// Takes over a websocket upgrade request whose socket stays in Node (TLS): returns the
     /// descriptor of a loopback TCP connection for the caller to pipe that socket through.
     #[napi]
-    pub fn bridge_upgrade(
-        &self,
-        method: String,
-        url: String,
-        raw_headers: Vec<String>,
-        head_bytes: Buffer,
-        remote_address: String,
-        remote_port: u32,
-    ) -> Result<i64> {
-        let server = self.server()?;
+    pub fn bridge_upgrade(&self, req: NativeRequest, head_bytes: Buffer) -> Result<i64> {
+        self.server()?;
         let (ours, host_end) = loopback_pair().map_err(super::to_napi)?;
-        server
-            .adopt_upgrade(
-                ours,
-                head(method, url, raw_headers),
-                head_bytes.to_vec(),
-                peer(&remote_address, remote_port),
-            )
-            .map_err(super::to_napi)?;
+        self.adopt(ours, req, &head_bytes)?;
         #[cfg(unix)]
         {
             use std::os::fd::IntoRawFd;
@@ -164,25 +159,19 @@ impl NativeServer {
     /// Answers a request under the path that Node parsed, with its whole body. `id` names it
     /// for `abortRequest`.
     #[napi(ts_return_type = "Promise<NativeHttpReply>")]
-    #[allow(clippy::too_many_arguments)]
     pub fn http_request<'env>(
         &self,
         env: &'env Env,
         id: u32,
-        method: String,
-        url: String,
-        raw_headers: Vec<String>,
+        req: NativeRequest,
         body: Buffer,
-        remote_address: String,
-        remote_port: u32,
     ) -> Result<PromiseRaw<'env, NativeHttpReply>> {
         let server = self.server()?.clone();
         let (cancel, cancelled) = tokio::sync::oneshot::channel();
         lock(&self.pending.0).insert(id, cancel);
         let pending = self.pending.clone();
-        let head = head(method, url, raw_headers);
+        let (head, peer) = req.split();
         let body = Bytes::from(body.to_vec());
-        let peer = peer(&remote_address, remote_port);
         env.spawn_future(async move {
             let reply = tokio::select! {
                 reply = server.serve_request(head, body, peer) => Some(reply),
