@@ -2,10 +2,11 @@
 // Connection state recovery (socket.io's `connectionStateRecovery`), with real socket.io-client
 // 4.8: a client whose transport drops comes back within the window with its id, rooms and data,
 // and gets every event it missed exactly once, in order, and none it was not meant to get.
-const { test } = require("node:test");
+const { describe, test, after } = require("node:test");
 const assert = require("node:assert/strict");
 const { Server, Realtime } = require("..");
 const { once, scoped, until, within, delay } = require("./helpers");
+const u = require("./fixtures/cluster-util");
 
 const ioV4 = require("socket.io-client");
 const ioV2 = require("socket.io-client-v2");
@@ -238,3 +239,54 @@ test("Realtime: a recovered client keeps its clientID and ###clientID room, and 
   await delay(900);
   assert.equal(c.connected, true, "no shakehand timeout after recovery");
 }));
+
+describe("recovery in a Redis cluster: what other workers broadcast while the client was away", { skip: u.needBinary("redis-server").skip, timeout: 60000 }, () => {
+  const children = new u.Children();
+  const redisProcess = new u.Children();
+  const clients = [];
+  after(async () => {
+    u.closeAll(clients);
+    await children.killAll();
+    await redisProcess.killAll();
+  });
+
+  test("a client back on its worker gets the cross-worker broadcasts, sendTo and room traffic it missed, once each", async () => {
+    const redis = await new u.RedisServer(redisProcess).start();
+    const base = await u.freePorts(2);
+    const extra = { TEST_RECOVERY: JSON.stringify({ maxDisconnectionDuration: 5000 }) };
+    await Promise.all([0, 1].map((i) => u.forkWorker(children, i, { base, redisPort: redis.port, key: "csr", extra })));
+    // Back after a second: long enough for the others to broadcast meanwhile.
+    const a = u.client(4, base, { reconnection: true, reconnectionDelay: 1000, reconnectionDelayMax: 1000, randomizationFactor: 0 });
+    const b = u.client(2, base + 1);
+    clients.push(a, b);
+    await u.shake(a, "a");
+    await u.shake(b, "b");
+    await u.op(a, "enterRoom", { room: "news" });
+    await u.op(b, "broadcastToAll", { type: "evt", data: { tag: "before" } });
+    await u.expectDelivery(assert, clients, [a, b], "before");
+    const id = a.id;
+    const away = new Promise((resolve) => a.once("disconnect", resolve));
+    const back = new Promise((resolve) => a.once("connect", resolve));
+    a.io.engine.close();
+    await away;
+    // Worker 0 must have noticed before the others broadcast.
+    await delay(200);
+    await u.op(b, "broadcastToAll", { type: "evt", data: { tag: "all" } });
+    await u.op(b, "sendTo", { clientID: "ua", type: "evt", data: { tag: "direct" } });
+    await u.op(b, "broadcastToRoom", { room: "news", type: "evt", data: { tag: "news" } });
+    await u.op(b, "broadcastToRoom", { room: "sport", type: "evt", data: { tag: "sport" } });
+    await within(back, 5000, "a reconnects");
+    assert.equal(a.recovered, true);
+    assert.equal(a.id, id);
+    await u.op(b, "broadcastToAll", { type: "evt", data: { tag: "after" } });
+    await u.until(() => u.count(a, "after") === 1, "a hears live traffic again", 5000);
+    assert.deepEqual(
+      a.got.filter((g) => g.ev === "evt").map((g) => g.data.tag),
+      ["before", "all", "direct", "news", "after"],
+    );
+    // Its clientID and room are back: the cluster reaches it by both.
+    await u.op(b, "sendTo", { clientID: "ua", type: "evt", data: { tag: "direct2" } });
+    await u.op(b, "broadcastToRoom", { room: "news", type: "evt", data: { tag: "news2" } });
+    await u.until(() => u.count(a, "direct2") === 1 && u.count(a, "news2") === 1, "sendTo and room after recovery", 5000);
+  });
+});
