@@ -61,6 +61,9 @@ test("chat page in Chromium: polling, websocket upgrade, messages both ways", { 
   const [msg] = await heard;
   assert.strictEqual(msg.room, "lobby");
   assert.strictEqual(msg.port, app.port);
+  // The live panel lists this worker with both connections (the page's and the Node client's).
+  await page.waitForFunction((port) => document.getElementById("workers").textContent.includes(`:${port}: 2 connections`), app.port, { timeout: TIMEOUT });
+  assert.strictEqual(await page.getAttribute("#workers li.mine", "class"), "mine");
   assert.deepStrictEqual(errors, []);
 });
 

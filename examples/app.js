@@ -80,7 +80,21 @@ function picker(realtime, basePort, count, index) {
   };
 }
 
-function httpServer(pick) {
+/** GET /servers: the live workers and their connection counts (Realtime.servers). */
+function lister(realtime) {
+  return async () => {
+    let list = [];
+    try {
+      list = await realtime.servers();
+    } catch {
+      // Redis unreachable right now: this worker alone
+    }
+    if (!list.length) list = [{ address: `127.0.0.1:${realtime.port}`, connections: realtime.io.stats().clients }];
+    return list.sort((a, b) => a.address.localeCompare(b.address, undefined, { numeric: true }));
+  };
+}
+
+function httpServer(pick, list) {
   const send = (res, status, type, body) => {
     res.writeHead(status, { "content-type": type, "cache-control": "no-store" });
     res.end(body);
@@ -93,6 +107,12 @@ function httpServer(pick) {
     }
     if (url.pathname === "/socket.io.min.js") {
       return fs.readFile(CLIENT, (err, body) => (err ? send(res, 500, "text/plain", `${err.message}\n`) : send(res, 200, "text/javascript", body)));
+    }
+    if (url.pathname === "/servers") {
+      return list().then(
+        (l) => send(res, 200, "application/json", JSON.stringify(l)),
+        (err) => send(res, 500, "application/json", JSON.stringify({ error: err.message })),
+      );
     }
     if (url.pathname === "/pick") {
       // Behind a proxy (examples/nginx.conf) the page connects to the proxy, which picks a worker.
@@ -117,7 +137,7 @@ async function startApp(options = {}) {
   const realtime = Realtime.createServer(realtimeConfig(basePort, options.redis));
   chat(realtime, index);
   await realtime.start();
-  const server = httpServer(picker(realtime, basePort, count, index));
+  const server = httpServer(picker(realtime, basePort, count, index), lister(realtime));
   const httpPort = options.httpPort === undefined ? basePort - 1 : options.httpPort;
   try {
     await new Promise((resolve, reject) => {
