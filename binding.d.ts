@@ -110,6 +110,11 @@ export declare class NativeServer {
    * `[{address, connections}]` (empty without Redis).
    */
   servers(): Promise<string>
+  /**
+   * This server's counters and current figures (JSON; `lib/metrics.js` turns them into
+   * `metrics()` and the Prometheus text).
+   */
+  metrics(): string
   /** The Redis adapter's offline queue, or nothing without Redis. */
   offlineQueue(): NativeQueueStats | null
   /** Connection counters of this server. */
@@ -153,6 +158,11 @@ export interface NativeAcks {
 export interface NativeBatch {
   json: string
   buffers?: Array<Buffer>
+  /**
+   * When the oldest event of the batch was queued (Unix ms, with µs), for the delay of
+   * events to their handlers; 0 when unknown.
+   */
+  queuedAt: number
 }
 
 /** The answer to one request handed over by `httpRequest`. */

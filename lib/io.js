@@ -6,6 +6,10 @@ const querystring = require("node:querystring");
 const native = require("./native");
 const { encode, decode } = require("./codec");
 const { attach: attachTo } = require("./attach");
+const { JsCounters, prometheusText } = require("./metrics");
+
+/** The reserved server-side event through which servers ask each other for their metrics. */
+const METRICS_EVENT = "weroll-native:metrics";
 
 const emitLocal = EventEmitter.prototype.emit;
 const RESERVED = new Set(["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"]);
@@ -440,7 +444,8 @@ class Namespace extends EventEmitter {
     const cb = typeof args[args.length - 1] === "function" ? args.pop() : null;
     const { data, attachments } = encode([ev, ...args]);
     const timeout = cb ? (this._flags && this._flags.timeout) || this.server._requestsTimeout : undefined;
-    const p = this.server._native.serverSideEmit(this.name, data, attachments, timeout);
+    const counters = this.server._counters;
+    const p = this.server._native.serverSideEmit(this.name, data, attachments, timeout).catch((err) => counters.request(err));
     if (cb) {
       p.then(
         (answers) => cb(null, answers.map((a) => decode(a.data, a.attachments)[0])),
@@ -578,6 +583,14 @@ class Namespace extends EventEmitter {
   }
   _serverSideEmit(data, attachments, token) {
     const args = decode(data, attachments);
+    if (args[0] === METRICS_EVENT) {
+      // Another server gathers the cluster's metrics: answer, never the app's listeners.
+      if (token !== undefined && token !== null) {
+        const enc = encode([{ address: this.server._address(), metrics: this.server.metrics() }]);
+        this.server._native.reply(token, enc.data, enc.attachments);
+      }
+      return;
+    }
     if (token !== undefined && token !== null) {
       let sent = false;
       args.push((...resp) => {
@@ -623,6 +636,7 @@ class Server extends EventEmitter {
     this._recovery = csr && typeof csr === "object" ? { maxDisconnectionDuration: 120000, skipMiddlewares: true, ...csr } : null;
     this._saved = new Map();
     this._sweepTimer = null;
+    this._counters = new JsCounters();
     if (srv !== undefined && srv !== null) this.attach(srv);
   }
   /**
@@ -870,6 +884,54 @@ class Server extends EventEmitter {
     this._native.unref();
     return this;
   }
+  /**
+   * This server's metrics: connections by transport and Engine.IO version, sockets and rooms
+   * per namespace, events and bytes both ways, broadcasts and deliveries, slow clients dropped,
+   * handshake errors, Redis outages, cluster request timeouts, shakehand failures, and the
+   * histogram of the delay from an event's arrival to its handler.
+   */
+  metrics() {
+    const native = this._started ? JSON.parse(this._native.metrics()) : null;
+    const empty = { connections: { polling: { 3: 0, 4: 0 }, websocket: { 3: 0, 4: 0 } }, sessionsOpened: 0, handshakeErrors: 0, slowClientsDropped: 0, eventsIn: 0, bytesIn: 0, eventsOut: 0, bytesOut: 0, broadcasts: 0, deliveries: 0, namespaces: [] };
+    return { ...(native || empty), ...this._counters.snapshot() };
+  }
+  /** This server's address as the cluster knows it. */
+  _address() {
+    return this.opts.publicAddress || `127.0.0.1:${this.port}`;
+  }
+  /** Every server's metrics, gathered over the cluster adapter: `[{address, metrics}]`, this one first. */
+  async clusterMetrics() {
+    const self = { address: this._address(), metrics: this.metrics() };
+    let others = [];
+    try {
+      others = await this.sockets.serverSideEmitWithAck(METRICS_EVENT);
+    } catch {
+      // A server that does not answer (one that is down, a Node socket.io server) within
+      // requestsTimeout: only this one's figures.
+      others = [];
+    }
+    return [self, ...others.filter((o) => o && o.metrics)];
+  }
+  /** Prometheus text exposition of `metrics()`; `{cluster: true}` resolves every server's, labelled `server`. */
+  metricsText(opts = {}) {
+    if (opts.cluster) return this.clusterMetrics().then((list) => prometheusText(list.map((s) => ({ labels: { server: s.address }, metrics: s.metrics }))));
+    return prometheusText([{ labels: {}, metrics: this.metrics() }]);
+  }
+  /** A `(req, res)` handler that answers the Prometheus text (mount it at `/metrics`). */
+  metricsHandler(opts = {}) {
+    return (req, res) => {
+      Promise.resolve(this.metricsText(opts)).then(
+        (text) => {
+          res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
+          res.end(text);
+        },
+        (err) => {
+          res.writeHead(500, { "content-type": "text/plain" });
+          res.end(`${err.message}\n`);
+        },
+      );
+    };
+  }
   /** Connection counters of this server: `{clients, sockets}`. */
   stats() {
     return this._native.stats();
@@ -890,6 +952,7 @@ class Server extends EventEmitter {
       rethrow(new Error(`weroll-native: unreadable event batch: ${err.message}`));
       return;
     }
+    this._counters.batch(batch.queuedAt, list.length);
     const buffers = batch.buffers;
     const slice = (first, count) => (count > 0 && buffers ? buffers.slice(first, first + count) : undefined);
     for (let i = 0; i < list.length; i++) {
@@ -927,6 +990,7 @@ class Server extends EventEmitter {
             break;
           }
           case KIND.ADAPTER_STATUS:
+            this._counters.adapter(ev[1]);
             super.emit("adapter", { up: ev[1], detail: ev[2] });
             break;
         }

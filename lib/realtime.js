@@ -441,6 +441,7 @@ class RealtimeServer extends EventEmitter {
   }
 
   _shakehandFail(socket) {
+    if (this.io) this.io._counters.shakehandFailures++;
     clearTimeout(socket.initTimer);
     socket.initTimer = undefined;
     if (socket.shaken === undefined) socket.shaken = false;
@@ -559,6 +560,23 @@ class RealtimeServer extends EventEmitter {
     for (const s of list) if (load(s) < load(best)) best = s;
     picks.set(best.address, [...(picks.get(best.address) || []), now]);
     return best.address;
+  }
+
+  /** This worker's metrics (see the socket.io-style `Server#metrics`). */
+  metrics() {
+    return this._requireStarted().metrics();
+  }
+  /** Every worker's metrics, gathered over Redis: `[{address, metrics}]`. */
+  clusterMetrics() {
+    return this._requireStarted().clusterMetrics();
+  }
+  /** Prometheus text of this worker's metrics, or (`{cluster: true}`) every worker's. */
+  metricsText(opts) {
+    return this._requireStarted().metricsText(opts);
+  }
+  /** A `(req, res)` handler answering `metricsText(opts)`, to mount at `/metrics`. */
+  metricsHandler(opts) {
+    return (req, res) => this._requireStarted().metricsHandler(opts)(req, res);
   }
 
   /** Registers `fn` under `name`, callable from every worker with `invoke`. */

@@ -42,6 +42,9 @@ pub const ADAPTER_STATUS: u32 = 5;
 pub struct NativeBatch {
     pub json: String,
     pub buffers: Option<Vec<Buffer>>,
+    /// When the oldest event of the batch was queued (Unix ms, with µs), for the delay of
+    /// events to their handlers; 0 when unknown.
+    pub queued_at: f64,
 }
 
 /// What travels through the queue.
@@ -180,6 +183,7 @@ impl BatchWriter {
             } else {
                 Some(self.buffers)
             },
+            queued_at: 0.0,
         }
     }
 }
@@ -196,6 +200,15 @@ pub struct EventPump {
     is_local: std::sync::atomic::AtomicBool,
     /// The server is closed: once drained, no batch will ever come again.
     closed: std::sync::atomic::AtomicBool,
+    /// Unix µs when the oldest event waiting was queued (0: none waiting).
+    oldest: Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 impl EventPump {
@@ -203,7 +216,7 @@ impl EventPump {
     pub fn start(&self, callback: Arc<Mutex<Option<EventCallback>>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         *self.tx.write().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-        tokio::spawn(pump(rx, callback));
+        tokio::spawn(pump(rx, callback, self.oldest.clone()));
     }
 
     /// Starts queueing for the `node` loop, which delivers on the JavaScript thread.
@@ -233,7 +246,7 @@ impl EventPump {
         let mut local = crate::server::lock(&self.local);
         if let Some(rx) = local.as_mut() {
             if let Ok(first) = rx.try_recv() {
-                return Some(Some(batch_from(first, rx)));
+                return Some(Some(batch_from(first, rx, &self.oldest)));
             }
         }
         // Nothing waiting: the end once the server is closed.
@@ -243,6 +256,12 @@ impl EventPump {
     fn send(&self, o: Outgoing) {
         if let Some(tx) = self.tx.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
             let _ = tx.send(o);
+            let _ = self.oldest.compare_exchange(
+                0,
+                unix_us(),
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             if self.is_local.load(std::sync::atomic::Ordering::Relaxed) {
                 super::node_loop::nudge();
             }
@@ -262,7 +281,12 @@ impl EventSink for EventPump {
 }
 
 /// `first` and whatever else is queued, up to [`BATCH`] events, as one batch.
-fn batch_from(first: Outgoing, rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> NativeBatch {
+fn batch_from(
+    first: Outgoing,
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+    oldest: &std::sync::atomic::AtomicU64,
+) -> NativeBatch {
+    let queued = oldest.swap(0, std::sync::atomic::Ordering::Relaxed);
     let mut batch = BatchWriter::default();
     batch.push(first);
     for _ in 1..BATCH {
@@ -271,15 +295,27 @@ fn batch_from(first: Outgoing, rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> Na
             Err(_) => break,
         }
     }
-    batch.finish()
+    if !rx.is_empty() {
+        // What stays for the next batch has waited since now at least.
+        let _ = oldest.compare_exchange(
+            0,
+            unix_us(),
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+    let mut out = batch.finish();
+    out.queued_at = queued as f64 / 1000.0;
+    out
 }
 
 async fn pump(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     callback: Arc<Mutex<Option<EventCallback>>>,
+    oldest: Arc<std::sync::atomic::AtomicU64>,
 ) {
     while let Some(first) = rx.recv().await {
-        let batch = batch_from(first, &mut rx);
+        let batch = batch_from(first, &mut rx, &oldest);
         match crate::server::lock(&callback).as_ref() {
             Some(cb) => {
                 cb.call(batch, ThreadsafeFunctionCallMode::NonBlocking);

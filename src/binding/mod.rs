@@ -706,6 +706,39 @@ impl NativeServer {
         Ok(serde_json::Value::Array(list).to_string())
     }
 
+    /// This server's counters and current figures (JSON; `lib/metrics.js` turns them into
+    /// `metrics()` and the Prometheus text).
+    #[napi]
+    pub fn metrics(&self) -> String {
+        let Some(s) = self.server.get() else {
+            return "null".to_string();
+        };
+        let m = s.metrics();
+        let e = &m.engine;
+        let namespaces: Vec<serde_json::Value> = m
+            .namespaces
+            .iter()
+            .map(|(name, sockets, rooms)| serde_json::json!({"name": name, "sockets": sockets, "rooms": rooms}))
+            .collect();
+        serde_json::json!({
+            "connections": {
+                "polling": {"3": e.polling_v3, "4": e.polling_v4},
+                "websocket": {"3": e.websocket_v3, "4": e.websocket_v4},
+            },
+            "sessionsOpened": e.opened,
+            "handshakeErrors": e.refused,
+            "slowClientsDropped": e.slow_drops,
+            "eventsIn": m.events_in,
+            "bytesIn": m.bytes_in,
+            "eventsOut": m.events_out,
+            "bytesOut": m.bytes_out,
+            "broadcasts": m.broadcasts,
+            "deliveries": m.deliveries,
+            "namespaces": namespaces,
+        })
+        .to_string()
+    }
+
     /// The Redis adapter's offline queue, or nothing without Redis.
     #[napi]
     pub fn offline_queue(&self) -> Option<NativeQueueStats> {

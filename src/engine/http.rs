@@ -248,6 +248,12 @@ impl<H: EngineHandler> Engine<H> {
             return res;
         }
         let mut res = self.route(req, peer).await;
+        if matches!(
+            res.status(),
+            StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN
+        ) {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        }
         if res.status() != StatusCode::SWITCHING_PROTOCOLS {
             self.add_cors(&mut res, &cors, false);
         }

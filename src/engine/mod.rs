@@ -77,6 +77,31 @@ pub struct Engine<H: EngineHandler> {
     /// Set by [`Engine::close_all`]: new handshakes are refused.
     shutting_down: AtomicBool,
     ticker_started: AtomicBool,
+    counters: Counters,
+}
+
+/// What the engine counts as it goes (relaxed atomics, one add per event).
+#[derive(Default)]
+struct Counters {
+    opened: std::sync::atomic::AtomicU64,
+    refused: std::sync::atomic::AtomicU64,
+    slow_drops: std::sync::atomic::AtomicU64,
+}
+
+/// The engine's figures for metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EngineMetrics {
+    /// Sessions opened since start.
+    pub opened: u64,
+    /// Requests answered with an Engine.IO error (400/403).
+    pub refused: u64,
+    /// Clients dropped because their queue outgrew `maxQueuedFrames`/`maxQueuedBytes`.
+    pub slow_drops: u64,
+    /// Open sessions by transport and protocol: polling v3, polling v4, websocket v3, websocket v4.
+    pub polling_v3: u64,
+    pub polling_v4: u64,
+    pub websocket_v3: u64,
+    pub websocket_v4: u64,
 }
 
 impl<H: EngineHandler> Engine<H> {
@@ -100,6 +125,7 @@ impl<H: EngineHandler> Engine<H> {
             closed: tokio::sync::Notify::new(),
             shutting_down: AtomicBool::new(false),
             ticker_started: AtomicBool::new(false),
+            counters: Counters::default(),
             config,
             handler,
         })
@@ -185,6 +211,26 @@ impl<H: EngineHandler> Engine<H> {
         }
     }
 
+    /// The engine's counters, and its open sessions by transport and protocol.
+    pub fn metrics(&self) -> EngineMetrics {
+        let mut m = EngineMetrics {
+            opened: self.counters.opened.load(Ordering::Relaxed),
+            refused: self.counters.refused.load(Ordering::Relaxed),
+            slow_drops: self.counters.slow_drops.load(Ordering::Relaxed),
+            ..Default::default()
+        };
+        for conn in self.sessions.snapshot() {
+            let slot = match (conn.is_websocket(), conn.version()) {
+                (false, EioVersion::V3) => &mut m.polling_v3,
+                (false, EioVersion::V4) => &mut m.polling_v4,
+                (true, EioVersion::V3) => &mut m.websocket_v3,
+                (true, EioVersion::V4) => &mut m.websocket_v4,
+            };
+            *slot += 1;
+        }
+        m
+    }
+
     /// Number of open sessions.
     pub fn session_count(&self) -> usize {
         self.open.load(Ordering::SeqCst)
@@ -198,6 +244,7 @@ impl<H: EngineHandler> Engine<H> {
         handshake: Handshake,
         websocket: bool,
     ) -> Arc<Connection<H::Data>> {
+        self.counters.opened.fetch_add(1, Ordering::Relaxed);
         let now = self.core.now_ms();
         let first_timer = match version {
             EioVersion::V4 => duration_ms(self.config.ping_interval),
@@ -283,6 +330,9 @@ impl<H: EngineHandler> Engine<H> {
     }
 
     fn closed_session(&self, conn: &Arc<Connection<H::Data>>, reason: CloseReason) {
+        if reason == CloseReason::SlowClient {
+            self.counters.slow_drops.fetch_add(1, Ordering::Relaxed);
+        }
         self.handler.on_close(conn, reason);
         self.open.fetch_sub(1, Ordering::SeqCst);
         self.closed.notify_waiters();

@@ -117,6 +117,10 @@ fn dispatch(core: &ServerCore, conn: &Conn, packet: Packet, attachments: Vec<byt
         PacketType::Event | PacketType::BinaryEvent => match socket_for(conn, &packet.nsp) {
             Some(socket) => {
                 socket.announce();
+                let bytes = packet.data.as_ref().map_or(0, String::len)
+                    + attachments.iter().map(bytes::Bytes::len).sum::<usize>();
+                super::Traffic::add(&core.traffic.events_in, 1);
+                super::Traffic::add(&core.traffic.bytes_in, bytes as u64);
                 core.emit(ServerEvent::Event {
                     sid: socket.id.clone(),
                     data: Payload {

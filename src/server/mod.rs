@@ -131,6 +131,43 @@ pub struct ServerCore {
     recovery: Option<Arc<recovery::Recovery>>,
     /// Recovered sockets waiting to connect (their rooms and missed events), by socket id.
     restoring: Mutex<HashMap<Arc<str>, recovery::Restored>>,
+    /// Traffic counters for metrics.
+    pub(crate) traffic: Traffic,
+}
+
+/// Socket.IO traffic counters (relaxed atomics: one add per event or per broadcast, never per
+/// recipient).
+#[derive(Default)]
+pub(crate) struct Traffic {
+    pub(crate) events_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) events_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) broadcasts: AtomicU64,
+    pub(crate) deliveries: AtomicU64,
+}
+
+impl Traffic {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What a server has done and holds now, for metrics.
+#[derive(Debug, Default, Clone)]
+pub struct ServerMetrics {
+    pub engine: engine::EngineMetrics,
+    /// Events received from clients, and their bytes (JSON text and attachments).
+    pub events_in: u64,
+    pub bytes_in: u64,
+    /// Events sent to clients (each recipient counts), and their bytes.
+    pub events_out: u64,
+    pub bytes_out: u64,
+    /// Broadcasts delivered here (from this server or another), and the deliveries they made.
+    pub broadcasts: u64,
+    pub deliveries: u64,
+    /// Per namespace: name, connected sockets, rooms.
+    pub namespaces: Vec<(String, u64, u64)>,
 }
 
 /// A Socket.IO server: one engine, its namespaces and their adapters.
@@ -174,6 +211,7 @@ impl Server {
                 .clone()
                 .map(|c| Arc::new(recovery::Recovery::new(c))),
             restoring: Mutex::new(HashMap::new()),
+            traffic: Traffic::default(),
         });
         if let (Some(rec), Some(rt)) = (&core.recovery, &core.runtime) {
             // Sessions and events older than the window go, like socket.io's minute sweep.
@@ -285,6 +323,32 @@ impl Server {
             ns.adapter().close().await;
         }
         lock(&self.core.replies).clear();
+    }
+
+    /// Counters and current figures for metrics.
+    pub fn metrics(&self) -> ServerMetrics {
+        let t = &self.core.traffic;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let namespaces = read(&self.core.namespaces)
+            .values()
+            .map(|ns| {
+                (
+                    ns.name().to_string(),
+                    ns.socket_count() as u64,
+                    ns.room_count() as u64,
+                )
+            })
+            .collect();
+        ServerMetrics {
+            engine: self.engine.metrics(),
+            events_in: get(&t.events_in),
+            bytes_in: get(&t.bytes_in),
+            events_out: get(&t.events_out),
+            bytes_out: get(&t.bytes_out),
+            broadcasts: get(&t.broadcasts),
+            deliveries: get(&t.deliveries),
+            namespaces,
+        }
     }
 
     /// Connection state recovery's events kept, their bytes, and saved sockets.

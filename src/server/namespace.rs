@@ -61,6 +61,13 @@ pub struct Namespace {
     alias_prefix: OnceLock<Arc<str>>,
 }
 
+/// Counts `n` recipients of `frames` as events and bytes sent.
+pub(crate) fn count_out(traffic: &crate::server::Traffic, frames: &[crate::engine::Frame], n: u64) {
+    let bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    crate::server::Traffic::add(&traffic.events_out, n);
+    crate::server::Traffic::add(&traffic.bytes_out, bytes * n);
+}
+
 /// Wakes the writers of a fan-out: all now, or (`slices`, for more than one slice) the first
 /// slice now and each further one after the host's next turn, so other work (on Node's
 /// thread, JavaScript) runs between them. Every frame is already queued: only when it leaves
@@ -139,6 +146,19 @@ impl Namespace {
     /// Number of local sockets.
     pub fn socket_count(&self) -> usize {
         read(&self.sockets).len()
+    }
+
+    /// Number of rooms with local members (socket ids not counted, alias rooms counted).
+    pub fn room_count(&self) -> usize {
+        let aliases = if self.alias_prefix.get().is_some() {
+            read(&self.sockets)
+                .values()
+                .filter(|s| s.in_alias_room())
+                .count()
+        } else {
+            0
+        };
+        read(&self.rooms).len() + aliases
     }
 
     /// How JavaScript learns of new sockets: at once (`lazy` false, the default) or when a socket
@@ -431,6 +451,11 @@ impl Namespace {
                 p.targeted.remove(&s.id);
             }
         }
+        if let Some(core) = self.core.upgrade() {
+            count_out(&core.traffic, &frames, n as u64);
+            crate::server::Traffic::add(&core.traffic.broadcasts, 1);
+            crate::server::Traffic::add(&core.traffic.deliveries, n as u64);
+        }
         n
     }
 
@@ -496,6 +521,11 @@ impl Namespace {
                 n += 1;
             }
         });
+        if let Some(core) = &core {
+            count_out(&core.traffic, &frames, n as u64);
+            crate::server::Traffic::add(&core.traffic.broadcasts, 1);
+            crate::server::Traffic::add(&core.traffic.deliveries, n as u64);
+        }
         wake_writers(
             wakers,
             core.as_ref().and_then(|c| c.config.fanout_slices),

@@ -285,7 +285,13 @@ impl Socket {
             let target = super::recovery::Target::Socket(&self.id);
             rec.keep(*seq, &self.nsp.name_arc(), target, &frames);
         }
-        self.send_frames(&frames)
+        let sent = self.send_frames(&frames);
+        if sent {
+            if let Some(core) = core.or_else(|| self.nsp.core()) {
+                super::namespace::count_out(&core.traffic, &frames, 1);
+            }
+        }
+        sent
     }
 
     /// Answers the client's event that carried ack id `id`.
@@ -294,7 +300,12 @@ impl Socket {
             return false;
         }
         let text = encode_ack(self.nsp.name(), id, &data.json, data.attachments.len());
-        self.send_frames(&frames(&text, data))
+        let frames = frames(&text, data);
+        let sent = self.send_frames(&frames);
+        if let Some(core) = self.nsp.core().filter(|_| sent) {
+            super::namespace::count_out(&core.traffic, &frames, 1);
+        }
+        sent
     }
 
     /// Joins rooms.
