@@ -319,6 +319,26 @@ export interface RemoteSocket {
 }
 
 /** One client in one namespace: `on` hears the client, `emit` talks to it. */
+/** What `metrics()` returns. */
+export interface Metrics {
+  connections: { polling: { 3: number; 4: number }; websocket: { 3: number; 4: number } };
+  namespaces: Array<{ name: string; sockets: number; rooms: number }>;
+  sessionsOpened: number;
+  handshakeErrors: number;
+  slowClientsDropped: number;
+  eventsIn: number;
+  bytesIn: number;
+  eventsOut: number;
+  bytesOut: number;
+  broadcasts: number;
+  deliveries: number;
+  shakehandFailures: number;
+  adapter: { up: boolean | null; disconnects: number; reconnects: number };
+  requestTimeouts: number;
+  /** Cumulative buckets `[upper bound in seconds, count]`, the last one `"+Inf"`. */
+  handlerDelay: { buckets: Array<[number | "+Inf", number]>; sum: number; count: number };
+}
+
 /** socket.io's `connectionStateRecovery`, plus the bounds of what is kept. */
 export interface ConnectionStateRecovery {
   /** How long a dropped socket and the events it may miss are kept, ms (default 120000). */
@@ -481,6 +501,15 @@ export declare class Server extends EventEmitter {
   close(fn?: (err?: Error) => void): Promise<void>;
   ref(): this;
   unref(): this;
+  /** This server's metrics (see the README's Metrics section). */
+  metrics(): Metrics;
+  /** Every server's metrics over the cluster adapter, this one first. */
+  clusterMetrics(): Promise<Array<{ address: string; metrics: Metrics }>>;
+  /** Prometheus text of `metrics()`, or (`{cluster: true}`) of every server's. */
+  metricsText(): string;
+  metricsText(opts: { cluster: true }): Promise<string>;
+  /** A `(req, res)` handler that answers `metricsText(opts)`. */
+  metricsHandler(opts?: { cluster?: boolean }): (req: import("node:http").IncomingMessage, res: import("node:http").ServerResponse) => void;
   /** Open Engine.IO sessions and connected sockets of this server. */
   stats(): { clients: number; sockets: number; recovery: { packets: number; bytes: number; sessions: number } | null };
   /** The Redis adapter's offline queue, or null without Redis. */
@@ -591,6 +620,15 @@ export declare class RealtimeServer extends EventEmitter {
   servers(): Promise<ClusterServer[]>;
   /** Address (`host:port`) of the least loaded live worker, or null. */
   pickServer(): Promise<string | null>;
+  /** This worker's metrics (see `Server.metrics`). */
+  metrics(): Metrics;
+  /** Every worker's metrics over Redis, this one first. */
+  clusterMetrics(): Promise<Array<{ address: string; metrics: Metrics }>>;
+  /** Prometheus text of this worker's metrics, or (`{cluster: true}`) of every worker's. */
+  metricsText(): string;
+  metricsText(opts: { cluster: true }): Promise<string>;
+  /** A `(req, res)` handler answering `metricsText(opts)`, to mount at `/metrics`. */
+  metricsHandler(opts?: { cluster?: boolean }): (req: import("node:http").IncomingMessage, res: import("node:http").ServerResponse) => void;
   /** The Redis adapter's offline queue, or null without a cluster. */
   offlineQueue(): OfflineQueueStats | null;
   /** Registers `fn` under `name`, callable on every worker with `invoke`. */
