@@ -102,7 +102,7 @@ export declare class NativeServer {
   /** Number of servers in the cluster. */
   serverCount(nsp: string): Promise<number>
   /** `serverSideEmit` to the other servers; with `timeoutMs`, resolves their answers. */
-  serverSideEmit(nsp: string, data: string, attachments?: Array<Buffer> | undefined | null, timeoutMs?: number | undefined | null): Promise<Array<NativePayload>>
+  serverSideEmit(nsp: string, data: string, attachments?: Array<Buffer> | undefined | null, timeoutMs?: number | undefined | null): Promise<NativeEmitAnswers>
   /** Answers another server's `serverSideEmit` (token from the event). */
   reply(token: number, data: string, attachments?: Array<Buffer> | undefined | null): boolean
   /**
@@ -163,6 +163,15 @@ export interface NativeBatch {
    * events to their handlers; 0 when unknown.
    */
   queuedAt: number
+}
+
+/**
+ * The answers to a `serverSideEmit` with ack: every other server's, or (`error` set, after
+ * the timeout) those that came.
+ */
+export interface NativeEmitAnswers {
+  error?: string
+  answers: Array<NativePayload>
 }
 
 /** The answer to one request handed over by `httpRequest`. */

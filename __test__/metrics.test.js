@@ -115,3 +115,24 @@ test("a cluster's metrics: every worker's, over Redis, labelled by worker; Realt
   assert.equal(sample(families, "weroll_native_shakehand_failures_total", { server: `127.0.0.1:${base}` }), 0);
   assert.equal(sample(families, "weroll_native_redis_up", { server: `127.0.0.1:${base}` }), 1);
 }));
+
+test("serverSideEmit with ack: a server that does not answer gives socket.io's timeout error with the answers that came, and counts", { timeout: 30000, skip: u.needBinary("redis-server").skip }, scoped(async (scope) => {
+  const redisProcess = new u.Children();
+  scope.defer(() => redisProcess.killAll());
+  const redis = await new u.RedisServer(redisProcess).start();
+  const servers = [];
+  scope.defer(() => Promise.all(servers.map((s) => s.close())));
+  for (let i = 0; i < 3; i++) {
+    const io = new Server({ redis: { host: "127.0.0.1", port: redis.port, key: "sse-timeout" }, requestsTimeout: 1000 });
+    // The third server hears the event but never answers.
+    io.on("ask", (n, cb) => (i === 2 ? undefined : cb(`answer ${i}:${n}`)));
+    await io.listen(0, "127.0.0.1");
+    servers.push(io);
+  }
+  await until(async () => (await servers[0].sockets.adapter.serverCount()) === 3, "three servers", 10000);
+  const [err, answers] = await within(new Promise((resolve) => servers[0].serverSideEmit("ask", 7, (e, a) => resolve([e, a]))), 5000, "the callback");
+  assert.match(String(err && err.message), /timeout reached: only 1 responses received out of 2/);
+  assert.deepEqual(answers, ["answer 1:7"]);
+  assert.equal(servers[0].metrics().requestTimeouts, 1);
+  await assert.rejects(servers[0].serverSideEmitWithAck("ask", 8), /timeout reached/);
+}));

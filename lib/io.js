@@ -15,6 +15,8 @@ const emitLocal = EventEmitter.prototype.emit;
 const RESERVED = new Set(["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"]);
 // Reasons a dropped socket is kept for connection state recovery (socket.io's list).
 const SAVED_REASONS = new Set(["transport error", "transport close", "forced close", "ping timeout", "server shutting down", "forced server close"]);
+/** Events of the Server itself; any other listener goes to the main namespace, as in socket.io. */
+const SERVER_EVENTS = new Set(["error", "listening", "close", "adapter", "newListener", "removeListener"]);
 const KIND = { CONNECTION: 0, EVENT: 1, ACK: 2, DISCONNECT: 3, SERVER_SIDE_EMIT: 4, ADAPTER_STATUS: 5 };
 
 function toList(v) {
@@ -448,7 +450,13 @@ class Namespace extends EventEmitter {
     const p = this.server._native.serverSideEmit(this.name, data, attachments, timeout).catch((err) => counters.request(err));
     if (cb) {
       p.then(
-        (answers) => cb(null, answers.map((a) => decode(a.data, a.attachments)[0])),
+        (r) => {
+          const answers = r.answers.map((a) => decode(a.data, a.attachments)[0]);
+          if (!r.error) return cb(null, answers);
+          // As socket.io: the timeout error with the answers that did come.
+          counters.requestTimeouts++;
+          cb(new Error(r.error), answers);
+        },
         (err) => cb(err, []),
       );
     } else {
@@ -699,12 +707,31 @@ class Server extends EventEmitter {
     }
     return ns;
   }
+  // As socket.io: listeners go to the main namespace (`connection`, serverSideEmit events),
+  // except this server's own events.
   on(ev, fn) {
-    if (ev === "connection" || ev === "connect") {
-      this.sockets.on(ev, fn);
-      return this;
-    }
-    return super.on(ev, fn);
+    if (SERVER_EVENTS.has(ev)) return super.on(ev, fn);
+    this.sockets.on(ev, fn);
+    return this;
+  }
+  addListener(ev, fn) {
+    return this.on(ev, fn);
+  }
+  once(ev, fn) {
+    if (SERVER_EVENTS.has(ev)) return super.once(ev, fn);
+    this.sockets.once(ev, fn);
+    return this;
+  }
+  off(ev, fn) {
+    if (SERVER_EVENTS.has(ev)) return super.off(ev, fn);
+    this.sockets.off(ev, fn);
+    return this;
+  }
+  removeListener(ev, fn) {
+    return this.off(ev, fn);
+  }
+  listenerCount(ev) {
+    return SERVER_EVENTS.has(ev) ? super.listenerCount(ev) : this.sockets.listenerCount(ev);
   }
   to(room) {
     return this.sockets.to(room);
@@ -902,14 +929,9 @@ class Server extends EventEmitter {
   /** Every server's metrics, gathered over the cluster adapter: `[{address, metrics}]`, this one first. */
   async clusterMetrics() {
     const self = { address: this._address(), metrics: this.metrics() };
-    let others = [];
-    try {
-      others = await this.sockets.serverSideEmitWithAck(METRICS_EVENT);
-    } catch {
-      // A server that does not answer (one that is down, a Node socket.io server) within
-      // requestsTimeout: only this one's figures.
-      others = [];
-    }
+    // A server that does not answer within requestsTimeout (one that is down, a Node
+    // socket.io server) is left out; the others' answers still count.
+    const others = await new Promise((resolve) => this.sockets.serverSideEmit(METRICS_EVENT, (err, answers) => resolve(answers || [])));
     return [self, ...others.filter((o) => o && o.metrics)];
   }
   /** Prometheus text exposition of `metrics()`; `{cluster: true}` resolves every server's, labelled `server`. */

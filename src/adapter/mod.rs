@@ -47,10 +47,15 @@ pub struct RemoteSocket {
 }
 
 /// A failed cluster request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AdapterError {
-    /// Not every server answered within the timeout.
-    Timeout { expected: usize, received: usize },
+    /// Not every server answered within the timeout. `acks`: the `serverSideEmit` answers
+    /// that did come (socket.io hands them to the callback with the error).
+    Timeout {
+        expected: usize,
+        received: usize,
+        acks: Vec<Payload>,
+    },
     /// The transport to the other servers is down.
     Unavailable(String),
 }
@@ -58,7 +63,9 @@ pub enum AdapterError {
 impl std::fmt::Display for AdapterError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AdapterError::Timeout { expected, received } => write!(
+            AdapterError::Timeout {
+                expected, received, ..
+            } => write!(
                 f,
                 "timeout reached: only {received} responses received out of {expected}"
             ),

@@ -118,6 +118,14 @@ pub struct NativeQueueStats {
     pub outages: f64,
 }
 
+/// The answers to a `serverSideEmit` with ack: every other server's, or (`error` set, after
+/// the timeout) those that came.
+#[napi(object)]
+pub struct NativeEmitAnswers {
+    pub error: Option<String>,
+    pub answers: Vec<NativePayload>,
+}
+
 /// One native realtime server.
 #[napi]
 pub struct NativeServer {
@@ -663,17 +671,39 @@ impl NativeServer {
         data: String,
         attachments: Option<Vec<Buffer>>,
         timeout_ms: Option<u32>,
-    ) -> Result<Vec<NativePayload>> {
+    ) -> Result<NativeEmitAnswers> {
         let server = self.server()?.clone();
-        let answers = server
+        let result = server
             .server_side_emit(
                 &nsp,
                 payload(data, attachments),
                 timeout_ms.map(|t| Duration::from_millis(u64::from(t))),
             )
-            .await
-            .map_err(to_napi)?;
-        Ok(answers.into_iter().map(NativePayload::from).collect())
+            .await;
+        let answers = |a: Vec<Payload>| a.into_iter().map(NativePayload::from).collect();
+        match result {
+            Ok(a) => Ok(NativeEmitAnswers {
+                error: None,
+                answers: answers(a),
+            }),
+            // As socket.io: the error, with the answers that did come.
+            Err(crate::adapter::AdapterError::Timeout {
+                expected,
+                received,
+                acks,
+            }) => Ok(NativeEmitAnswers {
+                error: Some(
+                    crate::adapter::AdapterError::Timeout {
+                        expected,
+                        received,
+                        acks: Vec::new(),
+                    }
+                    .to_string(),
+                ),
+                answers: answers(acks),
+            }),
+            Err(e) => Err(to_napi(e)),
+        }
     }
 
     /// Answers another server's `serverSideEmit` (token from the event).

@@ -486,12 +486,13 @@ impl Namespace {
             Ok(Ok(collected)) => Ok(collected),
             Ok(Err(_)) => Err(AdapterError::Unavailable("adapter closed".into())),
             Err(_) => {
-                let received = self.forget(&id).map(|p| p.received);
-                match (received, rx.try_recv()) {
+                let pending = self.forget(&id);
+                match (pending, rx.try_recv()) {
                     (_, Ok(collected)) => Ok(collected),
-                    (received, _) => Err(AdapterError::Timeout {
+                    (pending, _) => Err(AdapterError::Timeout {
                         expected,
-                        received: received.unwrap_or(0),
+                        received: pending.as_ref().map_or(0, |p| p.received),
+                        acks: pending.map(|p| p.acks).unwrap_or_default(),
                     }),
                 }
             }

@@ -480,12 +480,16 @@ impl Namespace {
             Ok(Ok(answers)) => Ok(answers),
             Ok(Err(_)) => Err(AdapterError::Unavailable("adapter closed".into())),
             Err(_) => {
-                let received = match self.forget(&id) {
-                    Some(Pending::Fetch { received, .. }) => received,
-                    Some(Pending::Emit { acks, .. }) => acks.len(),
-                    None => 0,
+                let (received, acks) = match self.forget(&id) {
+                    Some(Pending::Fetch { received, .. }) => (received, Vec::new()),
+                    Some(Pending::Emit { acks, .. }) => (acks.len(), acks),
+                    None => (0, Vec::new()),
                 };
-                Err(AdapterError::Timeout { expected, received })
+                Err(AdapterError::Timeout {
+                    expected,
+                    received,
+                    acks,
+                })
             }
         }
     }
