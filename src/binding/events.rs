@@ -386,7 +386,7 @@ mod tests {
         assert_eq!(
             v,
             json!([
-                [0, "a\"b", "/", "::ffff:127.0.0.1", 5000, null, 1_700_000_000_000u64, true, false],
+                [0, "a\"b", "/", "::ffff:127.0.0.1", 5000, null, 1_700_000_000_000u64, true, false, false],
                 [1, "s1", ["m", {"_placeholder": true, "num": 0}, "\u{2028}"], 7, 0, 1],
                 [2, "s1", 3, [{"_placeholder": true, "num": 1}, {"_placeholder": true, "num": 0}], 1, 2],
                 [3, "s1", "transport close", ["r\n1", "###s1"]],

@@ -362,7 +362,7 @@ mod tests {
                 Frame::Binary(_) => String::new(),
             })
             .collect();
-        assert_eq!(texts, ["all", "to r", "to sid", "emit"]);
+        assert_eq!(texts, ["4all", "4to r", "4to sid", "4emit"]);
         assert!(r.restore("pid", &first_offset, "/").is_none(), "taken once");
     }
 
