@@ -151,6 +151,20 @@ impl Traffic {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
+
+    /// `n` recipients of `frames`, counted as events and bytes sent.
+    pub(crate) fn sent(&self, frames: &[crate::engine::Frame], n: u64) {
+        let bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
+        Self::add(&self.events_out, n);
+        Self::add(&self.bytes_out, bytes * n);
+    }
+
+    /// A broadcast delivered to `n` local recipients.
+    pub(crate) fn broadcast(&self, frames: &[crate::engine::Frame], n: u64) {
+        self.sent(frames, n);
+        Self::add(&self.broadcasts, 1);
+        Self::add(&self.deliveries, n);
+    }
 }
 
 /// What a server has done and holds now, for metrics.
@@ -454,12 +468,27 @@ impl ServerCore {
         self.recovery.as_ref()
     }
 
-    /// An event's JSON with its recovery offset appended, and the offset's sequence number to
-    /// keep it under; None when recovery is off (or the data is no array).
-    pub(crate) fn offset_event(&self, json: &str) -> Option<(u64, String)> {
-        let rec = self.recovery.as_ref()?;
-        let (seq, offset) = rec.next_offset();
-        recovery::with_offset(json, &offset).map(|j| (seq, j))
+    /// The frames of an event without ack for `target`, encoded once. With recovery on, the
+    /// event carries an offset as its last argument and is kept once for whoever misses it.
+    pub(crate) fn event_frames(
+        &self,
+        nsp: &Arc<str>,
+        data: &Payload,
+        target: recovery::Target<'_>,
+    ) -> Vec<engine::Frame> {
+        let offset = self.recovery.as_ref().and_then(|rec| {
+            let (seq, offset) = rec.next_offset();
+            recovery::with_offset(&data.json, &offset).map(|j| (seq, j))
+        });
+        let json = offset
+            .as_ref()
+            .map_or(data.json.as_str(), |(_, j)| j.as_str());
+        let text = crate::protocol::encode_event(nsp, None, json, data.attachments.len());
+        let frames = socket::frames(&text, data);
+        if let (Some((seq, _)), Some(rec)) = (&offset, &self.recovery) {
+            rec.keep(*seq, nsp, target, &frames);
+        }
+        frames
     }
 
     pub(crate) fn set_restoring(&self, sid: Arc<str>, restored: recovery::Restored) {

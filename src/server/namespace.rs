@@ -61,13 +61,6 @@ pub struct Namespace {
     alias_prefix: OnceLock<Arc<str>>,
 }
 
-/// Counts `n` recipients of `frames` as events and bytes sent.
-pub(crate) fn count_out(traffic: &crate::server::Traffic, frames: &[crate::engine::Frame], n: u64) {
-    let bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
-    crate::server::Traffic::add(&traffic.events_out, n);
-    crate::server::Traffic::add(&traffic.bytes_out, bytes * n);
-}
-
 /// Wakes the writers of a fan-out: all now, or (`slices`, for more than one slice) the first
 /// slice now and each further one after the host's next turn, so other work (on Node's
 /// thread, JavaScript) runs between them. Every frame is already queued: only when it leaves
@@ -452,9 +445,7 @@ impl Namespace {
             }
         }
         if let Some(core) = self.core.upgrade() {
-            count_out(&core.traffic, &frames, n as u64);
-            crate::server::Traffic::add(&core.traffic.broadcasts, 1);
-            crate::server::Traffic::add(&core.traffic.deliveries, n as u64);
+            core.traffic.broadcast(&frames, n as u64);
         }
         n
     }
@@ -499,21 +490,13 @@ impl Namespace {
     /// Local part of a broadcast; returns the number of recipients.
     pub fn deliver(&self, data: &Payload, opts: &BroadcastOptions) -> usize {
         let core = self.core.upgrade();
-        // With recovery on, the event carries an offset and is kept once for whoever misses it.
-        let offset = core.as_ref().and_then(|c| c.offset_event(&data.json));
-        let json = offset
-            .as_ref()
-            .map_or(data.json.as_str(), |(_, j)| j.as_str());
-        let text = encode_event(&self.name, None, json, data.attachments.len());
-        let frames = frames(&text, data);
-        if let (Some((seq, _)), Some(rec)) = (&offset, core.as_ref().and_then(|c| c.recovery())) {
-            rec.keep(
-                *seq,
-                &self.name,
-                super::recovery::Target::Rooms(opts),
-                &frames,
-            );
-        }
+        let frames = match &core {
+            Some(core) => core.event_frames(&self.name, data, super::recovery::Target::Rooms(opts)),
+            None => frames(
+                &encode_event(&self.name, None, &data.json, data.attachments.len()),
+                data,
+            ),
+        };
         let mut wakers = Vec::new();
         let mut n = 0;
         self.for_each_target(opts, |s| {
@@ -522,9 +505,7 @@ impl Namespace {
             }
         });
         if let Some(core) = &core {
-            count_out(&core.traffic, &frames, n as u64);
-            crate::server::Traffic::add(&core.traffic.broadcasts, 1);
-            crate::server::Traffic::add(&core.traffic.deliveries, n as u64);
+            core.traffic.broadcast(&frames, n as u64);
         }
         wake_writers(
             wakers,

@@ -36,7 +36,7 @@ pub struct Socket {
     /// The private id of connection state recovery (v5 clients, recovery on).
     pid: Option<Arc<str>>,
     /// Connection state recovery gave this socket back.
-    recovered: AtomicBool,
+    recovered: bool,
 }
 
 /// 20 characters of base64url over 120 random bits, like socket.io's ids.
@@ -75,20 +75,20 @@ impl Socket {
             pending: AtomicBool::new(pending),
             auth: auth.map(String::into_boxed_str),
             pid: None,
-            recovered: AtomicBool::new(false),
+            recovered: false,
         }
     }
 
     /// Gives the socket its recovery private id; `recovered`: it is a saved socket taken back.
     pub(crate) fn with_pid(mut self, pid: Arc<str>, recovered: bool) -> Self {
         self.pid = Some(pid);
-        self.recovered = AtomicBool::new(recovered);
+        self.recovered = recovered;
         self
     }
 
     /// Whether connection state recovery gave this socket back.
     pub fn recovered(&self) -> bool {
-        self.recovered.load(Ordering::Acquire)
+        self.recovered
     }
 
     /// socket.io's `handshake` object as JSON (built on demand; nothing is kept per socket).
@@ -274,22 +274,21 @@ impl Socket {
         }
         // With recovery on, an emit without ack is kept (for this socket's id) and carries
         // an offset, as socket.io's emits through its session-aware adapter do.
-        let core = if ack.is_none() { self.nsp.core() } else { None };
-        let offset = core.as_ref().and_then(|c| c.offset_event(&data.json));
-        let json = offset
-            .as_ref()
-            .map_or(data.json.as_str(), |(_, j)| j.as_str());
-        let text = encode_event(self.nsp.name(), ack, json, data.attachments.len());
-        let frames = frames(&text, data);
-        if let (Some((seq, _)), Some(rec)) = (&offset, core.as_ref().and_then(|c| c.recovery())) {
-            let target = super::recovery::Target::Socket(&self.id);
-            rec.keep(*seq, &self.nsp.name_arc(), target, &frames);
-        }
+        let core = self.nsp.core();
+        let frames = match (&core, ack) {
+            (Some(core), None) => core.event_frames(
+                &self.nsp.name_arc(),
+                data,
+                super::recovery::Target::Socket(&self.id),
+            ),
+            _ => frames(
+                &encode_event(self.nsp.name(), ack, &data.json, data.attachments.len()),
+                data,
+            ),
+        };
         let sent = self.send_frames(&frames);
-        if sent {
-            if let Some(core) = core.or_else(|| self.nsp.core()) {
-                super::namespace::count_out(&core.traffic, &frames, 1);
-            }
+        if let Some(core) = core.filter(|_| sent) {
+            core.traffic.sent(&frames, 1);
         }
         sent
     }
@@ -303,7 +302,7 @@ impl Socket {
         let frames = frames(&text, data);
         let sent = self.send_frames(&frames);
         if let Some(core) = self.nsp.core().filter(|_| sent) {
-            super::namespace::count_out(&core.traffic, &frames, 1);
+            core.traffic.sent(&frames, 1);
         }
         sent
     }
