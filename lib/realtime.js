@@ -8,6 +8,8 @@ const native = require("./native");
 const INVOKE_EVENT = "weroll:invoke";
 /** How a cluster request that could not be sent (Redis away) fails. */
 const UNAVAILABLE = /cluster adapter unavailable/;
+/** Keys of `cluster` that choose the adapter and set its mode's options (also read in `cluster.redis`). */
+const MODE_KEYS = ["adapter", "subscriptionMode", "streamName", "streamCount", "maxLen", "readCount", "blockTimeInMs", "sessionKeyPrefix"];
 // Server events that must see every connection as it comes and goes.
 const EVERY_SOCKET_EVENTS = new Set(["connection", "disconnect", "shakeHandStart", "shakeHandComplete", "shakeHandSuccess", "shakeHandFail"]);
 
@@ -257,9 +259,8 @@ class RealtimeServer extends EventEmitter {
       redis.key = redis.key || redis.prefix || c.cluster.key || c.cluster.prefix || "realtime";
       if (c.requestsTimeout && !redis.requestsTimeout) redis.requestsTimeout = c.requestsTimeout;
       if (c.cluster.offlineQueue !== undefined && redis.offlineQueue === undefined) redis.offlineQueue = c.cluster.offlineQueue;
-      // "classic" (default) or "sharded", and the sharded adapter's subscriptionMode.
-      if (c.cluster.adapter !== undefined && redis.adapter === undefined) redis.adapter = c.cluster.adapter;
-      if (c.cluster.subscriptionMode !== undefined && redis.subscriptionMode === undefined) redis.subscriptionMode = c.cluster.subscriptionMode;
+      // "classic" (default), "sharded" or "streams", and the options of the sharded and streams modes.
+      for (const k of MODE_KEYS) if (c.cluster[k] !== undefined && redis[k] === undefined) redis[k] = c.cluster[k];
       opts.redis = redis;
       const host = c.publicHost || process.env.WEROLL_PUBLIC_HOST || "127.0.0.1";
       opts.publicAddress = c.publicAddress || `${host}:${this.port}`;

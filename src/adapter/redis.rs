@@ -27,6 +27,7 @@ mod link;
 mod namespace;
 mod sharded;
 mod shared;
+mod streams;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -50,7 +51,7 @@ pub use config::{
 pub use link::{AdapterStatus, QueueStats, StatusCallback};
 pub use namespace::RedisAdapter;
 
-use self::link::{log, unavailable, Link, Role, StatusTracker, Throttle};
+use self::link::{log, unavailable, Flavor, Link, Role, StatusTracker, Throttle};
 use self::namespace::{Inbound, Namespace};
 use super::local::LocalAdapter;
 use super::{Adapter, AdapterError, AdapterFactory, LocalNamespace};
@@ -226,6 +227,24 @@ impl Hub {
             route.overflow.log(|| {
                 format!(
                     "namespace {} is not keeping up with the cluster; dropped a message from {channel}",
+                    route.nsp
+                )
+            });
+        }
+    }
+
+    /// Hands `message` to the namespace whose exact channel is `channel` (if any).
+    fn deliver(&self, channel: &str, message: Inbound) {
+        let Ok(routes) = self.routes.read() else {
+            return;
+        };
+        let Some((route, _)) = routes.exact.get(channel) else {
+            return;
+        };
+        if !route.inbox.offer(message) {
+            route.overflow.log(|| {
+                format!(
+                    "namespace {} is not keeping up with the cluster; dropped a stream entry",
                     route.nsp
                 )
             });
@@ -423,6 +442,8 @@ pub struct RedisAdapterFactory {
     presence: Mutex<Presence>,
     /// Failed presence writes (every period while Redis is unreachable).
     presence_errors: Arc<Throttle>,
+    /// The stream's reader (streams mode).
+    reader: Option<Arc<streams::Reader>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
 }
@@ -597,7 +618,7 @@ impl RedisAdapterFactory {
                 .init()
                 .await
                 .map_err(|e| cannot("subscriber", &cfg.subscriber, e))?;
-            if matches!(cfg.mode, PubSubMode::Sharded(_)) {
+            if cfg.mode.is_sharded() {
                 // Sharded pub/sub came with Redis 7.0; older servers do not know the command.
                 let probe: Result<fred::types::Value, _> = publisher
                     .with_options(&link::command_options(cfg.requests_timeout))
@@ -626,8 +647,7 @@ impl RedisAdapterFactory {
         tasks.push(runtime.spawn(keep_subscribed(
             subscriber.clone(),
             publisher.clone(),
-            matches!(cfg.topology, Topology::Cluster(_))
-                && matches!(cfg.mode, PubSubMode::Sharded(_)),
+            matches!(cfg.topology, Topology::Cluster(_)) && cfg.mode.is_sharded(),
         )));
         let deadline = link::ping_deadline(cfg.requests_timeout);
         tasks.push(link::keep_alive(
@@ -661,9 +681,32 @@ impl RedisAdapterFactory {
             runtime,
             cfg.requests_timeout,
             cfg.offline_queue.clone(),
-            matches!(cfg.mode, PubSubMode::Sharded(_)),
+            match cfg.mode {
+                PubSubMode::Classic => Flavor::Patterns,
+                PubSubMode::Sharded(_) => Flavor::Shard,
+                PubSubMode::Streams(_) => Flavor::Channels,
+            },
         );
         tasks.push(publisher_task);
+        let reader = match &cfg.mode {
+            PubSubMode::Streams(streams) => {
+                // Its own connection: a blocking read must not hold up the publisher.
+                let client = publisher.clone_new();
+                if let Err(e) = client.init().await {
+                    for t in &tasks {
+                        t.abort();
+                    }
+                    let _ = publisher.quit().await;
+                    let _ = hub.subscriber.quit().await;
+                    return Err(cannot("stream reader", &cfg.publisher, e));
+                }
+                let reader =
+                    streams::Reader::new(client, streams.clone(), &cfg.key, cfg.requests_timeout);
+                tasks.push(link.runtime.spawn(reader.clone().run(Arc::downgrade(&hub))));
+                Some(reader)
+            }
+            _ => None,
+        };
 
         Ok(Arc::new(RedisAdapterFactory {
             config: cfg,
@@ -673,6 +716,7 @@ impl RedisAdapterFactory {
             status: tracker,
             presence: Mutex::new(Presence::default()),
             presence_errors: Arc::new(Throttle::default()),
+            reader,
             tasks: Mutex::new(tasks),
             closed: AtomicBool::new(false),
         }))
@@ -859,6 +903,9 @@ impl RedisAdapterFactory {
                 log(&format!("removing presence keys failed: {e}"));
             }
         }
+        if let Some(reader) = &self.reader {
+            reader.close().await;
+        }
         let _ = tokio::time::timeout(CLOSE_STEP, self.hub.subscriber.quit()).await;
         let _ = tokio::time::timeout(CLOSE_STEP, self.publisher.quit()).await;
         if let Ok(mut tasks) = self.tasks.lock() {
@@ -981,25 +1028,31 @@ impl AdapterFactory for RedisAdapterFactory {
             ));
             return Arc::new(LocalAdapter);
         }
-        match self.config.mode {
+        let (name, transport) = match &self.config.mode {
             PubSubMode::Classic => {
                 let ns = Namespace::new(name, &self.config.key, nsp, self.link.clone());
                 let on_close = self.serve(ns.clone(), ns.listening());
-                Arc::new(RedisAdapter { ns, on_close })
+                return Arc::new(RedisAdapter { ns, on_close });
             }
-            PubSubMode::Sharded(mode) => {
-                let ns = sharded::Namespace::new(
-                    name,
-                    &self.config.key,
-                    mode,
-                    nsp,
-                    self.link.clone(),
-                    self.hub.clone(),
-                );
-                let on_close = self.serve(ns.clone(), ns.listening());
-                Arc::new(sharded::ShardedAdapter::new(ns, on_close))
-            }
-        }
+            PubSubMode::Sharded(mode) => (name, sharded::Transport::Shard(*mode)),
+            PubSubMode::Streams(streams) => (
+                name,
+                sharded::Transport::Streams {
+                    key: streams.stream_name.clone(),
+                    max_len: streams.max_len,
+                },
+            ),
+        };
+        let ns = sharded::Namespace::new(
+            name,
+            &self.config.key,
+            transport,
+            nsp,
+            self.link.clone(),
+            self.hub.clone(),
+        );
+        let on_close = self.serve(ns.clone(), ns.listening());
+        Arc::new(sharded::ShardedAdapter::new(ns, on_close))
     }
 }
 

@@ -86,14 +86,98 @@ pub enum Topology {
 }
 
 /// How the servers hear each other: `@socket.io/redis-adapter`'s `createAdapter` (classic
-/// pub/sub) or `createShardedAdapter` (Redis 7 sharded pub/sub).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// pub/sub) or `createShardedAdapter` (Redis 7 sharded pub/sub), or
+/// `@socket.io/redis-streams-adapter` (a Redis stream).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum PubSubMode {
     /// `PUBLISH` / `PSUBSCRIBE`, msgpack broadcasts, requests on `P-request#N#`.
     #[default]
     Classic,
     /// `SPUBLISH` / `SSUBSCRIBE`, ClusterAdapter messages on `P#N#`.
     Sharded(SubscriptionMode),
+    /// Broadcasts, joins, leaves and disconnects appended to a Redis stream that every server
+    /// reads from its last entry; requests and answers over `PUBLISH` / `SUBSCRIBE` on `P#N#`.
+    Streams(StreamsConfig),
+}
+
+impl PubSubMode {
+    /// Whether messages go over sharded pub/sub.
+    pub fn is_sharded(&self) -> bool {
+        matches!(self, PubSubMode::Sharded(_))
+    }
+}
+
+/// Settings of the streams mode, named and defaulted as `@socket.io/redis-streams-adapter`'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamsConfig {
+    /// The stream's key (`streamName`, default `socket.io`).
+    pub stream_name: String,
+    /// Entries the stream keeps, about (`maxLen`, default 10000; `XADD MAXLEN ~`).
+    pub max_len: u64,
+    /// Entries read at once (`readCount`, default 100).
+    pub read_count: u64,
+    /// How long one read waits for new entries (`blockTimeInMs`, default 5000).
+    pub block_time: Duration,
+    /// Prefix of the keys of saved sessions (`sessionKeyPrefix`, default `sio:session:`).
+    pub session_key_prefix: String,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        StreamsConfig {
+            stream_name: "socket.io".to_owned(),
+            max_len: 10_000,
+            read_count: 100,
+            block_time: Duration::from_millis(5000),
+            session_key_prefix: "sio:session:".to_owned(),
+        }
+    }
+}
+
+impl StreamsConfig {
+    fn from_json(root: &Map<String, Value>) -> Result<StreamsConfig, String> {
+        let mut c = StreamsConfig::default();
+        if let Some(v) = root.get("streamName").filter(|v| !v.is_null()) {
+            c.stream_name = non_empty_string(v, &format!("{ROOT}.streamName"))?;
+        }
+        if let Some(v) = root.get("sessionKeyPrefix").filter(|v| !v.is_null()) {
+            c.session_key_prefix = non_empty_string(v, &format!("{ROOT}.sessionKeyPrefix"))?;
+        }
+        let count = |key: &str, min: u64, max: u64| -> Result<Option<u64>, String> {
+            match root.get(key).filter(|v| !v.is_null()) {
+                None => Ok(None),
+                Some(v) => match v.as_u64() {
+                    Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                    _ => Err(format!(
+                        "{ROOT}.{key} must be a whole number from {min} to {max}, got {v}"
+                    )),
+                },
+            }
+        };
+        if let Some(n) = count("maxLen", 1, 1 << 40)? {
+            c.max_len = n;
+        }
+        if let Some(n) = count("readCount", 1, 100_000)? {
+            c.read_count = n;
+        }
+        if let Some(n) = count("blockTimeInMs", 1, 600_000)? {
+            c.block_time = Duration::from_millis(n);
+        }
+        match count("streamCount", 1, 1 << 16)? {
+            None | Some(1) => {}
+            Some(_) => {
+                return Err(format!(
+                    "{ROOT}.streamCount: only 1 stream is supported (several streams lose the cross-server delivery of some namespaces in @socket.io/redis-streams-adapter 0.3)"
+                ))
+            }
+        }
+        if root.get("useShardedPubSub") == Some(&Value::Bool(true)) {
+            return Err(format!(
+                "{ROOT}.useShardedPubSub: the streams mode uses classic pub/sub for its requests"
+            ));
+        }
+        Ok(c)
+    }
 }
 
 /// Which shard channels a sharded adapter subscribes to (`subscriptionMode` of Node's).
@@ -286,7 +370,7 @@ impl RedisConfig {
         let mode = mode(root)?;
         let grown = |topology, endpoint: RedisEndpoint| RedisConfig {
             topology,
-            mode,
+            mode: mode.clone(),
             publisher: endpoint.clone(),
             subscriber: endpoint,
             key: key.clone(),
@@ -345,8 +429,9 @@ impl RedisConfig {
     }
 }
 
-/// `adapter` (`"classic"`, the default, or `"sharded"`) and, for sharded, `subscriptionMode`
-/// (`"static"`, `"dynamic"` (the default) or `"dynamic-private"`).
+/// `adapter` (`"classic"`, the default, `"sharded"` or `"streams"`); for sharded,
+/// `subscriptionMode` (`"static"`, `"dynamic"` (the default) or `"dynamic-private"`); for
+/// streams, the stream's options.
 fn mode(root: &Map<String, Value>) -> Result<PubSubMode, String> {
     let sub = match root.get("subscriptionMode") {
         None | Some(Value::Null) => SubscriptionMode::Dynamic,
@@ -363,8 +448,11 @@ fn mode(root: &Map<String, Value>) -> Result<PubSubMode, String> {
         None | Some(Value::Null) => Ok(PubSubMode::Classic),
         Some(Value::String(a)) if a == "classic" => Ok(PubSubMode::Classic),
         Some(Value::String(a)) if a == "sharded" => Ok(PubSubMode::Sharded(sub)),
+        Some(Value::String(a)) if a == "streams" => {
+            Ok(PubSubMode::Streams(StreamsConfig::from_json(root)?))
+        }
         Some(other) => Err(format!(
-            r#"cluster.adapter must be "classic" or "sharded", got {other}"#
+            r#"cluster.adapter must be "classic", "sharded" or "streams", got {other}"#
         )),
     }
 }
@@ -510,9 +598,16 @@ const OTHER_TOPOLOGIES: [(&str, &str); 7] = [
     ("path", "a Unix socket is not supported"),
 ];
 /// Keys an endpoint (or the top level of `cluster.redis`) may have besides its address.
-const ENDPOINT_KEYS: [&str; 17] = [
+const ENDPOINT_KEYS: [&str; 24] = [
     "adapter",
     "subscriptionMode",
+    "streamName",
+    "streamCount",
+    "maxLen",
+    "readCount",
+    "blockTimeInMs",
+    "sessionKeyPrefix",
+    "useShardedPubSub",
     "password",
     "database",
     "auth_pass",
@@ -963,7 +1058,33 @@ mod tests {
             m(json!({"adapter": "sharded", "subscriptionMode": "dynamic-private"})),
             Ok(PubSubMode::Sharded(SubscriptionMode::DynamicPrivate))
         );
-        assert!(m(json!({"adapter": "streams"}))
+        assert_eq!(
+            m(json!({"adapter": "streams"})),
+            Ok(PubSubMode::Streams(StreamsConfig::default()))
+        );
+        let custom = StreamsConfig {
+            stream_name: "s".into(),
+            max_len: 50,
+            read_count: 7,
+            block_time: Duration::from_millis(100),
+            session_key_prefix: "p:".into(),
+        };
+        assert_eq!(
+            m(
+                json!({"adapter": "streams", "streamName": "s", "maxLen": 50, "readCount": 7,
+                "blockTimeInMs": 100, "sessionKeyPrefix": "p:", "streamCount": 1})
+            ),
+            Ok(PubSubMode::Streams(custom))
+        );
+        for bad in [
+            json!({"adapter": "streams", "maxLen": 0}),
+            json!({"adapter": "streams", "streamCount": 2}),
+            json!({"adapter": "streams", "streamName": ""}),
+            json!({"adapter": "streams", "useShardedPubSub": true}),
+        ] {
+            assert!(m(bad.clone()).is_err(), "{bad}");
+        }
+        assert!(m(json!({"adapter": "nope"}))
             .unwrap_err()
             .contains("cluster.adapter"));
         assert!(m(json!({"adapter": "sharded", "subscriptionMode": "x"}))

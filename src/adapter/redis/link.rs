@@ -107,10 +107,56 @@ impl Throttle {
     }
 }
 
+/// Which pub/sub the servers use, and so how messages are published and listeners counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `PUBLISH`, servers listening with patterns (the classic adapter).
+    Patterns,
+    /// `SPUBLISH`, shard channels (the sharded adapter).
+    Shard,
+    /// `PUBLISH`, plain channels (the streams adapter's requests).
+    Channels,
+}
+
+impl Flavor {
+    fn shard(self) -> bool {
+        self == Flavor::Shard
+    }
+
+    /// The field of `CLIENT LIST` that counts the subscriptions every server holds.
+    fn subscriptions_field(self) -> &'static str {
+        match self {
+            Flavor::Patterns => "psub=",
+            Flavor::Shard => "ssub=",
+            Flavor::Channels => "sub=",
+        }
+    }
+}
+
+/// What is sent: a pub/sub message, or an entry appended to a stream (`XADD key MAXLEN ~ n *
+/// field value ...`, with `channel` as the key).
+pub enum Body {
+    Message(Bytes),
+    Entry {
+        fields: Vec<(&'static str, Bytes)>,
+        max_len: u64,
+    },
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        match self {
+            Body::Message(b) => b.len(),
+            Body::Entry { fields, .. } => fields.iter().map(|(k, v)| k.len() + v.len()).sum(),
+        }
+    }
+}
+
 struct Outgoing {
     channel: String,
-    body: Bytes,
-    done: Option<oneshot::Sender<Result<(), String>>>,
+    body: Body,
+    /// Told the outcome: an appended entry's id (empty for a message), or why it failed.
+    done: Option<oneshot::Sender<Result<String, String>>>,
 }
 
 /// What the offline queue has done since the factory started.
@@ -145,9 +191,8 @@ struct Shared {
 /// The publisher connection shared by every namespace of a factory.
 pub struct Link {
     client: Client,
-    /// `SPUBLISH` and `PUBSUB SHARDNUMSUB` (sharded pub/sub) instead of `PUBLISH` and
-    /// `PUBSUB NUMSUB`.
-    sharded: bool,
+    /// `SPUBLISH` and `PUBSUB SHARDNUMSUB` (sharded pub/sub), or `PUBLISH` and `PUBSUB NUMSUB`.
+    flavor: Flavor,
     status: Arc<StatusTracker>,
     outbox: mpsc::Sender<Outgoing>,
     shared: Arc<Shared>,
@@ -167,16 +212,16 @@ impl Link {
         runtime: Handle,
         requests_timeout: Duration,
         queue: OfflineQueue,
-        sharded: bool,
+        flavor: Flavor,
     ) -> (Arc<Link>, JoinHandle<()>) {
         let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
         let mut publisher = Publisher::new(client.clone(), status.clone(), requests_timeout, queue);
-        publisher.sharded = sharded;
+        publisher.flavor = flavor;
         let shared = publisher.shared.clone();
         let task = runtime.spawn(publisher.run(rx));
         let link = Link {
             client,
-            sharded,
+            flavor,
             status,
             outbox,
             shared,
@@ -213,9 +258,19 @@ impl Link {
     /// Publishes without waiting, in order. While Redis is away the message waits in the
     /// offline queue (or is dropped when that is disabled or full, counted and logged).
     pub fn publish(&self, channel: String, body: impl Into<Bytes>) {
+        self.send(channel, Body::Message(body.into()));
+    }
+
+    /// Appends an entry to stream `key` without waiting, in order with the messages published,
+    /// kept through an outage as they are.
+    pub fn append(&self, key: String, fields: Vec<(&'static str, Bytes)>, max_len: u64) {
+        self.send(key, Body::Entry { fields, max_len });
+    }
+
+    fn send(&self, channel: String, body: Body) {
         let item = Outgoing {
             channel,
-            body: body.into(),
+            body,
             done: None,
         };
         if let Err(e) = self.outbox.try_send(item) {
@@ -239,18 +294,36 @@ impl Link {
         channel: String,
         body: impl Into<Bytes>,
     ) -> Result<(), AdapterError> {
+        self.send_confirmed(channel, Body::Message(body.into()))
+            .await
+            .map(|_| ())
+    }
+
+    /// Appends an entry to stream `key` in order with the messages published, and waits until
+    /// Redis took it: its id. Fails at once (never queued) while Redis is away.
+    pub async fn append_confirmed(
+        &self,
+        key: String,
+        fields: Vec<(&'static str, Bytes)>,
+        max_len: u64,
+    ) -> Result<String, AdapterError> {
+        self.send_confirmed(key, Body::Entry { fields, max_len })
+            .await
+    }
+
+    async fn send_confirmed(&self, channel: String, body: Body) -> Result<String, AdapterError> {
         self.check()?;
         let (tx, rx) = oneshot::channel();
         let item = Outgoing {
             channel,
-            body: body.into(),
+            body,
             done: Some(tx),
         };
         self.outbox
             .try_send(item)
             .map_err(|_| AdapterError::Unavailable("publish queue full or closed".into()))?;
         match rx.await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(id)) => Ok(id),
             Ok(Err(e)) => Err(AdapterError::Unavailable(e)),
             Err(_) => Err(AdapterError::Unavailable("adapter closed".into())),
         }
@@ -259,7 +332,7 @@ impl Link {
     /// Subscribers of `channel` (`PUBSUB NUMSUB`), i.e. servers in the namespace.
     pub async fn numsub(&self, channel: &str) -> Result<usize, AdapterError> {
         self.check()?;
-        let n = numsub_all(&self.client, &self.options(), channel, self.sharded)
+        let n = numsub_all(&self.client, &self.options(), channel, self.flavor.shard())
             .await
             .map_err(unavailable)?;
         if let Ok(mut seen) = self.shared.observed.lock() {
@@ -372,7 +445,7 @@ impl Queued {
     }
 }
 
-type InFlight = Pin<Box<dyn Future<Output = (Queued, Result<(), fred::error::Error>)> + Send>>;
+type InFlight = Pin<Box<dyn Future<Output = (Queued, Result<String, fred::error::Error>)> + Send>>;
 
 /// What the publisher task is doing.
 enum Mode {
@@ -402,7 +475,7 @@ struct Outage {
 
 struct Publisher {
     client: Client,
-    sharded: bool,
+    flavor: Flavor,
     status: Arc<StatusTracker>,
     shared: Arc<Shared>,
     /// Options of the commands that check who listens.
@@ -428,7 +501,7 @@ impl Publisher {
         shared.live.store(true, Ordering::SeqCst);
         Publisher {
             client,
-            sharded: false,
+            flavor: Flavor::Patterns,
             status,
             shared,
             probe: command_options(requests_timeout),
@@ -530,7 +603,7 @@ impl Publisher {
                     mode = Mode::Sending;
                 }
                 _ = sample.tick(), if sampling.is_none() && matches!(mode, Mode::Sending) => {
-                    sampling = Some(Box::pin(listeners(self.client.clone(), self.probe.clone(), self.watched(), self.sharded)));
+                    sampling = Some(Box::pin(listeners(self.client.clone(), self.probe.clone(), self.watched(), self.flavor)));
                 }
                 seen = async {
                     match &mut sampling {
@@ -640,11 +713,11 @@ impl Publisher {
 
     /// A publish finished. Returns whether it failed and goes back into the queue (to be tried
     /// again after the reconnection) rather than being answered or given up.
-    fn finished(&mut self, mut q: Queued, result: Result<(), fred::error::Error>) -> bool {
+    fn finished(&mut self, mut q: Queued, result: Result<String, fred::error::Error>) -> bool {
         let e = match result {
-            Ok(()) => {
+            Ok(id) => {
                 if let Some(done) = q.item.done.take() {
-                    let _ = done.send(Ok(()));
+                    let _ = done.send(Ok(id));
                 }
                 return false;
             }
@@ -706,7 +779,7 @@ impl Publisher {
                 // again would be lost, so it waits too.
                 Mode::Waiting(Box::pin(heard_again(
                     self.client.clone(),
-                    self.sharded,
+                    self.flavor,
                     self.probe.clone(),
                     self.status.clone(),
                     self.baseline(),
@@ -736,7 +809,7 @@ impl Publisher {
                     s.delivered += 1;
                 }
             }
-            let mut fut = publish_one(self.client.clone(), q, self.sharded);
+            let mut fut = publish_one(self.client.clone(), q, self.flavor);
             let polled = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
             match polled {
                 Poll::Pending => in_flight.push(fut),
@@ -805,16 +878,26 @@ impl Publisher {
     }
 }
 
-fn publish_one(client: Client, q: Queued, sharded: bool) -> InFlight {
+fn publish_one(client: Client, q: Queued, flavor: Flavor) -> InFlight {
+    use fred::interfaces::StreamsInterface;
     Box::pin(async move {
         let c = client.with_options(&publish_options());
-        let (channel, body) = (q.item.channel.as_str(), q.item.body.clone());
-        let result: Result<i64, _> = if sharded {
-            c.spublish(channel, body).await
-        } else {
-            c.publish(channel, body).await
+        let channel = q.item.channel.as_str();
+        let result: Result<String, _> = match &q.item.body {
+            Body::Message(body) if flavor.shard() => c
+                .spublish::<i64, _, _>(channel, body.clone())
+                .await
+                .map(|_| String::new()),
+            Body::Message(body) => c
+                .publish::<i64, _, _>(channel, body.clone())
+                .await
+                .map(|_| String::new()),
+            Body::Entry { fields, max_len } => {
+                let cap = ("MAXLEN", "~", i64::try_from(*max_len).unwrap_or(i64::MAX));
+                c.xadd(channel, false, cap, "*", fields.clone()).await
+            }
         };
-        (q, result.map(|_| ()))
+        (q, result)
     })
 }
 
@@ -862,22 +945,22 @@ async fn numsub_all(
     Ok(total)
 }
 
-/// Who listens now: subscribers of each of `channels`, and all pattern subscriptions (shard
-/// channel subscriptions when `sharded`).
+/// Who listens now: subscribers of each of `channels`, and all the subscriptions of the kind
+/// every server holds (patterns, shard channels or channels, as `flavor` says).
 async fn listeners(
     client: Client,
     options: Options,
     channels: Vec<String>,
-    sharded: bool,
+    flavor: Flavor,
 ) -> Option<Baseline> {
     let mut numsub = HashMap::new();
     for channel in channels {
-        let n = numsub_all(&client, &options, &channel, sharded)
+        let n = numsub_all(&client, &options, &channel, flavor.shard())
             .await
             .ok()?;
         numsub.insert(channel, n);
     }
-    let field = if sharded { "ssub=" } else { "psub=" };
+    let field = flavor.subscriptions_field();
     let mut patterns = Some(0);
     for o in count_targets(&client, &options) {
         let list: Result<String, _> = client
@@ -900,7 +983,7 @@ async fn listeners(
 /// (`true`), or `wait` has passed (`false`).
 async fn heard_again(
     client: Client,
-    sharded: bool,
+    flavor: Flavor,
     options: Options,
     status: Arc<StatusTracker>,
     before: Baseline,
@@ -910,7 +993,7 @@ async fn heard_again(
     loop {
         if status.is_up(Role::Subscriber) {
             let channels = before.numsub.keys().cloned().collect();
-            if let Some(now) = listeners(client.clone(), options.clone(), channels, sharded).await {
+            if let Some(now) = listeners(client.clone(), options.clone(), channels, flavor).await {
                 let channels_back = before
                     .numsub
                     .iter()
@@ -1214,7 +1297,7 @@ mod tests {
     fn message(body: &str) -> Outgoing {
         Outgoing {
             channel: "ch".into(),
-            body: Bytes::copy_from_slice(body.as_bytes()),
+            body: Body::Message(Bytes::copy_from_slice(body.as_bytes())),
             done: None,
         }
     }
@@ -1222,7 +1305,10 @@ mod tests {
     fn bodies(p: &Publisher) -> Vec<String> {
         p.backlog
             .iter()
-            .map(|q| String::from_utf8_lossy(&q.item.body).into_owned())
+            .map(|q| match &q.item.body {
+                Body::Message(b) => String::from_utf8_lossy(b).into_owned(),
+                Body::Entry { .. } => String::new(),
+            })
             .collect()
     }
 

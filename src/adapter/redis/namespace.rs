@@ -29,6 +29,8 @@ pub enum Inbound {
     Request(Bytes),
     /// From `P-response#NSP#` or `P-response#NSP#UID#`.
     Response(Bytes),
+    /// An entry of the stream (streams mode).
+    Entry(Box<super::streams::Entry>),
 }
 
 impl Inbound {
@@ -36,6 +38,7 @@ impl Inbound {
     pub fn len(&self) -> usize {
         match self {
             Inbound::Broadcast(b) | Inbound::Request(b) | Inbound::Response(b) => b.len(),
+            Inbound::Entry(e) => e.len(),
         }
     }
 }
@@ -191,6 +194,8 @@ impl Namespace {
                 Ok(response) => self.on_response(&response),
                 Err(e) => self.reject("response", e),
             },
+            // Only the streams mode reads a stream.
+            Inbound::Entry(_) => {}
         }
     }
 
@@ -783,7 +788,7 @@ mod tests {
             tokio::runtime::Handle::current(),
             Duration::from_millis(10),
             crate::adapter::redis::OfflineQueue::DEFAULT,
-            false,
+            super::link::Flavor::Patterns,
         );
         let counting = Arc::new(Counting::default());
         let local: Arc<dyn LocalNamespace> = counting.clone();

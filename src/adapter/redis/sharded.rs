@@ -1,6 +1,8 @@
 //! The sharded mode: `createShardedAdapter` of `@socket.io/redis-adapter` 8.3 over Redis 7's
 //! sharded pub/sub, with the messages of socket.io-adapter's `ClusterAdapter`. This is the one
-//! place that knows that wire format.
+//! place that knows that wire format. The streams mode (`@socket.io/redis-streams-adapter`)
+//! speaks the same messages; what differs — its stream, plain pub/sub, MessagePack only — is
+//! told by [`Transport`] and laid out in [`super::streams`].
 //!
 //! Each namespace adapter (uid: 16 hex digits) listens on the shard channel `P#N#` (everything
 //! for the namespace) and `P#N#UID#` (answers to its own requests); in the dynamic modes also on
@@ -22,6 +24,7 @@ use super::config::SubscriptionMode;
 use super::link::{log, Link, Throttle};
 use super::namespace::Inbound;
 use super::shared::{self, AckRequests};
+use super::streams;
 use super::wire;
 use super::{ChannelKind, Closing, Hub, Listening, OnClose, Serving};
 use crate::adapter::msgpack::{self, Value};
@@ -64,14 +67,35 @@ impl MessageType {
     }
 }
 
-/// The envelope `{type, data, uid, nsp}`, encoded as Node's sharded adapter does.
-fn envelope(kind: MessageType, data: Vec<(&str, Value)>, uid: &str, nsp: &str) -> Vec<u8> {
-    wire::encode_message(&wire::map(vec![
+/// How a namespace's messages travel.
+pub(super) enum Transport {
+    /// Sharded pub/sub; JSON envelopes unless they hold binary.
+    Shard(SubscriptionMode),
+    /// Broadcasts, joins, leaves and disconnects appended to stream `key`; the rest over plain
+    /// pub/sub, as MessagePack.
+    Streams { key: String, max_len: u64 },
+}
+
+/// The message `{type, data, uid, nsp}`.
+fn message(kind: MessageType, data: Vec<(&str, Value)>, uid: &str, nsp: &str) -> Value {
+    wire::map(vec![
         ("type", Value::from(kind as u8)),
         ("data", wire::map(data)),
         ("uid", Value::from(uid)),
         ("nsp", Value::from(nsp)),
-    ]))
+    ])
+}
+
+/// Whether `kind` goes into the stream in the streams mode (everything that is not a request
+/// waiting for answers, nor an answer).
+fn kept_in_stream(kind: MessageType) -> bool {
+    matches!(
+        kind,
+        MessageType::Broadcast
+            | MessageType::SocketsJoin
+            | MessageType::SocketsLeave
+            | MessageType::DisconnectSockets
+    )
 }
 
 /// An event packet as the publisher's `ClusterAdapter` sends it: `{type: 2, data}` (the
@@ -120,6 +144,7 @@ pub struct Namespace {
     /// `P#N#UID#`.
     response: String,
     mode: SubscriptionMode,
+    transport: Transport,
     local: Weak<dyn LocalNamespace>,
     link: Arc<Link>,
     hub: Arc<Hub>,
@@ -135,11 +160,16 @@ impl Namespace {
     pub(super) fn new(
         name: String,
         key: &str,
-        mode: SubscriptionMode,
+        transport: Transport,
         local: Weak<dyn LocalNamespace>,
         link: Arc<Link>,
         hub: Arc<Hub>,
     ) -> Arc<Namespace> {
+        let mode = match &transport {
+            Transport::Shard(mode) => *mode,
+            // One stream for all: no room channels.
+            Transport::Streams { .. } => SubscriptionMode::Static,
+        };
         let uid = hex_id();
         let main = format!("{key}#{name}#");
         let response = format!("{main}{uid}#");
@@ -150,6 +180,7 @@ impl Namespace {
             main,
             response,
             mode,
+            transport,
             local,
             link,
             hub,
@@ -160,8 +191,14 @@ impl Namespace {
         })
     }
 
-    /// The shard channels it listens on from the start, and how their messages are served.
+    /// The channels it listens on from the start (shard channels, or plain ones in the
+    /// streams mode), and how their messages are served.
     pub(super) fn listening(&self) -> Listening {
+        let own = vec![self.main.clone(), self.response.clone()];
+        let (channels, shard_channels) = match self.transport {
+            Transport::Shard(_) => (Vec::new(), own),
+            Transport::Streams { .. } => (own, Vec::new()),
+        };
         Listening {
             exact: vec![
                 (self.main.clone(), ChannelKind::Request),
@@ -170,8 +207,17 @@ impl Namespace {
             // Room channels `P#N#ROOM#`.
             prefix: (self.main.clone(), ChannelKind::Request),
             patterns: Vec::new(),
-            channels: Vec::new(),
-            shard_channels: vec![self.main.clone(), self.response.clone()],
+            channels,
+            shard_channels,
+        }
+    }
+
+    /// The envelope `{type, data, uid, nsp}`, encoded as Node's adapter of this mode does.
+    fn envelope(&self, kind: MessageType, data: Vec<(&str, Value)>) -> Vec<u8> {
+        let message = message(kind, data, &self.uid, &self.name);
+        match self.transport {
+            Transport::Shard(_) => wire::encode_message(&message),
+            Transport::Streams { .. } => streams::envelope(&message),
         }
     }
 
@@ -227,7 +273,14 @@ impl Namespace {
     }
 
     fn publish(&self, channel: String, kind: MessageType, data: Vec<(&str, Value)>) {
-        let body = envelope(kind, data, &self.uid, &self.name);
+        if let (Transport::Streams { key, max_len }, true) = (&self.transport, kept_in_stream(kind))
+        {
+            let data = wire::map(data);
+            let fields = streams::entry_fields(&self.uid, &self.name, kind as u8, Some(&data));
+            self.link.append(key.clone(), fields, *max_len);
+            return;
+        }
+        let body = self.envelope(kind, data);
         self.link.publish(channel, body);
     }
 
@@ -241,10 +294,14 @@ impl Namespace {
         if self.is_closed() {
             return;
         }
-        let body: Bytes = match message {
-            Inbound::Request(b) | Inbound::Response(b) | Inbound::Broadcast(b) => b,
+        let decoded = match message {
+            Inbound::Request(b) | Inbound::Response(b) | Inbound::Broadcast(b) => {
+                let body: Bytes = b;
+                wire::decode(&body).map_err(|e| e.to_string())
+            }
+            Inbound::Entry(entry) => entry.message(),
         };
-        let message = match wire::decode(&body) {
+        let message = match decoded {
             Ok(m) => m,
             Err(e) => return self.reject(e),
         };
@@ -471,7 +528,7 @@ impl Namespace {
             .map_err(|_| AdapterError::Unavailable("adapter state poisoned".into()))?
             .insert(id.clone(), pending);
         data.push(("requestId", Value::from(id.as_str())));
-        let body = envelope(kind, data, &self.uid, &self.name);
+        let body = self.envelope(kind, data);
         if let Err(e) = self.link.publish_confirmed(self.main.clone(), body).await {
             self.forget(&id);
             return Err(e);
@@ -602,16 +659,14 @@ impl Adapter for ShardedAdapter {
             };
             let request_id = hex_id();
             ns.ack_requests.register(&request_id, &acks);
-            // Never on a room channel: every server owes an answer.
-            let body = envelope(
+            // Never on a room channel (nor into the stream): every server owes an answer.
+            let body = ns.envelope(
                 MessageType::Broadcast,
                 vec![
                     ("packet", packet),
                     ("requestId", Value::from(request_id.as_str())),
                     ("opts", opts),
                 ],
-                &ns.uid,
-                &ns.name,
             );
             match ns.link.publish_confirmed(ns.main.clone(), body).await {
                 Ok(()) => true,
@@ -779,7 +834,7 @@ mod tests {
 
     #[test]
     fn envelopes_are_json_unless_binary() {
-        let body = envelope(
+        let body = wire::encode_message(&message(
             MessageType::Broadcast,
             vec![
                 (
@@ -803,12 +858,12 @@ mod tests {
             ],
             "9f86d081884c7d65",
             "/",
-        );
+        ));
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),
             r#"{"type":3,"data":{"packet":{"type":2,"data":["chat","hi"]},"opts":{"rooms":["room1"],"except":[],"flags":{}}},"uid":"9f86d081884c7d65","nsp":"/"}"#
         );
-        let binary = envelope(
+        let binary = wire::encode_message(&message(
             MessageType::Broadcast,
             vec![(
                 "packet",
@@ -820,7 +875,7 @@ mod tests {
             )],
             "u",
             "/",
-        );
+        ));
         assert_eq!(binary[0], 0x84, "a fixmap of four entries");
         let back = wire::decode(&binary).unwrap();
         let packet = wire::field(wire::field(&back, "data").unwrap(), "packet").unwrap();

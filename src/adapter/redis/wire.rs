@@ -133,7 +133,8 @@ pub fn encode_message(message: &Value) -> Vec<u8> {
     }
 }
 
-fn has_binary(v: &Value) -> bool {
+/// Whether `v` holds bytes (which JSON cannot carry).
+pub fn has_binary(v: &Value) -> bool {
     match v {
         Value::Binary(_) => true,
         Value::Ext(ty, _) => *ty != -1,

@@ -1,0 +1,409 @@
+//! The streams mode: `@socket.io/redis-streams-adapter` 0.3's wire format. This is the one
+//! place that knows the stream's entries; the messages themselves are socket.io-adapter's
+//! `ClusterAdapter` ones, served by [`super::sharded::Namespace`] in both modes.
+//!
+//! Broadcasts without ack, joins, leaves and disconnects are appended to one stream
+//! (`XADD <streamName> MAXLEN ~ <maxLen> * uid U nsp N type T data D`); every server reads it
+//! with `XREAD BLOCK` on a connection of its own, from the last entry it read. Redis keeps the
+//! entries, so a server that lost its connection (a Redis restart, a failover, a network cut)
+//! reads on from where it was once it is back: an outage delays cross-server broadcasts, it
+//! does not lose them (as long as they are still within `maxLen`). What this server appends
+//! while Redis is away waits in the publisher's offline queue, in order.
+//!
+//! Requests and their answers (fetchSockets, serverSideEmit, broadcasts with acks) go over
+//! plain pub/sub on `P#N#` and `P#N#UID#`, always as MessagePack; like Node's, they are not
+//! kept through an outage.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use fred::clients::Client;
+use fred::interfaces::{ClientLike, StreamsInterface};
+use fred::types::config::Options;
+use fred::types::Value as RedisValue;
+
+use super::config::StreamsConfig;
+use super::link::Throttle;
+use super::namespace::Inbound;
+use super::wire;
+use super::Hub;
+use crate::adapter::msgpack::{self, Value};
+
+/// Message types whose data may hold binary, and so go as base64 MessagePack when they do.
+const MAY_HOLD_BINARY: [u8; 5] = [3, 8, 9, 10, 12];
+/// Pause after a failed read, doubled up to [`READ_RETRY_MAX`] while reads keep failing.
+const READ_RETRY_MIN: Duration = Duration::from_millis(50);
+const READ_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// One entry of the stream, as read.
+#[derive(Debug)]
+pub struct Entry {
+    /// The entry's id (`<ms>-<seq>`): the offset clients are given.
+    pub id: String,
+    pub uid: String,
+    pub nsp: String,
+    /// The message type, as the decimal text the entry holds.
+    pub kind: String,
+    /// `data`: JSON text, or base64 MessagePack.
+    pub data: Option<String>,
+}
+
+impl Entry {
+    /// What it weighs in a namespace's queue.
+    pub fn len(&self) -> usize {
+        self.id.len()
+            + self.uid.len()
+            + self.nsp.len()
+            + self.kind.len()
+            + self.data.as_ref().map_or(0, String::len)
+    }
+
+    /// The message it holds: `{type, data, uid, nsp}`, as a pub/sub message reads.
+    pub fn message(&self) -> Result<Value, String> {
+        let kind: u64 = self
+            .kind
+            .parse()
+            .map_err(|_| format!("entry {}: type {:?} is not a number", self.id, self.kind))?;
+        let mut fields = vec![
+            ("type", Value::from(kind)),
+            ("uid", Value::from(self.uid.as_str())),
+            ("nsp", Value::from(self.nsp.as_str())),
+        ];
+        if let Some(data) = &self.data {
+            fields.push((
+                "data",
+                decode_data(data).map_err(|e| format!("entry {}: {e}", self.id))?,
+            ));
+        }
+        Ok(wire::map(fields))
+    }
+}
+
+/// `data` as Node's adapter reads it: JSON when it starts with `{`, else base64 MessagePack.
+fn decode_data(text: &str) -> Result<Value, String> {
+    if text.starts_with('{') {
+        return msgpack::from_json(text).map_err(|e| e.to_string());
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| format!("data is neither JSON nor base64: {e}"))?;
+    msgpack::decode(&bytes).map_err(|e| e.to_string())
+}
+
+/// The fields of the entry for message `kind` with `data`, in Node's order: `uid`, `nsp`,
+/// `type` (decimal), `data` (JSON, or base64 MessagePack when it holds binary).
+pub fn entry_fields(
+    uid: &str,
+    nsp: &str,
+    kind: u8,
+    data: Option<&Value>,
+) -> Vec<(&'static str, Bytes)> {
+    let mut fields = vec![
+        ("uid", Bytes::copy_from_slice(uid.as_bytes())),
+        ("nsp", Bytes::copy_from_slice(nsp.as_bytes())),
+        ("type", Bytes::from(kind.to_string())),
+    ];
+    if let Some(data) = data {
+        let text = if MAY_HOLD_BINARY.contains(&kind) && wire::has_binary(data) {
+            base64::engine::general_purpose::STANDARD.encode(msgpack::encode(data))
+        } else {
+            msgpack::to_json(data)
+        };
+        fields.push(("data", Bytes::from(text)));
+    }
+    fields
+}
+
+/// A pub/sub message of the streams mode: the envelope, always MessagePack.
+pub fn envelope(message: &Value) -> Vec<u8> {
+    msgpack::encode(message)
+}
+
+/// Reads the stream until closed, handing each entry to its namespace's queue.
+pub struct Reader {
+    client: Client,
+    config: StreamsConfig,
+    /// `P#`: a namespace N's entries go where its channel `P#N#` is routed.
+    prefix: String,
+    requests_timeout: Duration,
+    closed: AtomicBool,
+    errors: Throttle,
+}
+
+impl Reader {
+    pub fn new(
+        client: Client,
+        config: StreamsConfig,
+        key: &str,
+        requests_timeout: Duration,
+    ) -> Arc<Reader> {
+        Arc::new(Reader {
+            client,
+            config,
+            prefix: format!("{key}#"),
+            requests_timeout,
+            closed: AtomicBool::new(false),
+            errors: Throttle::default(),
+        })
+    }
+
+    /// Options of a read: a deadline past the block time, never written twice.
+    fn options(&self) -> Options {
+        Options {
+            fail_fast: true,
+            timeout: Some(
+                self.config.block_time + self.requests_timeout.max(Duration::from_secs(1)),
+            ),
+            max_attempts: Some(1),
+            ..Options::default()
+        }
+    }
+
+    /// The id of the stream's last entry, or `0-0` when it has none: reading starts after it,
+    /// so nothing appended from now on is missed (Node's `$` misses what comes between two reads).
+    async fn last_id(&self) -> Result<String, fred::error::Error> {
+        let reply: RedisValue = self
+            .client
+            .with_options(&self.options())
+            .xrevrange(self.config.stream_name.as_str(), "+", "-", Some(1))
+            .await?;
+        Ok(parse_entries(reply)
+            .into_iter()
+            .next()
+            .map(|(id, _)| id)
+            .unwrap_or_else(|| "0-0".to_owned()))
+    }
+
+    /// The read loop. `last` is kept across errors, so that after an outage the next read
+    /// returns everything appended since.
+    pub async fn run(self: Arc<Self>, hub: Weak<Hub>) {
+        let mut last: Option<String> = None;
+        let mut retry = READ_RETRY_MIN;
+        while !self.closed.load(Ordering::Acquire) {
+            let from = match &last {
+                Some(id) => id.clone(),
+                None => match self.last_id().await {
+                    Ok(id) => {
+                        last = Some(id.clone());
+                        id
+                    }
+                    Err(e) => {
+                        self.failed(&e, &mut retry).await;
+                        continue;
+                    }
+                },
+            };
+            let reply: Result<RedisValue, _> = self
+                .client
+                .with_options(&self.options())
+                .xread(
+                    Some(self.config.read_count),
+                    Some(u64::try_from(self.config.block_time.as_millis()).unwrap_or(u64::MAX)),
+                    self.config.stream_name.as_str(),
+                    from.as_str(),
+                )
+                .await;
+            let reply = match reply {
+                Ok(r) => r,
+                Err(e) => {
+                    self.failed(&e, &mut retry).await;
+                    continue;
+                }
+            };
+            retry = READ_RETRY_MIN;
+            let Some(hub) = hub.upgrade() else { return };
+            for (id, fields) in read_reply(reply) {
+                last = Some(id.clone());
+                if let Some(entry) = entry(id, fields) {
+                    let channel = format!("{}{}#", self.prefix, entry.nsp);
+                    hub.deliver(&channel, Inbound::Entry(Box::new(entry)));
+                }
+            }
+        }
+    }
+
+    async fn failed(&self, e: &fred::error::Error, retry: &mut Duration) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        self.errors.log(|| {
+            format!(
+                "reading stream {} failed ({e}); reading on from the last entry read",
+                self.config.stream_name
+            )
+        });
+        if *e.kind() == fred::error::ErrorKind::Timeout {
+            // A read that outlived its block time: the connection is stuck, start a new one.
+            let _ = self.client.force_reconnection().await;
+        }
+        tokio::time::sleep(*retry).await;
+        *retry = (*retry * 2).min(READ_RETRY_MAX);
+    }
+
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.quit()).await;
+    }
+}
+
+/// An entry from its id and fields; `None` (skipped, as Node does) without `nsp`.
+fn entry(id: String, fields: Vec<(String, String)>) -> Option<Entry> {
+    let mut e = Entry {
+        id,
+        uid: String::new(),
+        nsp: String::new(),
+        kind: String::new(),
+        data: None,
+    };
+    for (k, v) in fields {
+        match k.as_str() {
+            "uid" => e.uid = v,
+            "nsp" => e.nsp = v,
+            "type" => e.kind = v,
+            "data" => e.data = Some(v),
+            _ => {}
+        }
+    }
+    (!e.nsp.is_empty()).then_some(e)
+}
+
+/// `XREAD`'s reply: `[[key, entries]]` (RESP2), or `{key: entries}` (RESP3); nil when the
+/// block time passed with nothing new.
+fn read_reply(reply: RedisValue) -> Vec<(String, Vec<(String, String)>)> {
+    let streams: Vec<RedisValue> = match reply {
+        RedisValue::Array(streams) => streams
+            .into_iter()
+            .filter_map(|s| match s {
+                RedisValue::Array(mut pair) if pair.len() == 2 => pair.pop(),
+                _ => None,
+            })
+            .collect(),
+        RedisValue::Map(map) => map.inner().into_values().collect(),
+        _ => Vec::new(),
+    };
+    streams.into_iter().flat_map(parse_entries).collect()
+}
+
+/// A list of entries `[[id, [field, value, ...]], ...]`; malformed ones are skipped.
+fn parse_entries(list: RedisValue) -> Vec<(String, Vec<(String, String)>)> {
+    let RedisValue::Array(items) = list else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let RedisValue::Array(mut pair) = item else {
+                return None;
+            };
+            if pair.len() != 2 {
+                return None;
+            }
+            let values = pair.pop()?;
+            let id = pair.pop()?.into_string()?;
+            let flat: Vec<String> = match values {
+                RedisValue::Array(v) => v.into_iter().filter_map(|x| x.into_string()).collect(),
+                RedisValue::Map(m) => m
+                    .inner()
+                    .into_iter()
+                    .flat_map(|(k, v)| [k.into_string(), v.into_string()])
+                    .flatten()
+                    .collect(),
+                _ => return None,
+            };
+            let fields = flat
+                .chunks_exact(2)
+                .map(|kv| (kv[0].clone(), kv[1].clone()))
+                .collect();
+            Some((id, fields))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(fields: &[(&'static str, Bytes)]) -> Vec<(&'static str, String)> {
+        fields
+            .iter()
+            .map(|(k, v)| (*k, String::from_utf8_lossy(v).into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn entries_are_laid_out_as_node_writes_them() {
+        let data = msgpack::from_json(
+            r#"{"packet":{"type":2,"data":["chat","hi"]},"opts":{"rooms":["room1"],"except":[],"flags":{}}}"#,
+        )
+        .unwrap();
+        let fields = entry_fields("9f86d081884c7d65", "/", 3, Some(&data));
+        assert_eq!(
+            text(&fields),
+            vec![
+                ("uid", "9f86d081884c7d65".to_owned()),
+                ("nsp", "/".to_owned()),
+                ("type", "3".to_owned()),
+                (
+                    "data",
+                    r#"{"packet":{"type":2,"data":["chat","hi"]},"opts":{"rooms":["room1"],"except":[],"flags":{}}}"#
+                        .to_owned()
+                ),
+            ]
+        );
+        // Binary: base64 MessagePack, which reads back the same.
+        let binary = wire::map(vec![("packet", Value::Binary(vec![1, 2, 3]))]);
+        let fields = entry_fields("u", "/", 3, Some(&binary));
+        let encoded = text(&fields)[3].1.clone();
+        assert!(!encoded.starts_with('{'));
+        assert_eq!(decode_data(&encoded).unwrap(), binary);
+        // Joins never go as MessagePack; no data, no field.
+        let join = wire::map(vec![("rooms", Value::Binary(vec![1]))]);
+        assert!(text(&entry_fields("u", "/", 4, Some(&join)))[3]
+            .1
+            .starts_with('{'));
+        assert_eq!(entry_fields("u", "/", 6, None).len(), 3);
+    }
+
+    #[test]
+    fn replies_and_bad_entries() {
+        let s = |t: &str| RedisValue::String(t.into());
+        let entry_value = |id: &str, fields: &[&str]| {
+            RedisValue::Array(vec![
+                s(id),
+                RedisValue::Array(fields.iter().map(|f| s(f)).collect()),
+            ])
+        };
+        let reply = RedisValue::Array(vec![RedisValue::Array(vec![
+            s("socket.io"),
+            RedisValue::Array(vec![
+                entry_value("1-0", &["uid", "a", "nsp", "/", "type", "3", "data", "{}"]),
+                entry_value("1-1", &["uid", "emitter", "type", "3"]),
+                RedisValue::Integer(7),
+                entry_value("1-2", &["uid", "b", "nsp", "/chat", "type", "6", "odd"]),
+            ]),
+        ])]);
+        let read: Vec<Entry> = read_reply(reply)
+            .into_iter()
+            .filter_map(|(id, f)| entry(id, f))
+            .collect();
+        assert_eq!(read.len(), 2, "{read:?}");
+        assert_eq!((read[0].id.as_str(), read[0].nsp.as_str()), ("1-0", "/"));
+        assert_eq!(read[1].nsp, "/chat");
+        assert!(read[1].data.is_none());
+        assert!(read_reply(RedisValue::Null).is_empty());
+        // What a peer may write: never a panic, an error for what cannot be read.
+        for (kind, data) in [("x", None), ("3", Some("{not json")), ("3", Some("!!!"))] {
+            let e = Entry {
+                id: "1-0".into(),
+                uid: "u".into(),
+                nsp: "/".into(),
+                kind: kind.into(),
+                data: data.map(str::to_owned),
+            };
+            assert!(e.message().is_err(), "{kind} {data:?}");
+        }
+    }
+}
