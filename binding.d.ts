@@ -93,6 +93,12 @@ export declare class NativeServer {
   socketsJoin(nsp: string, rooms: Array<string> | undefined | null, except: Array<string> | undefined | null, local: boolean | undefined | null, targets: Array<string>, join: boolean): void
   /** `disconnectSockets` over the cluster. */
   disconnectSockets(nsp: string, rooms: Array<string> | undefined | null, except: Array<string> | undefined | null, local: boolean | undefined | null, close: boolean): void
+  /**
+   * Saves a dropped socket of `nsp` for the cluster, under private id `pid` (connection
+   * state recovery kept by the cluster: the disconnect event names the pid).
+   * `state_json`: what JavaScript keeps of it, as JSON.
+   */
+  persistSession(nsp: string, sid: string, pid: string, rooms: Array<string>, stateJson?: string | undefined | null): void
   /** Ids of this server's sockets in `room` of `nsp`. */
   roomMembers(nsp: string, room: string): Array<string>
   /** `fetchSockets()` over the cluster, as JSON `[{id, rooms, handshake, data}]`. */

@@ -73,8 +73,12 @@ describe("streams mode: the stream, and Redis going away", { skip: redisBin.skip
 
   test("the stream is trimmed near maxLen", async () => {
     const [c0, c1] = clients;
-    for (let i = 0; i < MAX_LEN * 3; i++) c0.emit("m", ["op", { id: 0, what: "broadcastToAll", type: "evt", data: { tag: "fill", i } }]);
-    await u.expectAll([c1], "fill", MAX_LEN * 3);
+    // In rounds of 100: a reader more than maxLen entries behind would skip what was trimmed.
+    for (let round = 0; round < 9; round++) {
+      for (let i = round * 100; i < (round + 1) * 100; i++) c0.emit("m", ["op", { id: 0, what: "broadcastToAll", type: "evt", data: { tag: "fill", i } }]);
+      await u.until(() => u.count(c1, "fill") >= (round + 1) * 100, `round ${round} read`, 10000);
+    }
+    await u.expectAll([c1], "fill", 900);
     const len = Number(await admin.sendCommand(["XLEN", STREAM]));
     // MAXLEN ~ trims whole radix-tree nodes (100 entries each by default).
     assert.ok(len >= MAX_LEN && len <= MAX_LEN + 100, `XLEN ${len}`);
@@ -104,4 +108,139 @@ describe("streams mode: the stream, and Redis going away", { skip: redisBin.skip
       await connectAdmin();
     });
   }
+});
+
+describe("streams mode: connection state recovery on any server of the cluster", { skip: redisBin.skip, timeout: 90000 }, () => {
+  const http = require("node:http");
+  const { Server: NodeServer } = require("socket.io");
+  const { createAdapter: createStreamsAdapter } = require("@socket.io/redis-streams-adapter");
+  const children = new u.Children();
+  const redisProcess = new u.Children();
+  const clients = [];
+  const redisClients = [];
+  let base;
+  let io;
+  let nodePort;
+  let b;
+
+  before(async () => {
+    const redis = await new u.RedisServer(redisProcess).start();
+    base = await u.freePorts(2);
+    const extra = { TEST_RECOVERY: JSON.stringify({ maxDisconnectionDuration: 5000 }) };
+    await Promise.all([0, 1].map((i) => u.forkWorker(children, i, { base, redisPort: redis.port, key: KEY, adapter: "streams", extra })));
+    const pub = createClient({ url: `redis://127.0.0.1:${redis.port}` });
+    pub.on("error", () => {});
+    redisClients.push(pub);
+    await pub.connect();
+    const httpServer = http.createServer();
+    io = new NodeServer(httpServer, { connectionStateRecovery: { maxDisconnectionDuration: 5000 } });
+    io.adapter(createStreamsAdapter(pub, { channelPrefix: KEY }));
+    io.on("connection", (socket) => {
+      socket.on("join", (room, cb) => {
+        socket.join(room);
+        cb(socket.id);
+      });
+    });
+    await new Promise((resolve) => httpServer.listen(0, "127.0.0.1", resolve));
+    nodePort = httpServer.address().port;
+    b = u.client(2, base + 1);
+    b.label = "b";
+    clients.push(b);
+    await u.shake(b, "b");
+  });
+  after(async () => {
+    u.closeAll(clients);
+    if (io) await u.within(new Promise((resolve) => io.close(() => resolve())), 5000, "Node io.close").catch(() => {});
+    for (const c of redisClients) await c.quit().catch(() => {});
+    await children.killAll();
+    await redisProcess.killAll();
+  });
+
+  /** A socket.io-client 4.8 on `port` that, once cut, comes back a second later on `backPort`. */
+  const mover = (port, label) => {
+    const c = u.client(4, port, { reconnection: true, reconnectionDelay: 1000, reconnectionDelayMax: 1000, randomizationFactor: 0 });
+    c.label = label;
+    clients.push(c);
+    return c;
+  };
+  /** Cuts `c`'s transport, runs `meanwhile` while it is away, and waits until it is back on `backPort`. */
+  const moveWhileAway = async (c, backPort, meanwhile) => {
+    const away = new Promise((resolve) => c.once("disconnect", resolve));
+    const back = new Promise((resolve) => c.once("connect", resolve));
+    c.io.uri = `http://127.0.0.1:${backPort}`;
+    c.io.engine.close();
+    await away;
+    // Its server must have saved it before the others broadcast.
+    await u.delay(200);
+    await meanwhile();
+    await u.within(back, 5000, `${c.label} reconnects`);
+  };
+  const tags = (c) => c.got.filter((g) => g.ev === "evt").map((g) => g.data.tag);
+
+  test("a client cut from worker 0 recovers on worker 1: same id, rooms, clientID, every missed event once, in order", async () => {
+    const a = mover(base, "a");
+    await u.shake(a, "a");
+    await u.op(a, "enterRoom", { room: "news" });
+    await u.op(b, "broadcastToAll", { type: "evt", data: { tag: "before" } });
+    await u.expectDelivery(assert, clients, [a, b], "before");
+    const id = a.id;
+    await moveWhileAway(a, base + 1, async () => {
+      await u.op(b, "broadcastToAll", { type: "evt", data: { tag: "all" } });
+      await u.op(b, "sendTo", { clientID: "ua", type: "evt", data: { tag: "direct" } });
+      await u.op(b, "broadcastToRoom", { room: "news", type: "evt", data: { tag: "news" } });
+      await u.op(b, "broadcastToRoom", { room: "sport", type: "evt", data: { tag: "sport" } });
+      io.emit("evt", { tag: "from-node" });
+    });
+    assert.equal(a.recovered, true);
+    assert.equal(a.id, id);
+    const info = await u.op(a, "info");
+    assert.equal(info.port, base + 1, "now on worker 1");
+    assert.equal(info.clientID, "ua", "its clientID came along");
+    assert.ok(info.rooms.includes("news") && info.rooms.includes("###ua"), info.rooms.join(" "));
+    await u.op(b, "broadcastToAll", { type: "evt", data: { tag: "after" } });
+    await u.until(() => u.count(a, "after") === 1, "a hears live traffic again", 5000);
+    assert.deepEqual(tags(a), ["before", "all", "direct", "news", "from-node", "after"]);
+    // The session was taken: the same pid again gives a fresh one.
+    assert.equal(a.got.filter((g) => g.ev === "$init").length, 1, "not asked to shake hands again");
+  });
+
+  test("across Node and native servers both ways, with the same offsets", async () => {
+    const n = u.client(4, nodePort, { reconnection: true, reconnectionDelay: 1000, reconnectionDelayMax: 1000, randomizationFactor: 0 });
+    n.label = "n";
+    clients.push(n);
+    await u.connected(n);
+    await new Promise((resolve) => n.emit("join", "news", resolve));
+    io.emit("evt", { tag: "n-before" });
+    await u.until(() => u.count(n, "n-before") === 1, "n got n-before", 5000);
+    const id = n.id;
+    // Node → native worker 0.
+    await moveWhileAway(n, base, async () => {
+      await u.op(b, "broadcastToRoom", { room: "news", type: "evt", data: { tag: "n-news" } });
+      io.emit("evt", { tag: "n-node" });
+    });
+    assert.equal(n.recovered, true);
+    assert.equal(n.id, id);
+    await u.until(() => u.count(n, "n-node") === 1, "n got what Node sent", 5000);
+    // native worker 0 → Node.
+    await moveWhileAway(n, nodePort, async () => {
+      await u.op(b, "broadcastToAll", { type: "evt", data: { tag: "n-all" } });
+    });
+    assert.equal(n.recovered, true);
+    assert.equal(n.id, id);
+    const sockets = await io.in("news").fetchSockets();
+    assert.ok(sockets.some((s) => s.id === id), "back in its room on Node");
+    await u.until(() => u.count(n, "n-all") === 1, "n got n-all", 5000);
+    assert.deepEqual(tags(n), ["n-before", "n-news", "n-node", "n-all"]);
+  });
+
+  test("bad recovery input gives a fresh session on a native worker", async () => {
+    const { io: ioV4 } = require("socket.io-client");
+    for (const auth of [{ pid: "forged", offset: "1-0" }, { pid: "x", offset: "not-an-id" }, { pid: 42, offset: 7 }, { pid: "y", offset: "99999999999999-0" }]) {
+      const c = ioV4(`http://127.0.0.1:${base}`, { forceNew: true, reconnection: false, transports: ["websocket"], auth });
+      clients.push(c);
+      await u.connected(c);
+      assert.equal(c.recovered, false, JSON.stringify(auth));
+      c.close();
+    }
+  });
 });

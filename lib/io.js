@@ -195,7 +195,7 @@ class Socket extends EventEmitter {
     return { data: this.data };
   }
   _loadState(state) {
-    this.data = state.data;
+    if (state.data !== undefined && state.data !== null) this.data = state.data;
   }
   get disconnected() {
     return !this.connected;
@@ -559,7 +559,9 @@ class Namespace extends EventEmitter {
     socket._welcomed = ev[7] === true;
     if (ev[9] === true) {
       socket.recovered = true;
-      this.server._restoreState(socket);
+      // ev[10]: what the cluster kept of it (recovered from another server, or this one).
+      if (ev[10]) socket._loadState(ev[10]);
+      else this.server._restoreState(socket);
     }
     if (ev[8] === true) {
       // Waiting for the middlewares: not connected, not listed, until they let it in.
@@ -839,6 +841,16 @@ class Server extends EventEmitter {
       this._sweepTimer.unref();
     }
   }
+  /** Hands a dropped socket's session to the cluster, which keeps it (streams mode). */
+  _persistState(socket, pid, rooms) {
+    let state = null;
+    try {
+      state = JSON.stringify(socket._saveState());
+    } catch (err) {
+      this.emit("error", new Error(`connection state recovery: socket.data of ${socket.id} cannot be kept (${err.message})`));
+    }
+    this._native.persistSession(socket.nsp.name, socket.id, pid, rooms, state);
+  }
   _restoreState(socket) {
     const e = this._saved.get(socket.id);
     if (!e) return;
@@ -1001,7 +1013,9 @@ class Server extends EventEmitter {
             if (s) {
               this._sockets.delete(ev[1]);
               s.nsp._sockets.delete(ev[1]);
-              if (this._recovery && SAVED_REASONS.has(ev[2])) this._saveState(s);
+              // ev[4]: the private id the cluster keeps the session under (streams mode).
+              if (ev[4]) this._persistState(s, ev[4], ev[3]);
+              else if (this._recovery && SAVED_REASONS.has(ev[2])) this._saveState(s);
               s._onDisconnect(ev[2], ev[3]);
             }
             break;

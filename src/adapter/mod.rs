@@ -46,6 +46,32 @@ pub struct RemoteSocket {
     pub data: serde_json::Value,
 }
 
+/// A dropped socket, saved for connection state recovery by an adapter that keeps sessions
+/// for the whole cluster ([`Adapter::keeps_sessions`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub sid: String,
+    /// The private id the client comes back with.
+    pub pid: String,
+    /// Its rooms, its own id included.
+    pub rooms: Vec<String>,
+    /// What JavaScript keeps of it (JSON: `{data, ...}`, `data` being `socket.data`).
+    pub state_json: Option<String>,
+    /// How long it is kept.
+    pub ttl: Duration,
+}
+
+/// A session taken back by [`Adapter::restore_session`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestoredSession {
+    pub sid: String,
+    /// Its rooms, its own id excluded.
+    pub rooms: Vec<String>,
+    pub state_json: Option<String>,
+    /// The events it missed, in order, each with its offset as last argument.
+    pub missed: Vec<Payload>,
+}
+
 /// A failed cluster request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdapterError {
@@ -200,6 +226,12 @@ pub trait LocalNamespace: Send + Sync + 'static {
     }
     /// No more answers are wanted for ack id `id` of [`LocalNamespace::apply_broadcast_with_ack`].
     fn forget_broadcast_ack(&self, _id: u64) {}
+    /// Delivers another server's broadcast that the cluster gave `offset` (for connection
+    /// state recovery, when on).
+    fn apply_broadcast_at(&self, data: Payload, opts: &BroadcastOptions, offset: &str) {
+        let _ = offset;
+        self.apply_broadcast(data, opts);
+    }
 }
 
 /// The other servers, as one namespace sees them. Every method covers the *other* servers
@@ -248,6 +280,35 @@ pub trait Adapter: Send + Sync + 'static {
     fn room_deleted(&self, _room: &str, _socket_id: bool) {}
     /// Leaves the cluster (unsubscribes).
     fn close(&self) -> BoxFuture<'static, ()>;
+
+    /// Whether connection state recovery is kept by the cluster through this adapter: the
+    /// offsets are its own ([`Adapter::broadcast_with_offset`]) and sessions are saved and
+    /// taken back through it, so that a client recovers on any server.
+    fn keeps_sessions(&self) -> bool {
+        false
+    }
+    /// Publishes a recoverable broadcast for the other servers (instead of
+    /// [`Adapter::broadcast`]) and resolves the offset the cluster gave it, or `None` when it
+    /// has none (the local delivery then goes without).
+    fn broadcast_with_offset(
+        &self,
+        data: &Payload,
+        opts: &BroadcastOptions,
+    ) -> BoxFuture<'static, Option<String>> {
+        self.broadcast(data, opts);
+        Box::pin(async { None })
+    }
+    /// Saves a dropped socket for the cluster.
+    fn persist_session(&self, _session: Session) {}
+    /// Takes back the session saved under `pid` with what it missed after `offset`; `None`
+    /// (a fresh session) when there is none, it expired, or the offset is unknown.
+    fn restore_session(
+        &self,
+        _pid: &str,
+        _offset: &str,
+    ) -> BoxFuture<'static, Option<RestoredSession>> {
+        Box::pin(async { None })
+    }
 }
 
 /// Makes one adapter per namespace.

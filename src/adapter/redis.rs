@@ -1040,6 +1040,7 @@ impl AdapterFactory for RedisAdapterFactory {
                 sharded::Transport::Streams {
                     key: streams.stream_name.clone(),
                     max_len: streams.max_len,
+                    sessions: streams.session_key_prefix.clone(),
                 },
             ),
         };

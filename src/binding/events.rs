@@ -92,6 +92,7 @@ impl BatchWriter {
                 welcomed,
                 pending,
                 recovered,
+                state,
             }) => {
                 let _ = write!(out, "[{CONNECTION},");
                 push_str(out, &sid);
@@ -104,7 +105,10 @@ impl BatchWriter {
                     Some(f) => push_str(out, &f),
                     None => out.push_str("null"),
                 }
-                let _ = write!(out, ",{time},{welcomed},{pending},{recovered}]");
+                let _ = write!(out, ",{time},{welcomed},{pending},{recovered},");
+                // JSON the cluster kept (it was read back from MessagePack, so it is valid).
+                push_raw(out, state.as_deref().unwrap_or("null"));
+                out.push(']');
             }
             Outgoing::Server(ServerEvent::Event { sid, data, ack }) => {
                 let _ = write!(out, "[{EVENT},");
@@ -126,7 +130,12 @@ impl BatchWriter {
                 push_raw(out, &data.json);
                 self.attachments(&data);
             }
-            Outgoing::Server(ServerEvent::Disconnect { sid, reason, rooms }) => {
+            Outgoing::Server(ServerEvent::Disconnect {
+                sid,
+                reason,
+                rooms,
+                save_as,
+            }) => {
                 let _ = write!(out, "[{DISCONNECT},");
                 push_str(out, &sid);
                 out.push(',');
@@ -138,7 +147,12 @@ impl BatchWriter {
                     }
                     push_str(out, r);
                 }
-                out.push_str("]]");
+                out.push_str("],");
+                match save_as {
+                    Some(pid) => push_str(out, &pid),
+                    None => out.push_str("null"),
+                }
+                out.push(']');
             }
             Outgoing::Server(ServerEvent::ServerSideEmit { nsp, data, reply }) => {
                 let _ = write!(out, "[{SERVER_SIDE_EMIT},");
@@ -353,6 +367,7 @@ mod tests {
             welcomed: true,
             pending: false,
             recovered: false,
+            state: None,
         }));
         w.push(Outgoing::Server(ServerEvent::Event {
             sid: Arc::from("s1"),
@@ -371,6 +386,7 @@ mod tests {
             sid: Arc::from("s1"),
             reason: "transport close",
             rooms: vec![Arc::from("r\n1"), Arc::from("###s1")],
+            save_as: None,
         }));
         w.push(Outgoing::Server(ServerEvent::ServerSideEmit {
             nsp: Arc::from("/"),
@@ -386,10 +402,10 @@ mod tests {
         assert_eq!(
             v,
             json!([
-                [0, "a\"b", "/", "::ffff:127.0.0.1", 5000, null, 1_700_000_000_000u64, true, false, false],
+                [0, "a\"b", "/", "::ffff:127.0.0.1", 5000, null, 1_700_000_000_000u64, true, false, false, null],
                 [1, "s1", ["m", {"_placeholder": true, "num": 0}, "\u{2028}"], 7, 0, 1],
                 [2, "s1", 3, [{"_placeholder": true, "num": 1}, {"_placeholder": true, "num": 0}], 1, 2],
-                [3, "s1", "transport close", ["r\n1", "###s1"]],
+                [3, "s1", "transport close", ["r\n1", "###s1"], null],
                 [4, "/", "[\"hi\",1]", null, 3, 0],
                 [5, false, "gone"]
             ])

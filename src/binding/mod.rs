@@ -616,6 +616,24 @@ impl NativeServer {
         Ok(())
     }
 
+    /// Saves a dropped socket of `nsp` for the cluster, under private id `pid` (connection
+    /// state recovery kept by the cluster: the disconnect event names the pid).
+    /// `state_json`: what JavaScript keeps of it, as JSON.
+    #[napi]
+    pub fn persist_session(
+        &self,
+        nsp: String,
+        sid: String,
+        pid: String,
+        rooms: Vec<String>,
+        state_json: Option<String>,
+    ) -> Result<()> {
+        if let Some(ns) = self.server()?.namespace(&nsp) {
+            ns.persist_session(&sid, &pid, &rooms, state_json);
+        }
+        Ok(())
+    }
+
     /// Ids of this server's sockets in `room` of `nsp`.
     #[napi]
     pub fn room_members(&self, nsp: String, room: String) -> Result<Vec<String>> {

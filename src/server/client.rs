@@ -174,15 +174,64 @@ fn connect(core: &ServerCore, conn: &Conn, nsp: &str, auth: Option<String>) {
     // Connection state recovery (v5 clients): `{pid, offset}` in the CONNECT payload takes a
     // saved socket back; anything that does not match gives a new one.
     let recovery = core.recovery().filter(|_| version == ProtocolVersion::V5);
-    let restored = recovery.and_then(|rec| {
-        let (pid, offset) = super::recovery::recovery_auth(auth.as_deref()?)?;
-        let restored = rec.restore(&pid, &offset, nsp)?;
-        // The old socket still connected (a forged or copied pid): never share it.
-        if super::read(&core.sockets).contains_key(&*restored.sid) {
-            return None;
+    let asked = recovery.and_then(|_| super::recovery::recovery_auth(auth.as_deref()?));
+    if let (Some((pid, offset)), true) = (&asked, ns.cluster_offsets()) {
+        // The cluster keeps the sessions: ask it, then connect.
+        let lookup = ns.adapter().restore_session(pid, offset);
+        let runtime = core
+            .runtime
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok());
+        if let (Some(rt), Some(core)) = (runtime, ns.core()) {
+            let (conn, ns, pid) = (conn.clone(), ns.clone(), Arc::<str>::from(pid.as_str()));
+            rt.spawn(async move {
+                let restored = lookup.await.map(|r| {
+                    let missed = r
+                        .missed
+                        .iter()
+                        .map(|p| {
+                            let text = crate::protocol::encode_event(
+                                ns.name(),
+                                None,
+                                &p.json,
+                                p.attachments.len(),
+                            );
+                            super::socket::frames(&text, p)
+                        })
+                        .collect();
+                    let restored = super::recovery::Restored {
+                        sid: r.sid.into(),
+                        rooms: r.rooms,
+                        missed,
+                        state: r.state_json,
+                    };
+                    (pid, restored)
+                });
+                open(&core, &conn, &ns, version, auth, restored);
+            });
+            return;
         }
+    }
+    let restored = recovery.zip(asked).and_then(|(rec, (pid, offset))| {
+        let restored = rec.restore(&pid, &offset, nsp)?;
         Some((Arc::<str>::from(pid), restored))
     });
+    open(core, conn, &ns, version, auth, restored);
+}
+
+/// Opens socket `nsp` on `conn`: a new one, or the one connection state recovery gave back.
+fn open(
+    core: &ServerCore,
+    conn: &Conn,
+    ns: &Arc<super::Namespace>,
+    version: ProtocolVersion,
+    auth: Option<String>,
+    restored: Option<(Arc<str>, super::recovery::Restored)>,
+) {
+    let nsp = ns.name();
+    let recovery = core.recovery().filter(|_| version == ProtocolVersion::V5);
+    // The old socket still connected (a forged or copied pid): never share it.
+    let restored = restored.filter(|(_, r)| !super::read(&core.sockets).contains_key(&*r.sid));
     let sid: Arc<str> = match (&restored, version) {
         (Some((_, r)), _) => r.sid.clone(),
         (None, ProtocolVersion::V5) => crate::server::socket::random_id().into(),

@@ -82,6 +82,8 @@ pub enum ServerEvent {
         pending: bool,
         /// Connection state recovery gave this socket back (same id, rooms, missed events).
         recovered: bool,
+        /// What JavaScript kept of a recovered socket, when the cluster kept it (JSON).
+        state: Option<String>,
     },
     /// The client emitted an event; `ack` is set when it asked for an acknowledgement.
     Event {
@@ -100,6 +102,9 @@ pub enum ServerEvent {
         sid: Arc<str>,
         reason: &'static str,
         rooms: Vec<Arc<str>>,
+        /// The private id to save the socket's session under for the cluster
+        /// ([`Server::persist_session`]), when connection state recovery keeps it there.
+        save_as: Option<Arc<str>>,
     },
     /// Another server's `serverSideEmit`; answer with [`Server::reply`] when `reply` is set.
     ServerSideEmit {
@@ -131,6 +136,8 @@ pub struct ServerCore {
     recovery: Option<Arc<recovery::Recovery>>,
     /// Recovered sockets waiting to connect (their rooms and missed events), by socket id.
     restoring: Mutex<HashMap<Arc<str>, recovery::Restored>>,
+    /// What JavaScript kept of sockets the cluster gave back, until JavaScript hears of them.
+    recovered_states: Mutex<HashMap<Arc<str>, String>>,
     /// Traffic counters for metrics.
     pub(crate) traffic: Traffic,
 }
@@ -225,6 +232,7 @@ impl Server {
                 .clone()
                 .map(|c| Arc::new(recovery::Recovery::new(c))),
             restoring: Mutex::new(HashMap::new()),
+            recovered_states: Mutex::new(HashMap::new()),
             traffic: Traffic::default(),
         });
         if let (Some(rec), Some(rt)) = (&core.recovery, &core.runtime) {
@@ -497,6 +505,18 @@ impl ServerCore {
 
     pub(crate) fn take_restoring(&self, sid: &str) -> Option<recovery::Restored> {
         lock(&self.restoring).remove(sid)
+    }
+
+    pub(crate) fn set_recovered_state(&self, sid: Arc<str>, state: String) {
+        lock(&self.recovered_states).insert(sid, state);
+    }
+
+    pub(crate) fn take_recovered_state(&self, sid: &str) -> Option<String> {
+        let mut states = lock(&self.recovered_states);
+        if states.is_empty() {
+            return None;
+        }
+        states.remove(sid)
     }
     fn of(self: &Arc<Self>, name: &str) -> Arc<Namespace> {
         if let Some(ns) = read(&self.namespaces).get(name) {

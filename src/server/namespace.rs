@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use super::socket::frames;
@@ -59,7 +60,17 @@ pub struct Namespace {
     /// The first welcome's room prefix: room `prefix + id` of a socket is kept as a flag on the
     /// socket instead of an entry in `rooms` (one such room per connection).
     alias_prefix: OnceLock<Arc<str>>,
+    this: OnceLock<Weak<Namespace>>,
+    /// Broadcasts waiting for the offset the cluster gives them, delivered in the order made.
+    offsets_due: OnceLock<tokio::sync::mpsc::UnboundedSender<OffsetDue>>,
 }
+
+/// A broadcast whose local delivery waits for its offset.
+type OffsetDue = (
+    BoxFuture<'static, Option<String>>,
+    Payload,
+    BroadcastOptions,
+);
 
 /// Wakes the writers of a fan-out: all now, or (`slices`, for more than one slice) the first
 /// slice now and each further one after the host's next turn, so other work (on Node's
@@ -109,7 +120,10 @@ impl Namespace {
             alias_prefix: OnceLock::new(),
             acks: std::sync::Mutex::new(HashMap::new()),
             next_ack: AtomicU64::new(FIRST_BROADCAST_ACK),
+            this: OnceLock::new(),
+            offsets_due: OnceLock::new(),
         });
+        let _ = ns.this.set(Arc::downgrade(&ns));
         let weak: Weak<dyn LocalNamespace> = Arc::downgrade(&ns) as Weak<dyn LocalNamespace>;
         let _ = ns.adapter.set(factory.create(weak));
         ns
@@ -381,10 +395,77 @@ impl Namespace {
     /// Emits `data` (`["event", ...args]`) to the targeted sockets of every server. The packet
     /// is encoded once and the same frames are queued on every local recipient.
     pub fn broadcast(&self, data: Payload, opts: &BroadcastOptions) {
+        if !opts.flags.local && !opts.flags.volatile && self.cluster_offsets() {
+            let offset = self.adapter().broadcast_with_offset(&data, opts);
+            self.deliver_when_due(offset, data, opts.clone());
+            return;
+        }
         if !opts.flags.local {
             self.adapter().broadcast(&data, opts);
         }
         self.deliver(&data, opts);
+    }
+
+    /// Saves a dropped socket for the cluster (connection state recovery kept there):
+    /// `rooms` without its own id, `state_json` what JavaScript keeps of it.
+    pub fn persist_session(
+        &self,
+        sid: &str,
+        pid: &str,
+        rooms: &[String],
+        state_json: Option<String>,
+    ) {
+        let Some(rec) = self.core().and_then(|c| c.recovery().cloned()) else {
+            return;
+        };
+        let mut all = Vec::with_capacity(rooms.len() + 1);
+        all.push(sid.to_owned());
+        all.extend(rooms.iter().filter(|r| *r != sid).cloned());
+        self.adapter().persist_session(crate::adapter::Session {
+            sid: sid.to_owned(),
+            pid: pid.to_owned(),
+            rooms: all,
+            state_json,
+            ttl: rec.config.max_disconnection,
+        });
+    }
+
+    /// Whether connection state recovery is on and kept by the cluster: recoverable events
+    /// then carry the cluster's offsets and are kept there, not in this process.
+    pub(crate) fn cluster_offsets(&self) -> bool {
+        self.adapter().keeps_sessions() && self.core().is_some_and(|c| c.recovery().is_some())
+    }
+
+    /// Delivers `data` locally once `offset` resolves, after every broadcast queued before it.
+    fn deliver_when_due(
+        &self,
+        offset: BoxFuture<'static, Option<String>>,
+        data: Payload,
+        opts: BroadcastOptions,
+    ) {
+        let queue = self.offsets_due.get_or_init(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<OffsetDue>();
+            let this = self.this.get().cloned().unwrap_or_default();
+            let runtime = self
+                .core()
+                .and_then(|c| c.runtime.clone())
+                .or_else(|| tokio::runtime::Handle::try_current().ok());
+            if let Some(rt) = runtime {
+                rt.spawn(async move {
+                    while let Some((offset, data, opts)) = rx.recv().await {
+                        let offset = offset.await;
+                        let Some(ns) = this.upgrade() else { return };
+                        ns.deliver_at(&data, &opts, offset.as_deref());
+                    }
+                });
+            }
+            tx
+        });
+        if let Err(e) = queue.send((offset, data, opts)) {
+            // No runtime to wait on: deliver now, without an offset.
+            let (_, data, opts) = e.0;
+            self.deliver_at(&data, &opts, None);
+        }
     }
 
     /// Emits `data` to the targeted sockets of every server, each asked to acknowledge; waits
@@ -491,26 +572,54 @@ impl Namespace {
     pub fn deliver(&self, data: &Payload, opts: &BroadcastOptions) -> usize {
         let core = self.core.upgrade();
         let frames = match &core {
-            Some(core) => core.event_frames(&self.name, data, super::recovery::Target::Rooms(opts)),
-            None => frames(
+            Some(core) if !self.adapter().keeps_sessions() => {
+                core.event_frames(&self.name, data, super::recovery::Target::Rooms(opts))
+            }
+            _ => frames(
                 &encode_event(&self.name, None, &data.json, data.attachments.len()),
                 data,
             ),
         };
+        self.send_to_targets(core.as_ref(), &frames, opts)
+    }
+
+    /// Local part of a broadcast the cluster gave `offset` (appended as its last argument).
+    pub(crate) fn deliver_at(
+        &self,
+        data: &Payload,
+        opts: &BroadcastOptions,
+        offset: Option<&str>,
+    ) -> usize {
+        let with = offset.and_then(|o| super::recovery::with_offset(&data.json, o));
+        let json = with.as_deref().unwrap_or(&data.json);
+        let frames = frames(
+            &encode_event(&self.name, None, json, data.attachments.len()),
+            data,
+        );
+        self.send_to_targets(self.core.upgrade().as_ref(), &frames, opts)
+    }
+
+    /// Queues `frames` on every local socket `opts` targets; returns how many.
+    fn send_to_targets(
+        &self,
+        core: Option<&Arc<ServerCore>>,
+        frames: &[crate::engine::Frame],
+        opts: &BroadcastOptions,
+    ) -> usize {
         let mut wakers = Vec::new();
         let mut n = 0;
         self.for_each_target(opts, |s| {
-            if s.send_frames_deferred(&frames, &mut wakers) {
+            if s.send_frames_deferred(frames, &mut wakers) {
                 n += 1;
             }
         });
-        if let Some(core) = &core {
-            core.traffic.broadcast(&frames, n as u64);
+        if let Some(core) = core {
+            core.traffic.broadcast(frames, n as u64);
         }
         wake_writers(
             wakers,
-            core.as_ref().and_then(|c| c.config.fanout_slices),
-            core.as_ref().and_then(|c| c.runtime.as_ref()),
+            core.and_then(|c| c.config.fanout_slices),
+            core.and_then(|c| c.runtime.as_ref()),
         );
         n
     }
@@ -559,6 +668,12 @@ impl LocalNamespace for Namespace {
 
     fn apply_broadcast(&self, data: Payload, opts: &BroadcastOptions) {
         self.deliver(&data, opts);
+    }
+
+    fn apply_broadcast_at(&self, data: Payload, opts: &BroadcastOptions, offset: &str) {
+        // As socket.io: no offset when recovery is off, or for a volatile event.
+        let offset = (self.cluster_offsets() && !opts.flags.volatile).then_some(offset);
+        self.deliver_at(&data, opts, offset);
     }
 
     fn apply_join(&self, opts: &BroadcastOptions, rooms: &[String]) {

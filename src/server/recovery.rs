@@ -94,6 +94,8 @@ pub(crate) struct Restored {
     pub rooms: Vec<String>,
     /// The events it missed, in order (frames of each).
     pub missed: Vec<Vec<Frame>>,
+    /// What JavaScript kept of it, when the cluster kept the session (JSON).
+    pub state: Option<String>,
 }
 
 #[derive(Default)]
@@ -224,6 +226,7 @@ impl Recovery {
                 .collect(),
             sid: saved.sid,
             missed,
+            state: None,
         })
     }
 

@@ -120,6 +120,13 @@ impl Socket {
             welcomed: self.welcomed.load(Ordering::Acquire),
             pending: self.pending.load(Ordering::Acquire),
             recovered: self.recovered(),
+            state: if self.recovered() {
+                self.nsp
+                    .core()
+                    .and_then(|c| c.take_recovered_state(&self.id))
+            } else {
+                None
+            },
         }
     }
 
@@ -183,6 +190,9 @@ impl Socket {
             // As socket.io: rooms back, the missed events, then CONNECT (the client replays
             // events that came before it, so they stay ahead of live ones).
             Some(restored) => {
+                if let (Some(state), Some(core)) = (&restored.state, self.nsp.core()) {
+                    core.set_recovered_state(self.id.clone(), state.clone());
+                }
                 self.join(&restored.rooms);
                 // The namespace's welcome was done when it first connected (its room is back).
                 if self.nsp.welcome().is_some() {
@@ -274,6 +284,16 @@ impl Socket {
         }
         // With recovery on, an emit without ack is kept (for this socket's id) and carries
         // an offset, as socket.io's emits through its session-aware adapter do.
+        if ack.is_none() && self.nsp.cluster_offsets() {
+            // Kept by the cluster, as socket.io's emits are with such an adapter: a broadcast
+            // to this socket's own id, delivered once the cluster gave it an offset.
+            let to_self = crate::adapter::BroadcastOptions {
+                rooms: vec![self.id.to_string()],
+                ..Default::default()
+            };
+            self.nsp.broadcast(data.clone(), &to_self);
+            return true;
+        }
         let core = self.nsp.core();
         let frames = match (&core, ack) {
             (Some(core), None) => core.event_frames(
@@ -368,18 +388,25 @@ impl Socket {
         }
         let rooms = self.nsp.remove(self);
         if let Some(core) = self.nsp.core() {
+            let mut save_as = None;
             if let (Some(rec), Some(pid)) = (core.recovery(), &self.pid) {
                 if super::recovery::saves(reason) && !self.is_pending() {
-                    rec.save(
-                        pid.clone(),
-                        self.id.clone(),
-                        self.nsp.name_arc(),
-                        rooms.clone(),
-                    );
+                    if self.nsp.cluster_offsets() {
+                        // JavaScript saves it with what it keeps of the socket.
+                        save_as = Some(pid.clone());
+                    } else {
+                        rec.save(
+                            pid.clone(),
+                            self.id.clone(),
+                            self.nsp.name_arc(),
+                            rooms.clone(),
+                        );
+                    }
                 }
             }
             if self.recovered() {
                 core.take_restoring(&self.id);
+                core.take_recovered_state(&self.id);
             }
             core.unregister(&self.id);
             if !self.mark_announced() {
@@ -387,7 +414,12 @@ impl Socket {
                     sid: self.id.clone(),
                     reason,
                     rooms,
+                    save_as,
                 });
+            } else if let Some(pid) = save_as {
+                // JavaScript never heard of it: nothing of it to keep but its rooms.
+                let rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
+                self.nsp.persist_session(&self.id, &pid, &rooms, None);
             }
         }
     }

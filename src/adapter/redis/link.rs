@@ -232,6 +232,11 @@ impl Link {
         (Arc::new(link), task)
     }
 
+    /// The publisher's client, for direct commands (with [`Link::options`]).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Options of a direct command: fail at once when disconnected, give up after the timeout.
     pub fn options(&self) -> Options {
         command_options(self.requests_timeout)
@@ -299,19 +304,28 @@ impl Link {
             .map(|_| ())
     }
 
-    /// Appends an entry to stream `key` in order with the messages published, and waits until
-    /// Redis took it: its id. Fails at once (never queued) while Redis is away.
-    pub async fn append_confirmed(
+    /// Appends an entry to stream `key` now, in order with the messages published; the future
+    /// resolves once Redis took it: its id. Fails at once (never queued) while Redis is away.
+    pub fn append_confirmed(
         &self,
         key: String,
         fields: Vec<(&'static str, Bytes)>,
         max_len: u64,
-    ) -> Result<String, AdapterError> {
-        self.send_confirmed(key, Body::Entry { fields, max_len })
-            .await
+    ) -> impl Future<Output = Result<String, AdapterError>> + Send + 'static {
+        let sent = self.start_confirmed(key, Body::Entry { fields, max_len });
+        async move { Self::confirmed(sent?).await }
     }
 
     async fn send_confirmed(&self, channel: String, body: Body) -> Result<String, AdapterError> {
+        Self::confirmed(self.start_confirmed(channel, body)?).await
+    }
+
+    /// Hands `body` to the publisher task now; the receiver hears how it went.
+    fn start_confirmed(
+        &self,
+        channel: String,
+        body: Body,
+    ) -> Result<oneshot::Receiver<Result<String, String>>, AdapterError> {
         self.check()?;
         let (tx, rx) = oneshot::channel();
         let item = Outgoing {
@@ -322,6 +336,12 @@ impl Link {
         self.outbox
             .try_send(item)
             .map_err(|_| AdapterError::Unavailable("publish queue full or closed".into()))?;
+        Ok(rx)
+    }
+
+    async fn confirmed(
+        rx: oneshot::Receiver<Result<String, String>>,
+    ) -> Result<String, AdapterError> {
         match rx.await {
             Ok(Ok(id)) => Ok(id),
             Ok(Err(e)) => Err(AdapterError::Unavailable(e)),

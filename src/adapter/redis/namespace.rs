@@ -788,7 +788,7 @@ mod tests {
             tokio::runtime::Handle::current(),
             Duration::from_millis(10),
             crate::adapter::redis::OfflineQueue::DEFAULT,
-            super::link::Flavor::Patterns,
+            crate::adapter::redis::link::Flavor::Patterns,
         );
         let counting = Arc::new(Counting::default());
         let local: Arc<dyn LocalNamespace> = counting.clone();

@@ -72,8 +72,12 @@ pub(super) enum Transport {
     /// Sharded pub/sub; JSON envelopes unless they hold binary.
     Shard(SubscriptionMode),
     /// Broadcasts, joins, leaves and disconnects appended to stream `key`; the rest over plain
-    /// pub/sub, as MessagePack.
-    Streams { key: String, max_len: u64 },
+    /// pub/sub, as MessagePack. Sessions are saved under `sessions` + private id.
+    Streams {
+        key: String,
+        max_len: u64,
+        sessions: String,
+    },
 }
 
 /// The message `{type, data, uid, nsp}`.
@@ -273,7 +277,8 @@ impl Namespace {
     }
 
     fn publish(&self, channel: String, kind: MessageType, data: Vec<(&str, Value)>) {
-        if let (Transport::Streams { key, max_len }, true) = (&self.transport, kept_in_stream(kind))
+        if let (Transport::Streams { key, max_len, .. }, true) =
+            (&self.transport, kept_in_stream(kind))
         {
             let data = wire::map(data);
             let fields = streams::entry_fields(&self.uid, &self.name, kind as u8, Some(&data));
@@ -294,12 +299,12 @@ impl Namespace {
         if self.is_closed() {
             return;
         }
-        let decoded = match message {
+        let (decoded, offset) = match message {
             Inbound::Request(b) | Inbound::Response(b) | Inbound::Broadcast(b) => {
                 let body: Bytes = b;
-                wire::decode(&body).map_err(|e| e.to_string())
+                (wire::decode(&body).map_err(|e| e.to_string()), None)
             }
-            Inbound::Entry(entry) => entry.message(),
+            Inbound::Entry(entry) => (entry.message(), Some(entry.id)),
         };
         let message = match decoded {
             Ok(m) => m,
@@ -329,11 +334,16 @@ impl Namespace {
                     Ok((payload, _)) => payload,
                     Err(e) => return self.reject(e),
                 };
-                match request_id {
-                    None => {
+                match (request_id, offset) {
+                    (None, Some(offset)) => {
+                        self.local(|l| l.apply_broadcast_at(payload, &opts(), &offset));
+                    }
+                    (None, None) => {
                         self.local(|l| l.apply_broadcast(payload, &opts()));
                     }
-                    Some(id) => self.broadcast_with_ack_from(&from, id, payload, &opts(), data),
+                    (Some(id), _) => {
+                        self.broadcast_with_ack_from(&from, id, payload, &opts(), data)
+                    }
                 }
             }
             MessageType::SocketsJoin | MessageType::SocketsLeave => {
@@ -814,6 +824,86 @@ impl Adapter for ShardedAdapter {
         self.leave_rooms();
         self.ns.close();
         (self.on_close)()
+    }
+
+    fn keeps_sessions(&self) -> bool {
+        matches!(self.ns.transport, Transport::Streams { .. })
+    }
+
+    /// Streams mode: the entry's id is the offset, as every server hands it out. While Redis
+    /// is away the entry waits in the offline queue (the others get it late) and the local
+    /// delivery goes without an offset.
+    fn broadcast_with_offset(
+        &self,
+        data: &Payload,
+        opts: &BroadcastOptions,
+    ) -> BoxFuture<'static, Option<String>> {
+        let Transport::Streams { key, max_len, .. } = &self.ns.transport else {
+            self.broadcast(data, opts);
+            return futures_util::future::ready(None).boxed();
+        };
+        if self.ns.is_closed() || opts.flags.local {
+            return futures_util::future::ready(None).boxed();
+        }
+        let packet = match event_packet(data) {
+            Ok(p) => p,
+            Err(e) => {
+                log(&format!("broadcast on {} not published: {e}", self.ns.name));
+                return futures_util::future::ready(None).boxed();
+            }
+        };
+        let message = wire::map(vec![
+            ("packet", packet),
+            ("opts", wire::options_value(opts, true)),
+        ]);
+        let fields = streams::entry_fields(
+            &self.ns.uid,
+            &self.ns.name,
+            MessageType::Broadcast as u8,
+            Some(&message),
+        );
+        let (key, max_len) = (key.clone(), *max_len);
+        if self.ns.link.check().is_err() {
+            self.ns.link.append(key, fields, max_len);
+            return futures_util::future::ready(None).boxed();
+        }
+        // Sent now, so that broadcasts made one after the other are appended in that order.
+        let appended = self.ns.link.append_confirmed(key, fields, max_len);
+        let name = self.ns.name.clone();
+        async move {
+            match appended.await {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    log(&format!("broadcast on {name} not appended: {e}"));
+                    None
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn persist_session(&self, session: crate::adapter::Session) {
+        if let Transport::Streams { sessions, .. } = &self.ns.transport {
+            streams::persist_session(&self.ns.link, sessions, session);
+        }
+    }
+
+    fn restore_session(
+        &self,
+        pid: &str,
+        offset: &str,
+    ) -> BoxFuture<'static, Option<crate::adapter::RestoredSession>> {
+        let Transport::Streams { key, sessions, .. } = &self.ns.transport else {
+            return futures_util::future::ready(None).boxed();
+        };
+        let request = streams::Restore {
+            link: self.ns.link.clone(),
+            stream: key.clone(),
+            session_key: format!("{sessions}{pid}"),
+            nsp: self.ns.name.clone(),
+            offset: offset.to_owned(),
+        };
+        request.run().boxed()
     }
 }
 

@@ -21,16 +21,18 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use fred::clients::Client;
-use fred::interfaces::{ClientLike, StreamsInterface};
+use fred::interfaces::{ClientLike, KeysInterface, StreamsInterface};
 use fred::types::config::Options;
-use fred::types::Value as RedisValue;
+use fred::types::{ClusterHash, CustomCommand, Expiration, Value as RedisValue};
 
 use super::config::StreamsConfig;
-use super::link::Throttle;
+use super::link::{log, Link, Throttle};
 use super::namespace::Inbound;
 use super::wire;
 use super::Hub;
 use crate::adapter::msgpack::{self, Value};
+use crate::adapter::{RestoredSession, Session};
+use crate::protocol::Payload;
 
 /// Message types whose data may hold binary, and so go as base64 MessagePack when they do.
 const MAY_HOLD_BINARY: [u8; 5] = [3, 8, 9, 10, 12];
@@ -120,6 +122,221 @@ pub fn entry_fields(
 /// A pub/sub message of the streams mode: the envelope, always MessagePack.
 pub fn envelope(message: &Value) -> Vec<u8> {
     msgpack::encode(message)
+}
+
+/// Saves `session` as Node's adapter does: `SET <prefix><pid> base64(msgpack({sid, pid, rooms,
+/// data})) PX <ttl>`, fire and forget. What JavaScript keeps besides `data` (Realtime's clientID,
+/// say) rides along under `weroll`, which Node's servers ignore.
+pub fn persist_session(link: &Arc<Link>, prefix: &str, session: Session) {
+    let mut state = session
+        .state_json
+        .as_deref()
+        .and_then(|j| msgpack::from_json(j).ok())
+        .and_then(|v| match v {
+            Value::Map(m) => Some(m),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let data = state
+        .iter()
+        .position(|(k, _)| k.as_str() == Some("data"))
+        .map(|i| state.remove(i).1)
+        .unwrap_or(Value::Nil);
+    let mut fields = vec![
+        ("sid", Value::from(session.sid.as_str())),
+        ("pid", Value::from(session.pid.as_str())),
+        ("rooms", wire::strings_value(&session.rooms)),
+        ("data", data),
+    ];
+    if !state.is_empty() {
+        fields.push(("weroll", Value::Map(state)));
+    }
+    let blob =
+        base64::engine::general_purpose::STANDARD.encode(msgpack::encode(&wire::map(fields)));
+    let key = format!("{prefix}{}", session.pid);
+    let ttl = i64::try_from(session.ttl.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1);
+    let client = link.client().clone();
+    let options = link.options();
+    link.runtime.spawn(async move {
+        let result: Result<(), _> = client
+            .with_options(&options)
+            .set(key.as_str(), blob, Some(Expiration::PX(ttl)), None, false)
+            .await;
+        if let Err(e) = result {
+            log(&format!(
+                "saving session {key} failed (the client will not recover): {e}"
+            ));
+        }
+    });
+}
+
+/// Entries read per `XRANGE` while gathering what a session missed, and calls at most (Node
+/// makes at most 100 calls).
+const MISSED_PAGE: u64 = 1000;
+const MISSED_CALLS: usize = 100;
+
+/// Taking a session back: `restoreSession(pid, offset)` of Node's adapter.
+pub struct Restore {
+    pub link: Arc<Link>,
+    pub stream: String,
+    pub session_key: String,
+    pub nsp: String,
+    pub offset: String,
+}
+
+impl Restore {
+    /// The session and what it missed, or `None` (a fresh session): a malformed offset, no
+    /// such session (expired, taken, never saved), an offset no longer in the stream, or Redis
+    /// away. The session is consumed either way, as Node's is.
+    pub async fn run(self) -> Option<RestoredSession> {
+        let (ms, seq) = parse_id(&self.offset)?;
+        self.link.check().ok()?;
+        let client = self.link.client().clone();
+        let options = self.link.options();
+        let wait = self.link.requests_timeout;
+        // GETDEL (Redis 6.2): taken once, whichever server asks first; GET then DEL before.
+        let taken = async {
+            let c = client.with_options(&options);
+            let getdel = CustomCommand::new_static("GETDEL", ClusterHash::FirstKey, false);
+            match c
+                .custom::<RedisValue, _>(getdel, vec![self.session_key.as_str()])
+                .await
+            {
+                Ok(v) => Ok(v),
+                Err(e) if e.details().to_ascii_lowercase().contains("unknown command") => {
+                    let v: RedisValue = c.get(self.session_key.as_str()).await?;
+                    let _: i64 = c.del(self.session_key.as_str()).await?;
+                    Ok(v)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        let direct = client.with_options(&options);
+        let here = direct.xrange::<RedisValue, _, _, _>(
+            self.stream.as_str(),
+            self.offset.as_str(),
+            self.offset.as_str(),
+            None,
+        );
+        let (taken, here) = tokio::join!(tokio::time::timeout(wait, taken), here);
+        let blob = taken.ok()?.ok()?.into_string()?;
+        if parse_entries(here.ok()?).is_empty() {
+            return None;
+        }
+        let session = decode_session(&blob)?;
+        let mut missed = Vec::new();
+        let mut from = format!("{ms}-{}", seq.checked_add(1)?);
+        for _ in 0..MISSED_CALLS {
+            let page: RedisValue = client
+                .with_options(&options)
+                .xrange(self.stream.as_str(), from.as_str(), "+", Some(MISSED_PAGE))
+                .await
+                .ok()?;
+            let entries = parse_entries(page);
+            let Some((last, _)) = entries.last() else {
+                break;
+            };
+            let (ms, seq) = parse_id(last)?;
+            from = format!("{ms}-{}", seq.checked_add(1)?);
+            for (id, fields) in entries {
+                let Some(entry) = entry(id, fields) else {
+                    continue;
+                };
+                if entry.nsp == self.nsp && entry.kind == "3" {
+                    missed.extend(session.replay(&entry));
+                }
+            }
+        }
+        Some(RestoredSession {
+            rooms: session
+                .rooms
+                .iter()
+                .filter(|r| **r != session.sid)
+                .cloned()
+                .collect(),
+            sid: session.sid,
+            state_json: session.state_json,
+            missed,
+        })
+    }
+}
+
+/// A stream id `<ms>-<seq>`.
+fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(ms) || !digits(seq) {
+        return None;
+    }
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// A saved session as read back.
+struct Saved {
+    sid: String,
+    /// Its own id included.
+    rooms: Vec<String>,
+    state_json: Option<String>,
+}
+
+impl Saved {
+    /// The event of broadcast entry `entry`, with its id as the last argument, when the session
+    /// was meant to get it (socket.io's `shouldIncludePacket`).
+    fn replay(&self, entry: &Entry) -> Option<Payload> {
+        let message = entry.message().ok()?;
+        let data = wire::field(&message, "data")?;
+        let opts = wire::options(wire::field(data, "opts"));
+        let member = |room: &String| self.rooms.contains(room);
+        let included = opts.rooms.is_empty() || opts.rooms.iter().any(member);
+        if !included || opts.except.iter().any(member) {
+            return None;
+        }
+        let mut packet = wire::field(data, "packet")?.clone();
+        let Value::Map(fields) = &mut packet else {
+            return None;
+        };
+        let (_, args) = fields
+            .iter_mut()
+            .rev()
+            .find(|(k, _)| k.as_str() == Some("data"))?;
+        match args {
+            Value::Array(items) => items.push(Value::from(entry.id.as_str())),
+            _ => return None,
+        }
+        wire::parse_packet(&packet).ok().map(|(payload, _)| payload)
+    }
+}
+
+/// A session blob: base64 MessagePack `{sid, pid, rooms, data}` (plus `weroll` when a native
+/// server wrote it). `None` when it cannot be read.
+fn decode_session(blob: &str) -> Option<Saved> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(blob.trim())
+        .ok()?;
+    let session = msgpack::decode(&bytes).ok()?;
+    let sid = wire::text(wire::field(&session, "sid")).filter(|s| !s.is_empty())?;
+    let rooms = wire::strings(wire::field(&session, "rooms"));
+    let mut state = vec![(
+        "data",
+        wire::field(&session, "data").cloned().unwrap_or(Value::Nil),
+    )];
+    let extra = wire::field(&session, "weroll").and_then(Value::as_map);
+    let extra: Vec<(String, Value)> = extra
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.clone())))
+                .filter(|(k, _)| k != "data")
+                .collect()
+        })
+        .unwrap_or_default();
+    state.extend(extra.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    Some(Saved {
+        sid,
+        rooms,
+        state_json: Some(msgpack::to_json(&wire::map(state))),
+    })
 }
 
 /// Reads the stream until closed, handing each entry to its namespace's queue.
