@@ -99,6 +99,11 @@ export declare class NativeServer {
    * `state_json`: what JavaScript keeps of it, as JSON.
    */
   persistSession(nsp: string, sid: string, pid: string, rooms: Array<string>, stateJson?: string | undefined | null): void
+  /**
+   * What JavaScript keeps of live socket `sid` of `nsp` changed (JSON): it goes with the
+   * socket's next checkpoint, when the cluster keeps sessions.
+   */
+  checkpoint(nsp: string, sid: string, stateJson: string): void
   /** Ids of this server's sockets in `room` of `nsp`. */
   roomMembers(nsp: string, room: string): Array<string>
   /** `fetchSockets()` over the cluster, as JSON `[{id, rooms, handshake, data}]`. */

@@ -122,12 +122,14 @@ describe("streams mode: connection state recovery on any server of the cluster",
   let io;
   let nodePort;
   let b;
+  let redisPort;
+  const recoveryEnv = { TEST_RECOVERY: JSON.stringify({ maxDisconnectionDuration: 5000 }) };
 
   before(async () => {
     const redis = await new u.RedisServer(redisProcess).start();
+    redisPort = redis.port;
     base = await u.freePorts(2);
-    const extra = { TEST_RECOVERY: JSON.stringify({ maxDisconnectionDuration: 5000 }) };
-    await Promise.all([0, 1].map((i) => u.forkWorker(children, i, { base, redisPort: redis.port, key: KEY, adapter: "streams", extra })));
+    await Promise.all([0, 1].map((i) => u.forkWorker(children, i, { base, redisPort, key: KEY, adapter: "streams", extra: recoveryEnv })));
     const pub = createClient({ url: `redis://127.0.0.1:${redis.port}` });
     pub.on("error", () => {});
     redisClients.push(pub);
@@ -163,13 +165,18 @@ describe("streams mode: connection state recovery on any server of the cluster",
     clients.push(c);
     return c;
   };
-  /** Cuts `c`'s transport, runs `meanwhile` while it is away, and waits until it is back on `backPort`. */
-  const moveWhileAway = async (c, backPort, meanwhile) => {
+  /**
+   * Cuts `c`'s transport, runs `meanwhile` while it is away, and waits until it is back on
+   * `backPort`; with `cut` false, `meanwhile` is what cuts it (its server killed, say).
+   */
+  const moveWhileAway = async (c, backPort, meanwhile, cut = true) => {
     const away = new Promise((resolve) => c.once("disconnect", resolve));
     const back = new Promise((resolve) => c.once("connect", resolve));
     c.io.uri = `http://127.0.0.1:${backPort}`;
-    c.io.engine.close();
+    if (cut) c.io.engine.close();
+    else await meanwhile();
     await away;
+    if (!cut) return u.within(back, 5000, `${c.label} reconnects`);
     // Its server must have saved it before the others broadcast.
     await u.delay(200);
     await meanwhile();
@@ -231,6 +238,30 @@ describe("streams mode: connection state recovery on any server of the cluster",
     assert.ok(sockets.some((s) => s.id === id), "back in its room on Node");
     await u.until(() => u.count(n, "n-all") === 1, "n got n-all", 5000);
     assert.deepEqual(tags(n), ["n-before", "n-news", "n-node", "n-all"]);
+  });
+
+  test("a worker SIGKILLed: its client recovers on another worker, clientID and rooms from the last checkpoint", async () => {
+    const w = await u.forkWorker(children, 0, { base: await u.freePorts(1), redisPort, key: KEY, adapter: "streams", extra: recoveryEnv });
+    const a = mover(w.port, "k");
+    await u.shake(a, "k");
+    await u.op(a, "enterRoom", { room: "news" });
+    await u.op(b, "broadcastToAll", { type: "evt", data: { tag: "k-before" } });
+    await u.until(() => u.count(a, "k-before") === 1, "k got k-before", 5000);
+    const id = a.id;
+    // The checkpoint of its join (within 250 ms) must be in Redis before the crash.
+    await u.delay(600);
+    await moveWhileAway(a, base + 1, async () => {
+      w.child.kill("SIGKILL");
+      await u.delay(100);
+      await u.op(b, "broadcastToRoom", { room: "news", type: "evt", data: { tag: "k-news" } });
+      await u.op(b, "sendTo", { clientID: "uk", type: "evt", data: { tag: "k-direct" } });
+    }, false);
+    assert.equal(a.recovered, true);
+    assert.equal(a.id, id);
+    const info = await u.op(a, "info");
+    assert.equal(info.clientID, "uk");
+    assert.ok(info.rooms.includes("news") && info.rooms.includes("###uk"), info.rooms.join(" "));
+    assert.deepEqual(tags(a), ["k-before", "k-news", "k-direct"]);
   });
 
   test("bad recovery input gives a fresh session on a native worker", async () => {

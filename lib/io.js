@@ -197,6 +197,16 @@ class Socket extends EventEmitter {
   _loadState(state) {
     if (state.data !== undefined && state.data !== null) this.data = state.data;
   }
+  /** Tells the native side what recovery keeps of this live socket (for a cluster that checkpoints it). */
+  _checkpoint() {
+    let state;
+    try {
+      state = JSON.stringify(this._saveState());
+    } catch {
+      return;
+    }
+    this.server._native.checkpoint(this.nsp.name, this.id, state);
+  }
   get disconnected() {
     return !this.connected;
   }

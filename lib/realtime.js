@@ -436,6 +436,9 @@ class RealtimeServer extends EventEmitter {
       socket.fire("$init", init);
       if (typeof ack === "function") ack(init);
     }
+    // A cluster that keeps recovery sessions (streams mode) checkpoints live ones: with this, a
+    // client whose worker dies recovers elsewhere with its clientID.
+    if (this.io._recovery) socket._checkpoint();
     if (this.debug) this.traceLog(`client *${socket.clientID}* shakehand success.`);
     this._hook("shakehandSuccess", socket);
     this.emit("shakeHandSuccess", socket);

@@ -1,5 +1,5 @@
 "use strict";
-// Classic vs sharded pub/sub with room-scoped traffic: 4 native workers on one redis-server, R
+// Classic vs sharded pub/sub vs the stream with room-scoped traffic: 4 native workers on one redis-server, R
 // rooms whose members are on one or two workers, each room broadcast to by a worker with no
 // members (so every delivery crosses Redis). For each mode: receivers' latency (p50/p99),
 // workers' CPU per delivery, Redis CPU and bytes Redis sent per broadcast, and which workers a
@@ -23,6 +23,8 @@ const MODES = [
   { name: "classic", adapter: "classic" },
   { name: "sharded static", adapter: "sharded", mode: "static" },
   { name: "sharded dynamic", adapter: "sharded", mode: "dynamic" },
+  { name: "streams", adapter: "streams" },
+  { name: "streams + recovery", adapter: "streams", recovery: true },
 ];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -63,6 +65,7 @@ async function startWorkers(mode, redisPort, base) {
   for (let i = 0; i < WORKERS; i++) {
     const env = { ...process.env, BENCH_PORT: String(base), WEROLL_WORKER_INDEX: String(i), BENCH_REDIS_PORT: String(redisPort), BENCH_ADAPTER: mode.adapter };
     if (mode.mode) env.BENCH_SUBSCRIPTION_MODE = mode.mode;
+    if (mode.recovery) env.BENCH_RECOVERY = "1";
     const child = fork(path.join(__dirname, "worker.js"), [], { env, stdio: ["ignore", "inherit", "inherit", "ipc"] });
     workers.push(child);
   }
@@ -104,8 +107,9 @@ async function runMode(mode, redisPort, base) {
   }
   await sleep(1500);
   const sharded = mode.adapter === "sharded";
+  const channel = (k) => (sharded ? `modes#/#room-${k}#` : mode.adapter === "streams" ? "modes#/#" : "modes-request#/#");
   const reach = [];
-  for (let k = 0; k < 4; k++) reach.push(await subscribers(redisPort, sharded ? `modes#/#room-${k}#` : "modes-request#/#", sharded));
+  for (let k = 0; k < 4; k++) reach.push(await subscribers(redisPort, channel(k), sharded));
   const expectedPerBroadcast = (k) => homes(k).length * PER_WORKER;
   const pids = workers.map((w) => w.pid);
   const cpu0 = cpuSeconds(pids);
@@ -163,7 +167,7 @@ async function main() {
   }
   const f = (n, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : "–");
   const lines = [
-    "# Classic vs sharded pub/sub: room-scoped traffic on 4 workers",
+    "# Classic vs sharded pub/sub vs streams: room-scoped traffic on 4 workers",
     "",
     `Written by \`bench/modes/run.js\`${QUICK ? " --quick" : ""} on ${new Date().toISOString().slice(0, 10)}; redis-server ${redisVersion()}.`,
     "",
@@ -173,10 +177,10 @@ async function main() {
     "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ...rows.map(
       (r) =>
-        `| ${r.mode} | ${r.broadcasts} | ${r.delivered} (${r.expected}) | ${f(r.p50, 2)} | ${f(r.p99, 2)} | ${f(r.cpuPerDelivery)} | ${f(r.redisCpuPerBroadcast)} | ${f(r.redisBytesPerBroadcast, 0)} | ${r.mode === "classic" ? `(all 4 on the pattern; NUMSUB of the request channel: ${r.reach[0]})` : r.reach.join(", ")} |`,
+        `| ${r.mode} | ${r.broadcasts} | ${r.delivered} (${r.expected}) | ${f(r.p50, 2)} | ${f(r.p99, 2)} | ${f(r.cpuPerDelivery)} | ${f(r.redisCpuPerBroadcast)} | ${f(r.redisBytesPerBroadcast, 0)} | ${r.mode === "classic" ? `(all 4 on the pattern; NUMSUB of the request channel: ${r.reach[0]})` : r.mode.startsWith("streams") ? `(all 4 read the stream; NUMSUB of the namespace's channel: ${r.reach[0]})` : r.reach.join(", ")} |`,
     ),
     "",
-    "In the classic mode every broadcast goes to every worker's pattern subscription; in the sharded static mode every broadcast goes to every worker through the namespace's shard channel; in the dynamic mode a room broadcast goes to the room's own channel, whose subscribers are exactly the workers with members (1 or 2 here), which is what the bytes Redis sends per broadcast show.",
+    "In the classic mode every broadcast goes to every worker's pattern subscription; in the sharded static mode every broadcast goes to every worker through the namespace's shard channel; in the dynamic mode a room broadcast goes to the room's own channel, whose subscribers are exactly the workers with members (1 or 2 here), which is what the bytes Redis sends per broadcast show. In the streams mode every broadcast is one entry appended to the stream, which every worker reads (XREAD BLOCK, up to 100 entries a call) from the last entry it read; with recovery on, each local delivery also waits for its entry id, which is the offset clients get.",
     "",
   ];
   const out = path.join(__dirname, "..", QUICK ? "out" : ".", QUICK ? "MODES-quick.md" : "MODES.md");

@@ -1,6 +1,6 @@
 "use strict";
 // One worker of the classic-vs-sharded benchmark: a Realtime server in the cluster mode named by
-// BENCH_ADAPTER ("classic" | "sharded", with BENCH_SUBSCRIPTION_MODE). Clients send
+// BENCH_ADAPTER ("classic" | "sharded", with BENCH_SUBSCRIPTION_MODE, | "streams", with BENCH_RECOVERY). Clients send
 // `m` ["join", room]; the runner, over IPC, has the worker broadcast to its rooms at a rate.
 const { Realtime } = require("weroll-native");
 
@@ -11,9 +11,10 @@ const cluster = {
   adapter: process.env.BENCH_ADAPTER || "classic",
 };
 if (process.env.BENCH_SUBSCRIPTION_MODE) cluster.subscriptionMode = process.env.BENCH_SUBSCRIPTION_MODE;
+const connectionStateRecovery = process.env.BENCH_RECOVERY ? { maxDisconnectionDuration: 120000 } : undefined;
 
 async function main() {
-  const server = Realtime.createServer({ port: base, host: "127.0.0.1", shakehand: false, cluster }, true);
+  const server = Realtime.createServer({ port: base, host: "127.0.0.1", shakehand: false, cluster, connectionStateRecovery }, true);
   server.on("join", (socket, room) => socket.helper.enterRoom(room));
   const port = await server.start();
   process.on("message", (msg) => {

@@ -298,8 +298,10 @@ pub trait Adapter: Send + Sync + 'static {
         self.broadcast(data, opts);
         Box::pin(async { None })
     }
-    /// Saves a dropped socket for the cluster.
+    /// Saves a socket's session for the cluster (dropped, or a checkpoint of a live one).
     fn persist_session(&self, _session: Session) {}
+    /// Deletes the session saved under `pid` (its socket left for good).
+    fn forget_session(&self, _pid: &str) {}
     /// Takes back the session saved under `pid` with what it missed after `offset`; `None`
     /// (a fresh session) when there is none, it expired, or the offset is unknown.
     fn restore_session(

@@ -634,6 +634,16 @@ impl NativeServer {
         Ok(())
     }
 
+    /// What JavaScript keeps of live socket `sid` of `nsp` changed (JSON): it goes with the
+    /// socket's next checkpoint, when the cluster keeps sessions.
+    #[napi]
+    pub fn checkpoint(&self, nsp: String, sid: String, state_json: String) -> Result<()> {
+        if let Some(ns) = self.server()?.namespace(&nsp) {
+            ns.set_checkpoint_state(&sid, state_json);
+        }
+        Ok(())
+    }
+
     /// Ids of this server's sockets in `room` of `nsp`.
     #[napi]
     pub fn room_members(&self, nsp: String, room: String) -> Result<Vec<String>> {

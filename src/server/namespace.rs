@@ -63,6 +63,22 @@ pub struct Namespace {
     this: OnceLock<Weak<Namespace>>,
     /// Broadcasts waiting for the offset the cluster gives them, delivered in the order made.
     offsets_due: OnceLock<tokio::sync::mpsc::UnboundedSender<OffsetDue>>,
+    /// Checkpoints of live sessions, when the cluster keeps them.
+    checkpoints: OnceLock<Checkpoints>,
+}
+
+/// How soon a live session's change (a join, a leave, JavaScript's state) reaches the cluster.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// With connection state recovery kept by the cluster, each live socket's session is saved
+/// there too, as it would be on its disconnect: when it connects, when its rooms or
+/// JavaScript's state of it change, and again every half `maxDisconnectionDuration`. So a
+/// client whose server died without a word (killed, its machine gone) recovers on another.
+#[derive(Default)]
+struct Checkpoints {
+    dirty: std::sync::Mutex<HashSet<Arc<str>>>,
+    /// What JavaScript keeps of a live socket (JSON), as last told.
+    states: std::sync::Mutex<HashMap<Arc<str>, String>>,
 }
 
 /// A broadcast whose local delivery waits for its offset.
@@ -122,6 +138,7 @@ impl Namespace {
             next_ack: AtomicU64::new(FIRST_BROADCAST_ACK),
             this: OnceLock::new(),
             offsets_due: OnceLock::new(),
+            checkpoints: OnceLock::new(),
         });
         let _ = ns.this.set(Arc::downgrade(&ns));
         let weak: Weak<dyn LocalNamespace> = Arc::downgrade(&ns) as Weak<dyn LocalNamespace>;
@@ -244,6 +261,94 @@ impl Namespace {
     pub(crate) fn add(&self, socket: &Arc<Socket>) {
         write(&self.sockets).insert(socket.id.clone(), socket.clone());
         self.adapter().room_created(&socket.id, true);
+        self.checkpoint(&socket.id);
+    }
+
+    /// Saves socket `sid`'s session for the cluster soon (when it keeps them).
+    pub(crate) fn checkpoint(&self, sid: &Arc<str>) {
+        if !self.cluster_offsets() {
+            return;
+        }
+        let checkpoints = self.checkpoints.get_or_init(|| {
+            self.start_checkpoints();
+            Checkpoints::default()
+        });
+        crate::server::lock(&checkpoints.dirty).insert(sid.clone());
+    }
+
+    /// What JavaScript keeps of live socket `sid` changed: it goes with its next checkpoint.
+    pub fn set_checkpoint_state(&self, sid: &str, state_json: String) {
+        let Some(socket) = read(&self.sockets).get(sid).cloned() else {
+            return;
+        };
+        self.checkpoint(&socket.id);
+        if let Some(c) = self.checkpoints.get() {
+            crate::server::lock(&c.states).insert(socket.id.clone(), state_json);
+        }
+    }
+
+    /// The checkpoint task: every [`CHECKPOINT_EVERY`], the sessions that changed; every half
+    /// `maxDisconnectionDuration`, all of them.
+    fn start_checkpoints(&self) {
+        let (Some(core), Some(this)) = (self.core(), self.this.get().cloned()) else {
+            return;
+        };
+        let Some(rec) = core.recovery().cloned() else {
+            return;
+        };
+        let Some(rt) = core
+            .runtime
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+        else {
+            return;
+        };
+        let refresh = (rec.config.max_disconnection / 2).max(Duration::from_secs(1));
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut refreshed = tokio::time::Instant::now();
+            loop {
+                tick.tick().await;
+                let Some(ns) = this.upgrade() else { return };
+                let Some(c) = ns.checkpoints.get() else {
+                    continue;
+                };
+                let all = refreshed.elapsed() >= refresh;
+                let sockets: Vec<Arc<Socket>> = if all {
+                    refreshed = tokio::time::Instant::now();
+                    crate::server::lock(&c.dirty).clear();
+                    read(&ns.sockets).values().cloned().collect()
+                } else {
+                    let dirty: Vec<Arc<str>> = crate::server::lock(&c.dirty).drain().collect();
+                    let sockets = read(&ns.sockets);
+                    dirty
+                        .iter()
+                        .filter_map(|sid| sockets.get(sid).cloned())
+                        .collect()
+                };
+                for socket in sockets {
+                    let Some(pid) = socket.pid() else { continue };
+                    if !socket.connected() || socket.is_pending() {
+                        continue;
+                    }
+                    let state = crate::server::lock(&c.states).get(&socket.id).cloned();
+                    ns.persist_session(&socket.id, pid, &socket.rooms(), state);
+                }
+            }
+        });
+    }
+
+    /// A socket left for good (not to be recovered): its checkpoint goes.
+    pub(crate) fn forget_checkpoint(&self, sid: &str, pid: Option<&str>, keep: bool) {
+        let Some(c) = self.checkpoints.get() else {
+            return;
+        };
+        crate::server::lock(&c.dirty).remove(sid);
+        crate::server::lock(&c.states).remove(sid);
+        if let (Some(pid), false) = (pid, keep) {
+            self.adapter().forget_session(pid);
+        }
     }
 
     /// Forgets a socket; returns the rooms it was in.
@@ -308,6 +413,9 @@ impl Namespace {
                 joined.push(key);
             }
         }
+        drop(joined);
+        drop(rooms);
+        self.checkpoint(&socket.id);
     }
 
     pub(crate) fn leave(&self, socket: &Arc<Socket>, name: &str) {
@@ -325,6 +433,9 @@ impl Namespace {
             }
         }
         joined.retain(|r| &**r != name);
+        drop(joined);
+        drop(rooms);
+        self.checkpoint(&socket.id);
     }
 
     /// Calls `f` for every local socket in `room`: its members, the socket whose id it is, and

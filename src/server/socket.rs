@@ -86,6 +86,11 @@ impl Socket {
         self
     }
 
+    /// The private id of connection state recovery.
+    pub(crate) fn pid(&self) -> Option<&str> {
+        self.pid.as_deref()
+    }
+
     /// Whether connection state recovery gave this socket back.
     pub fn recovered(&self) -> bool {
         self.recovered
@@ -387,6 +392,8 @@ impl Socket {
             return;
         }
         let rooms = self.nsp.remove(self);
+        self.nsp
+            .forget_checkpoint(&self.id, self.pid(), super::recovery::saves(reason));
         if let Some(core) = self.nsp.core() {
             let mut save_as = None;
             if let (Some(rec), Some(pid)) = (core.recovery(), &self.pid) {

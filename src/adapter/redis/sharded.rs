@@ -888,6 +888,12 @@ impl Adapter for ShardedAdapter {
         }
     }
 
+    fn forget_session(&self, pid: &str) {
+        if let Transport::Streams { sessions, .. } = &self.ns.transport {
+            streams::forget_session(&self.ns.link, &format!("{sessions}{pid}"));
+        }
+    }
+
     fn restore_session(
         &self,
         pid: &str,

@@ -172,6 +172,16 @@ pub fn persist_session(link: &Arc<Link>, prefix: &str, session: Session) {
     });
 }
 
+/// Deletes a saved session, fire and forget.
+pub fn forget_session(link: &Arc<Link>, key: &str) {
+    let client = link.client().clone();
+    let options = link.options();
+    let key = key.to_owned();
+    link.runtime.spawn(async move {
+        let _: Result<i64, _> = client.with_options(&options).del(key.as_str()).await;
+    });
+}
+
 /// Entries read per `XRANGE` while gathering what a session missed, and calls at most (Node
 /// makes at most 100 calls).
 const MISSED_PAGE: u64 = 1000;
