@@ -112,6 +112,11 @@ export declare class NativeServer {
   allRooms(nsp: string): Promise<Array<string>>
   /** Number of servers in the cluster. */
   serverCount(nsp: string): Promise<number>
+  /**
+   * socket.io-redis 3's `customRequest(data)` to the other servers (`data`: JSON of
+   * `[data]`); resolves their answers, each `[data]`, with the error after `timeoutMs`.
+   */
+  customRequest(nsp: string, data: string, timeoutMs: number): Promise<NativeEmitAnswers>
   /** `serverSideEmit` to the other servers; with `timeoutMs`, resolves their answers. */
   serverSideEmit(nsp: string, data: string, attachments?: Array<Buffer> | undefined | null, timeoutMs?: number | undefined | null): Promise<NativeEmitAnswers>
   /** Answers another server's `serverSideEmit` (token from the event). */

@@ -6,6 +6,8 @@ const { workerIndex } = require("./worker");
 const native = require("./native");
 
 const INVOKE_EVENT = "weroll:invoke";
+/** How a weroll 1.x worker's `invoke` (socket.io-redis 3's customRequest) reaches this one. */
+const CUSTOM_REQUEST_EVENT = "socket.io-redis:customRequest";
 /** How a cluster request that could not be sent (Redis away) fails. */
 const UNAVAILABLE = /cluster adapter unavailable/;
 /** Keys of `cluster` that choose the adapter and set its mode's options (also read in `cluster.redis`). */
@@ -297,6 +299,11 @@ class RealtimeServer extends EventEmitter {
     io.sockets._onSocket = (socket) => this._onConnection(socket);
     if (this._canBeLazy()) io.sockets._setAnnounce(true, { roomPrefix: "###", event: "$init" });
     io.sockets.on(INVOKE_EVENT, (method, args, cb) => this._invokeLocal(method, args).then((r) => cb && cb(r)));
+    // weroll 1.x's hook: `["invoke", [method, args]]`, answered with the producer's result.
+    io.sockets.on(CUSTOM_REQUEST_EVENT, (data, cb) => {
+      if (!Array.isArray(data) || data[0] !== "invoke" || !Array.isArray(data[1])) return cb && cb(null);
+      this._invokeLocal(data[1][0], data[1][1]).then((r) => cb && cb(r.result === undefined ? null : r.result));
+    });
     const started = c.server ? io.attach(c.server).ready() : io.listen(port, c.host);
     return started.then(
       (bound) => {
@@ -607,6 +614,11 @@ class RealtimeServer extends EventEmitter {
   _invokeRemote(method, args) {
     const io = this.io;
     if (!io) return Promise.resolve([]);
+    if (this.config.cluster && this.config.cluster.legacyInvoke) {
+      // During a migration from weroll 1.x: as its invoke, socket.io-redis 3's customRequest,
+      // which weroll 1.x workers answer too.
+      return io.sockets._customRequest(["invoke", [method, args === undefined ? [] : args]]).then((answers) => answers.map((result) => ({ result })));
+    }
     return new Promise((resolve, reject) =>
       io.sockets.serverSideEmit(INVOKE_EVENT, method, args === undefined ? [] : args, (err, r) => (err ? reject(err) : resolve(r))),
     );

@@ -273,6 +273,19 @@ pub trait Adapter: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<Payload>, AdapterError>>;
     /// Number of servers in the cluster, this one included.
     fn server_count(&self) -> BoxFuture<'static, usize>;
+    /// socket.io-redis 3's `customRequest(data)` (`args` holds the one argument): every other
+    /// server's answer, as weroll 1.x's `invoke` gathers them. Only the classic mode speaks it.
+    fn custom_request(
+        &self,
+        _args: &Payload,
+        _timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<Payload>, AdapterError>> {
+        Box::pin(async {
+            Err(AdapterError::Unavailable(
+                "customRequest needs the classic Redis adapter".into(),
+            ))
+        })
+    }
     /// A room got its first local member (`socket_id`: the room is a socket's own id). An
     /// adapter with a channel per room starts listening on it.
     fn room_created(&self, _room: &str, _socket_id: bool) {}

@@ -691,6 +691,26 @@ impl NativeServer {
         Ok(u32::try_from(server.server_count(&nsp).await).unwrap_or(u32::MAX))
     }
 
+    /// socket.io-redis 3's `customRequest(data)` to the other servers (`data`: JSON of
+    /// `[data]`); resolves their answers, each `[data]`, with the error after `timeoutMs`.
+    #[napi]
+    pub async fn custom_request(
+        &self,
+        nsp: String,
+        data: String,
+        timeout_ms: u32,
+    ) -> Result<NativeEmitAnswers> {
+        let server = self.server()?.clone();
+        let result = server
+            .custom_request(
+                &nsp,
+                payload(data, None),
+                Duration::from_millis(u64::from(timeout_ms)),
+            )
+            .await;
+        emit_answers(result)
+    }
+
     /// `serverSideEmit` to the other servers; with `timeoutMs`, resolves their answers.
     #[napi]
     pub async fn server_side_emit(
@@ -708,30 +728,7 @@ impl NativeServer {
                 timeout_ms.map(|t| Duration::from_millis(u64::from(t))),
             )
             .await;
-        let answers = |a: Vec<Payload>| a.into_iter().map(NativePayload::from).collect();
-        match result {
-            Ok(a) => Ok(NativeEmitAnswers {
-                error: None,
-                answers: answers(a),
-            }),
-            // As socket.io: the error, with the answers that did come.
-            Err(crate::adapter::AdapterError::Timeout {
-                expected,
-                received,
-                acks,
-            }) => Ok(NativeEmitAnswers {
-                error: Some(
-                    crate::adapter::AdapterError::Timeout {
-                        expected,
-                        received,
-                        acks: Vec::new(),
-                    }
-                    .to_string(),
-                ),
-                answers: answers(acks),
-            }),
-            Err(e) => Err(to_napi(e)),
-        }
+        emit_answers(result)
     }
 
     /// Answers another server's `serverSideEmit` (token from the event).
@@ -849,4 +846,34 @@ pub fn msgpack_encode(json: String) -> Result<Buffer> {
     let value = crate::adapter::msgpack::from_json(&json)
         .map_err(|e| Error::new(Status::InvalidArg, e.0))?;
     Ok(Buffer::from(crate::adapter::msgpack::encode(&value)))
+}
+
+/// Cluster answers for JavaScript: as socket.io, a timeout is the error with the answers that
+/// did come.
+fn emit_answers(
+    result: std::result::Result<Vec<Payload>, crate::adapter::AdapterError>,
+) -> Result<NativeEmitAnswers> {
+    let answers = |a: Vec<Payload>| a.into_iter().map(NativePayload::from).collect();
+    match result {
+        Ok(a) => Ok(NativeEmitAnswers {
+            error: None,
+            answers: answers(a),
+        }),
+        Err(crate::adapter::AdapterError::Timeout {
+            expected,
+            received,
+            acks,
+        }) => Ok(NativeEmitAnswers {
+            error: Some(
+                crate::adapter::AdapterError::Timeout {
+                    expected,
+                    received,
+                    acks: Vec::new(),
+                }
+                .to_string(),
+            ),
+            answers: answers(acks),
+        }),
+        Err(e) => Err(to_napi(e)),
+    }
 }

@@ -457,6 +457,17 @@ impl Server {
         ns.adapter().server_side_emit(&data, ack_timeout).await
     }
 
+    /// socket.io-redis 3's `customRequest` to the other servers (`data` holds its argument).
+    pub async fn custom_request(
+        &self,
+        nsp: &str,
+        data: Payload,
+        timeout: Duration,
+    ) -> Result<Vec<Payload>, AdapterError> {
+        let ns = self.namespace_or_err(nsp)?;
+        ns.adapter().custom_request(&data, timeout).await
+    }
+
     /// Number of servers in the cluster.
     pub async fn server_count(&self, nsp: &str) -> usize {
         match self.namespace(nsp) {

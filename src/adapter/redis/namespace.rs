@@ -49,6 +49,8 @@ enum Kind {
     AllRooms,
     Fetch,
     ServerSideEmit,
+    /// socket.io-redis 3's `customRequest` (weroll 1.x's `invoke`).
+    Custom,
 }
 
 enum Collected {
@@ -73,7 +75,7 @@ impl Pending {
         match self.kind {
             Kind::AllRooms => Collected::Rooms(std::mem::take(&mut self.rooms)),
             Kind::Fetch => Collected::Sockets(std::mem::take(&mut self.sockets)),
-            Kind::ServerSideEmit => Collected::Acks(std::mem::take(&mut self.acks)),
+            Kind::ServerSideEmit | Kind::Custom => Collected::Acks(std::mem::take(&mut self.acks)),
         }
     }
 }
@@ -94,6 +96,10 @@ pub struct Namespace {
     closed: AtomicBool,
     bad_messages: Throttle,
 }
+
+/// The server-side event a namespace hears socket.io-redis 3's `customRequest(data)` as
+/// (`data` its argument, its acknowledgement the answer).
+pub const CUSTOM_REQUEST_EVENT: &str = "socket.io-redis:customRequest";
 
 /// A random id of `len` letters and digits (like `uid2`).
 pub fn random_id(len: usize) -> String {
@@ -224,6 +230,16 @@ impl Namespace {
         }
         let request_id = wire::field(request, "requestId").cloned();
         let opts = wire::field(request, "opts").map(|o| wire::options(Some(o)));
+        // socket.io-redis 3 (weroll 1.x): `{requestid, type: 5, data}` is a customRequest, where
+        // redis-adapter 8's type 5 (a fetch) has `requestId` and `opts`.
+        if let (RequestType::RemoteFetch, None, None, Some(id)) = (
+            kind,
+            &request_id,
+            &opts,
+            wire::text(wire::field(request, "requestid")),
+        ) {
+            return self.on_custom_request(id, wire::field(request, "data"));
+        }
         match kind {
             RequestType::Sockets => {
                 let Some(id) = request_id else { return };
@@ -344,6 +360,35 @@ impl Namespace {
         }
     }
 
+    /// Another server's `customRequest(data)`: unless it is one of ours, handed to the
+    /// namespace as the server-side event [`CUSTOM_REQUEST_EVENT`] with `data`; the answer's
+    /// argument goes back as `{requestid, data}` on the response channel, as socket.io-redis 3's
+    /// `customHook` answers.
+    fn on_custom_request(self: &Arc<Self>, id: String, data: Option<&Value>) {
+        if self.pending.lock().is_ok_and(|p| p.contains_key(&id)) {
+            return;
+        }
+        let args = Value::Array(vec![
+            Value::from(CUSTOM_REQUEST_EVENT),
+            data.cloned().unwrap_or(Value::Nil),
+        ]);
+        let (tx, rx) = oneshot::channel::<Payload>();
+        if self
+            .local(|l| l.on_server_side_emit(msgpack::to_payload(&args), Some(tx)))
+            .is_none()
+        {
+            return;
+        }
+        let ns = self.clone();
+        shared::answer_server_side_emit(&self.link.runtime, self.name.clone(), rx, move |first| {
+            let mut fields = vec![("requestid", Value::from(id.as_str()))];
+            fields.extend(first.filter(|v| !v.is_nil()).map(|a| ("data", a)));
+            // JSON, as socket.io-redis 3 reads responses.
+            let body = msgpack::to_json(&wire::map(fields));
+            ns.link.publish(ns.channels.response.clone(), body);
+        });
+    }
+
     fn on_server_side_emit(self: &Arc<Self>, request: &Value, request_id: Option<Value>) {
         let Some(data) = wire::field(request, "data").filter(|d| d.is_array()) else {
             return self.reject("serverSideEmit", "no data array");
@@ -373,7 +418,11 @@ impl Namespace {
     }
 
     fn on_response(&self, response: &Value) {
-        let Some(id) = wire::text(wire::field(response, "requestId")) else {
+        // socket.io-redis 3's answers name it `requestid`.
+        let legacy = wire::field(response, "requestId").is_none();
+        let Some(id) = wire::text(
+            wire::field(response, "requestId").or_else(|| wire::field(response, "requestid")),
+        ) else {
             return;
         };
         let kind = RequestType::of(response);
@@ -393,6 +442,9 @@ impl Namespace {
         let Some(p) = pending.get_mut(&id) else {
             return;
         };
+        if legacy != (p.kind == Kind::Custom) {
+            return;
+        }
         match p.kind {
             Kind::AllRooms => {
                 let Some(rooms) = wire::field(response, "rooms").filter(|r| r.is_array()) else {
@@ -418,6 +470,10 @@ impl Namespace {
                 }
                 p.acks
                     .push(wire::ack_payload(wire::field(response, "data")));
+            }
+            Kind::Custom => {
+                let data = wire::field(response, "data").cloned().unwrap_or(Value::Nil);
+                p.acks.push(msgpack::to_payload(&Value::Array(vec![data])));
             }
         }
         p.received += 1;
@@ -469,16 +525,26 @@ impl Namespace {
 
         let request_type = match kind {
             Kind::AllRooms => RequestType::AllRooms,
-            Kind::Fetch => RequestType::RemoteFetch,
+            Kind::Fetch | Kind::Custom => RequestType::RemoteFetch,
             Kind::ServerSideEmit => RequestType::ServerSideEmit,
         };
-        let mut fields = vec![
-            ("uid", Value::from(self.uid.as_str())),
-            ("requestId", Value::from(id.as_str())),
-            ("type", request_type.value()),
-        ];
-        fields.extend(extra);
-        let body = wire::encode_message(&wire::map(fields));
+        let body = if kind == Kind::Custom {
+            // socket.io-redis 3's shape, in JSON: `{requestid, type: 5, data}`.
+            let mut fields = vec![
+                ("requestid", Value::from(id.as_str())),
+                ("type", request_type.value()),
+            ];
+            fields.extend(extra);
+            msgpack::to_json(&wire::map(fields)).into_bytes()
+        } else {
+            let mut fields = vec![
+                ("uid", Value::from(self.uid.as_str())),
+                ("requestId", Value::from(id.as_str())),
+                ("type", request_type.value()),
+            ];
+            fields.extend(extra);
+            wire::encode_message(&wire::map(fields))
+        };
         if let Err(e) = self
             .link
             .publish_confirmed(self.channels.request.clone(), body)
@@ -690,6 +756,29 @@ impl Adapter for RedisAdapter {
         async move {
             match ns
                 .request(Kind::ServerSideEmit, vec![("data", data)], wait)
+                .await?
+            {
+                Collected::Acks(a) => Ok(a),
+                _ => Ok(Vec::new()),
+            }
+        }
+        .boxed()
+    }
+
+    fn custom_request(
+        &self,
+        args: &Payload,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<Payload>, AdapterError>> {
+        let data = match shared::emit_arguments(args) {
+            Ok(Value::Array(mut a)) if !a.is_empty() => a.swap_remove(0),
+            Ok(_) => Value::Nil,
+            Err(e) => return futures_util::future::ready(Err(e)).boxed(),
+        };
+        let ns = self.ns.clone();
+        async move {
+            match ns
+                .request(Kind::Custom, vec![("data", data)], timeout)
                 .await?
             {
                 Collected::Acks(a) => Ok(a),
