@@ -159,8 +159,8 @@ describe("streams mode: connection state recovery on any server of the cluster",
   });
 
   /** A socket.io-client 4.8 on `port` that, once cut, comes back a second later on `backPort`. */
-  const mover = (port, label) => {
-    const c = u.client(4, port, { reconnection: true, reconnectionDelay: 1000, reconnectionDelayMax: 1000, randomizationFactor: 0 });
+  const mover = (port, label, transports = ["websocket"]) => {
+    const c = u.client(4, port, { transports, reconnection: true, reconnectionDelay: 1000, reconnectionDelayMax: 1000, randomizationFactor: 0 });
     c.label = label;
     clients.push(c);
     return c;
@@ -184,29 +184,29 @@ describe("streams mode: connection state recovery on any server of the cluster",
   };
   const tags = (c) => c.got.filter((g) => g.ev === "evt").map((g) => g.data.tag);
 
-  test("a client cut from worker 0 recovers on worker 1: same id, rooms, clientID, every missed event once, in order", async () => {
-    const a = mover(base, "a");
-    await u.shake(a, "a");
+  for (const [n, transports] of [["a", ["websocket"]], ["p", ["polling"]]]) test(`a client cut from worker 0 recovers on worker 1 over ${transports[0]}: same id, rooms, clientID, every missed event once, in order`, async () => {
+    const a = mover(base, n, transports);
+    await u.shake(a, n);
     await u.op(a, "enterRoom", { room: "news" });
-    await u.op(b, "broadcastToAll", { type: "evt", data: { tag: "before" } });
-    await u.expectDelivery(assert, clients, [a, b], "before");
+    await u.op(b, "broadcastToAll", { type: "evt", data: { tag: `${n}-before` } });
+    await u.until(() => u.count(a, `${n}-before`) === 1 && u.count(b, `${n}-before`) === 1, "a and b got it", 5000);
     const id = a.id;
     await moveWhileAway(a, base + 1, async () => {
-      await u.op(b, "broadcastToAll", { type: "evt", data: { tag: "all" } });
-      await u.op(b, "sendTo", { clientID: "ua", type: "evt", data: { tag: "direct" } });
-      await u.op(b, "broadcastToRoom", { room: "news", type: "evt", data: { tag: "news" } });
-      await u.op(b, "broadcastToRoom", { room: "sport", type: "evt", data: { tag: "sport" } });
-      io.emit("evt", { tag: "from-node" });
+      await u.op(b, "broadcastToAll", { type: "evt", data: { tag: `${n}-all` } });
+      await u.op(b, "sendTo", { clientID: `u${n}`, type: "evt", data: { tag: `${n}-direct` } });
+      await u.op(b, "broadcastToRoom", { room: "news", type: "evt", data: { tag: `${n}-news` } });
+      await u.op(b, "broadcastToRoom", { room: "sport", type: "evt", data: { tag: `${n}-sport` } });
+      io.emit("evt", { tag: `${n}-from-node` });
     });
     assert.equal(a.recovered, true);
     assert.equal(a.id, id);
     const info = await u.op(a, "info");
     assert.equal(info.port, base + 1, "now on worker 1");
-    assert.equal(info.clientID, "ua", "its clientID came along");
-    assert.ok(info.rooms.includes("news") && info.rooms.includes("###ua"), info.rooms.join(" "));
-    await u.op(b, "broadcastToAll", { type: "evt", data: { tag: "after" } });
-    await u.until(() => u.count(a, "after") === 1, "a hears live traffic again", 5000);
-    assert.deepEqual(tags(a), ["before", "all", "direct", "news", "from-node", "after"]);
+    assert.equal(info.clientID, `u${n}`, "its clientID came along");
+    assert.ok(info.rooms.includes("news") && info.rooms.includes(`###u${n}`), info.rooms.join(" "));
+    await u.op(b, "broadcastToAll", { type: "evt", data: { tag: `${n}-after` } });
+    await u.until(() => u.count(a, `${n}-after`) === 1, "a hears live traffic again", 5000);
+    assert.deepEqual(tags(a), ["before", "all", "direct", "news", "from-node", "after"].map((t) => `${n}-${t}`));
     // The session was taken: the same pid again gives a fresh one.
     assert.equal(a.got.filter((g) => g.ev === "$init").length, 1, "not asked to shake hands again");
   });
