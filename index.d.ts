@@ -54,7 +54,7 @@ export type RealtimeRedisConfig = (
   | { pub: RedisEndpoint; sub: RedisEndpoint }
   | RedisClusterTopology
   | RedisSentinelTopology
-) & {
+) & ClusterModeOptions & {
   key?: string;
   prefix?: string;
   /** How long cluster requests (fetchSockets, serverSideEmit with ack, invoke) wait, ms. */
@@ -92,8 +92,32 @@ export interface OfflineQueueStats {
   outages: number;
 }
 
+/** Which adapter the servers use, and its mode's options (in `cluster`, or in `redis`). */
+export interface ClusterModeOptions {
+  /**
+   * `"classic"` (default: PUBLISH/PSUBSCRIBE, as `createAdapter`), `"sharded"` (Redis 7, as
+   * `createShardedAdapter`) or `"streams"` (a Redis stream, as `@socket.io/redis-streams-adapter`:
+   * nothing lost across Redis restarts, connection state recovery on any server).
+   */
+  adapter?: "classic" | "sharded" | "streams";
+  /** Sharded mode: which room channels a server subscribes to (default `"dynamic"`). */
+  subscriptionMode?: "static" | "dynamic" | "dynamic-private";
+  /** Streams mode: the stream's key (default `"socket.io"`). */
+  streamName?: string;
+  /** Streams mode: entries the stream keeps, about (default 10000). */
+  maxLen?: number;
+  /** Streams mode: entries read at once (default 100). */
+  readCount?: number;
+  /** Streams mode: how long one read waits, ms (default 5000). */
+  blockTimeInMs?: number;
+  /** Streams mode: prefix of the saved sessions' keys (default `"sio:session:"`). */
+  sessionKeyPrefix?: string;
+  /** Streams mode: only 1 is supported. */
+  streamCount?: 1;
+}
+
 /** `config.cluster`. */
-export interface RealtimeClusterConfig {
+export interface RealtimeClusterConfig extends ClusterModeOptions {
   /** Listen on `port + worker index` and join the other workers through Redis. */
   enable: boolean;
   redis?: RealtimeRedisConfig;
@@ -108,10 +132,11 @@ export interface RealtimeClusterConfig {
   presenceInterval?: number;
   /** The Redis adapter's offline queue, when `redis` does not set it. */
   offlineQueue?: OfflineQueueConfig;
-  /** `"classic"` (default: PUBLISH/PSUBSCRIBE, as `createAdapter`) or `"sharded"` (Redis 7, as `createShardedAdapter`). */
-  adapter?: "classic" | "sharded";
-  /** Sharded mode: which room channels a server subscribes to (default `"dynamic"`). */
-  subscriptionMode?: "static" | "dynamic" | "dynamic-private";
+  /**
+   * During a migration from weroll 1.x: `invoke` and `kick` go as socket.io-redis 3's
+   * `customRequest`, which weroll 1.x workers answer too (classic mode; see the README).
+   */
+  legacyInvoke?: boolean;
 }
 
 /** Checks a shakehand's credentials; may answer through `callback` or a returned Promise. */
