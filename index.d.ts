@@ -171,6 +171,11 @@ export interface EngineOptions {
   upgradeTimeout?: number;
   /** Largest message accepted, bytes, default 1e6. */
   maxHttpBufferSize?: number;
+  /**
+   * Polling responses of at least `threshold` bytes go gzip- or deflate-encoded to clients that
+   * accept it (default: on, 1024 bytes, as socket.io); `false` turns it off.
+   */
+  httpCompression?: boolean | { threshold?: number };
   /** ms a client has to join a namespace after connecting, default 45000. */
   connectTimeout?: number;
   cors?: CorsOptions;

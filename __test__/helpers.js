@@ -343,7 +343,10 @@ function request(port, method, path, body, headers = {}) {
     const req = http.request({ host: "127.0.0.1", port, method, path, agent: false, headers }, (res) => {
       const chunks = [];
       res.on("data", (c) => chunks.push(c));
-      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      res.on("end", () => {
+        const raw = Buffer.concat(chunks);
+        resolve({ status: res.statusCode, headers: res.headers, body: raw.toString(), raw });
+      });
       res.on("error", reject);
     });
     req.setTimeout(5000, () => req.destroy(new Error(`${method} ${path}: no answer in 5 s`)));

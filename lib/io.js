@@ -37,6 +37,7 @@ const SERVER_OPTIONS = [
   "bindRetryMs",
   "maxQueuedFrames",
   "maxQueuedBytes",
+  "httpCompression",
 ];
 
 /** The `SERVER_OPTIONS` of `o` (undefined ones stay undefined and take the native default). */

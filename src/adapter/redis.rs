@@ -753,7 +753,12 @@ impl RedisAdapterFactory {
             p.keys.insert(key.clone());
         }
         let client = self.publisher.clone();
-        let options = self.link.options();
+        // A SET may be written again: on a Redis Cluster whose slots move, following MOVED/ASK
+        // costs the client a write attempt.
+        let options = fred::types::config::Options {
+            max_attempts: Some(3),
+            ..self.link.options()
+        };
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         let errors = self.presence_errors.clone();
         self.link.runtime.spawn(async move {

@@ -27,6 +27,7 @@ struct Raw {
     presence_interval: Option<u64>,
     tls: Option<RawTls>,
     connection_state_recovery: Option<RawRecovery>,
+    http_compression: Option<serde_json::Value>,
 }
 
 /// socket.io's `connectionStateRecovery`, plus the bounds of what is kept.
@@ -105,6 +106,7 @@ pub fn parse(json: &str) -> Result<NativeConfig, String> {
             return Err("transports must contain \"polling\" and/or \"websocket\"".into());
         }
     }
+    engine.http_compression = http_compression(raw.http_compression.as_ref())?;
     if let Some(v) = raw.allow_eio3 {
         engine.allow_eio3 = v;
     }
@@ -181,4 +183,26 @@ pub fn parse(json: &str) -> Result<NativeConfig, String> {
         public_address: raw.public_address,
         presence_interval: positive("presenceInterval", raw.presence_interval, 5_000)?,
     })
+}
+/// `httpCompression`: `true` or missing (socket.io's default threshold, 1024 bytes), `false`
+/// (off), or `{threshold}` in bytes.
+fn http_compression(v: Option<&serde_json::Value>) -> Result<Option<usize>, String> {
+    use serde_json::Value;
+    let default = EngineConfig::default().http_compression;
+    match v {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(default),
+        Some(Value::Bool(false)) => Ok(None),
+        Some(Value::Object(o)) => match o.get("threshold") {
+            None | Some(Value::Null) => Ok(default),
+            Some(t) => match t.as_f64() {
+                Some(n) if n.is_finite() && n >= 0.0 => Ok(Some(n as usize)),
+                _ => Err(format!(
+                    "httpCompression.threshold must be a number of bytes: {t}"
+                )),
+            },
+        },
+        Some(other) => Err(format!(
+            "httpCompression must be true, false or {{threshold}}: {other}"
+        )),
+    }
 }

@@ -33,6 +33,9 @@ pub struct EngineConfig {
     pub cors: Option<Cors>,
     /// TLS on the engine's own port (`https`/`wss`); `None` serves plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `httpCompression`: polling responses of at least this many bytes are sent gzip- or
+    /// deflate-encoded to clients that accept it (socket.io's default: 1024); `None`: never.
+    pub http_compression: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +53,7 @@ impl Default for EngineConfig {
             max_queued_bytes: 32 << 20,
             cors: None,
             tls: None,
+            http_compression: Some(1024),
         }
     }
 }

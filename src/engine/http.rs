@@ -126,6 +126,92 @@ fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>)
     res
 }
 
+/// What `httpCompression` encodes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Gzip,
+    Deflate,
+}
+
+/// The encoding to answer with, as engine.io picks it (`accepts(req).encodings(["gzip",
+/// "deflate"])`): gzip when accepted, else deflate, else none; `q=0` refuses one.
+fn accepted_encoding(headers: &HeaderMap) -> Option<Encoding> {
+    let mut gzip = false;
+    let mut deflate = false;
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        let Ok(text) = value.to_str() else { continue };
+        for item in text.split(',') {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            let refused = parts.any(|p| {
+                let p = p.trim();
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            match name.as_str() {
+                "gzip" | "x-gzip" => gzip |= !refused,
+                "deflate" => deflate |= !refused,
+                "*" => {
+                    gzip |= !refused;
+                }
+                _ => {}
+            }
+        }
+    }
+    if gzip {
+        Some(Encoding::Gzip)
+    } else if deflate {
+        Some(Encoding::Deflate)
+    } else {
+        None
+    }
+}
+
+/// `res` with its body encoded when it has at least `threshold` bytes (as engine.io does, whether
+/// or not that makes it smaller).
+fn compressed(res: Reply, threshold: usize, encoding: Encoding) -> Reply {
+    use flate2::write::{GzEncoder, ZlibEncoder};
+    use flate2::Compression;
+    use futures_util::FutureExt as _;
+    use std::io::Write as _;
+    let (mut parts, body) = res.into_parts();
+    // A `Full` body is one chunk, ready now.
+    let bytes = match body.collect().now_or_never() {
+        Some(Ok(collected)) => collected.to_bytes(),
+        _ => Bytes::new(),
+    };
+    if bytes.len() < threshold {
+        return Response::from_parts(parts, Full::new(bytes));
+    }
+    let encoded = match encoding {
+        Encoding::Gzip => {
+            let mut e = GzEncoder::new(Vec::with_capacity(bytes.len() / 2), Compression::fast());
+            e.write_all(&bytes).and_then(|_| e.finish())
+        }
+        Encoding::Deflate => {
+            let mut e = ZlibEncoder::new(Vec::with_capacity(bytes.len() / 2), Compression::fast());
+            e.write_all(&bytes).and_then(|_| e.finish())
+        }
+    };
+    match encoded {
+        Ok(body) => {
+            let name = match encoding {
+                Encoding::Gzip => "gzip",
+                Encoding::Deflate => "deflate",
+            };
+            parts
+                .headers
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static(name));
+            parts
+                .headers
+                .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+            Response::from_parts(parts, Full::new(Bytes::from(body)))
+        }
+        _ => Response::from_parts(parts, Full::new(bytes)),
+    }
+}
+
 fn error(e: EioError) -> Reply {
     reply(StatusCode::BAD_REQUEST, "application/json", e.body())
 }
@@ -247,7 +333,17 @@ impl<H: EngineHandler> Engine<H> {
             self.add_cors(&mut res, &cors, true);
             return res;
         }
+        let compress = self
+            .config
+            .http_compression
+            .filter(|_| req.method() == Method::GET && !is_websocket_upgrade(req.headers()));
+        let accepted = compress.and_then(|_| accepted_encoding(req.headers()));
         let mut res = self.route(req, peer).await;
+        if let (Some(threshold), Some(encoding)) = (compress, accepted) {
+            if res.status() == StatusCode::OK {
+                res = compressed(res, threshold, encoding);
+            }
+        }
         if matches!(
             res.status(),
             StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN
@@ -627,6 +723,71 @@ impl<H: EngineHandler> Engine<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt as _;
+
+    #[test]
+    fn encodings_as_engine_io_picks_them() {
+        let pick = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+            accepted_encoding(&h)
+        };
+        assert_eq!(pick("gzip, deflate, br"), Some(Encoding::Gzip));
+        assert_eq!(pick("deflate;q=0.5, gzip;q=0"), Some(Encoding::Deflate));
+        assert_eq!(pick("br"), None);
+        assert_eq!(pick("identity, *;q=0"), None);
+        assert_eq!(pick("*"), Some(Encoding::Gzip));
+        assert_eq!(pick("GZIP"), Some(Encoding::Gzip));
+        assert_eq!(accepted_encoding(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn compressed_bodies_read_back() {
+        use std::io::Read as _;
+        let big = "4".to_owned() + &"hello ".repeat(500);
+        let res = compressed(
+            reply(StatusCode::OK, "text/plain", big.clone()),
+            1024,
+            Encoding::Gzip,
+        );
+        assert_eq!(res.headers()[header::CONTENT_ENCODING], "gzip");
+        let body = res
+            .into_body()
+            .collect()
+            .now_or_never()
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, big);
+        let res = compressed(
+            reply(StatusCode::OK, "text/plain", big.clone()),
+            1024,
+            Encoding::Deflate,
+        );
+        let body = res
+            .into_body()
+            .collect()
+            .now_or_never()
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        let mut out = String::new();
+        flate2::read::ZlibDecoder::new(&body[..])
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, big);
+        // Below the threshold: as it was.
+        let res = compressed(
+            reply(StatusCode::OK, "text/plain", "4hi"),
+            1024,
+            Encoding::Gzip,
+        );
+        assert!(res.headers().get(header::CONTENT_ENCODING).is_none());
+    }
 
     #[test]
     fn query_parsing() {

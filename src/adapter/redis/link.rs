@@ -46,6 +46,8 @@ const QUEUED_OVERHEAD: usize = 64;
 const DISABLED_QUEUE_BYTES: usize = 1 << 20;
 /// Times a message is written before it is given up.
 const MAX_ATTEMPTS: u8 = 5;
+/// Writes the client may make of one stream entry (following Cluster redirections).
+const ENTRY_ATTEMPTS: u32 = 4;
 /// Pause after a failed publish before the next attempt.
 const RETRY_DELAY: Duration = Duration::from_millis(100);
 /// How often a held publisher looks at its connection (besides status changes).
@@ -913,6 +915,14 @@ fn publish_one(client: Client, q: Queued, flavor: Flavor) -> InFlight {
                 .await
                 .map(|_| String::new()),
             Body::Entry { fields, max_len } => {
+                // A stream key lives in one slot: on a Redis Cluster whose slots move, the
+                // client must follow MOVED/ASK, and each redirection costs it a write attempt.
+                // (A message is not carried out when redirected; one written to a connection
+                // that then dropped may be, as with the retries of this queue.)
+                let c = client.with_options(&Options {
+                    max_attempts: Some(ENTRY_ATTEMPTS),
+                    ..publish_options()
+                });
                 let cap = ("MAXLEN", "~", i64::try_from(*max_len).unwrap_or(i64::MAX));
                 c.xadd(channel, false, cap, "*", fields.clone()).await
             }
