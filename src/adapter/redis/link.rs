@@ -46,7 +46,8 @@ const QUEUED_OVERHEAD: usize = 64;
 const DISABLED_QUEUE_BYTES: usize = 1 << 20;
 /// Times a message is written before it is given up.
 const MAX_ATTEMPTS: u8 = 5;
-/// Writes the client may make of one stream entry (following Cluster redirections).
+/// Writes the client may make of one stream entry or shard-channel message (following Cluster
+/// redirections).
 const ENTRY_ATTEMPTS: u32 = 4;
 /// Pause after a failed publish before the next attempt.
 const RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -906,10 +907,16 @@ fn publish_one(client: Client, q: Queued, flavor: Flavor) -> InFlight {
         let c = client.with_options(&publish_options());
         let channel = q.item.channel.as_str();
         let result: Result<String, _> = match &q.item.body {
-            Body::Message(body) if flavor.shard() => c
-                .spublish::<i64, _, _>(channel, body.clone())
-                .await
-                .map(|_| String::new()),
+            Body::Message(body) if flavor.shard() => {
+                // A shard channel lives in one slot, as a stream key does (see below).
+                let c = client.with_options(&Options {
+                    max_attempts: Some(ENTRY_ATTEMPTS),
+                    ..publish_options()
+                });
+                c.spublish::<i64, _, _>(channel, body.clone())
+                    .await
+                    .map(|_| String::new())
+            }
             Body::Message(body) => c
                 .publish::<i64, _, _>(channel, body.clone())
                 .await
