@@ -1,5 +1,6 @@
 "use strict";
-// The classic Redis adapter over a Redis Cluster (3 masters + 3 replicas) and over Redis Sentinel
+// The Redis adapter (classic mode; the failover suites also in the sharded and streams modes)
+// over a Redis Cluster (3 masters + 3 replicas) and over Redis Sentinel
 // (a master, a replica, 3 sentinels), with real redis-server processes and socket.io-client 4.x
 // and 2.x clients spread over the native workers:
 // - on a Cluster, every cluster-wide Realtime method delivers exactly once, the workers find the
@@ -518,10 +519,14 @@ describe(`Redis Cluster, ${mode} mode: a killed master and migrating slots under
 });
 }
 
-describe("Redis Sentinel (master, replica, 3 sentinels): native workers", { skip: redisBin.skip, timeout: 120000 }, () => {
+for (const [mode, key] of [
+  ["classic", "toposent"],
+  ["streams", "streamsent"],
+]) {
+describe(`Redis Sentinel (master, replica, 3 sentinels): native workers, ${mode} mode`, { skip: redisBin.skip, timeout: 120000 }, () => {
   const redisProcess = new u.Children();
   let sentinels;
-  const rig = trafficRig({ key: "toposent", redis: () => ({ sentinel: { name: sentinels.name, nodes: sentinels.nodes() }, key: "toposent" }) });
+  const rig = trafficRig({ key, adapter: mode === "classic" ? undefined : mode, redis: () => ({ sentinel: { name: sentinels.name, nodes: sentinels.nodes() }, key }) });
 
   before(async () => {
     sentinels = await new u.RedisSentinelSet(redisProcess).start();
@@ -590,6 +595,7 @@ describe("Redis Sentinel (master, replica, 3 sentinels): native workers", { skip
     await onTheMaster(5000);
   });
 });
+}
 
 describe("Redis Sentinel with passwords: sentinel.password for the sentinels, password for the master", { skip: redisBin.skip, timeout: 60000 }, () => {
   const { Realtime } = require("..");
