@@ -87,6 +87,22 @@ struct Route {
     overflow: Arc<Throttle>,
 }
 
+impl Route {
+    /// Queues `message` for the namespace; what does not fit is dropped and logged (`what`
+    /// names it).
+    fn offer(&self, message: Inbound, what: impl FnOnce() -> String) {
+        if !self.inbox.offer(message) {
+            self.overflow.log(|| {
+                format!(
+                    "namespace {} is not keeping up with the cluster; dropped {}",
+                    self.nsp,
+                    what()
+                )
+            });
+        }
+    }
+}
+
 /// A namespace's queue of messages from the cluster, bounded in bytes: the hub never waits for
 /// a namespace (one stuck namespace must not hold up the others), and what does not fit is
 /// dropped and logged.
@@ -223,14 +239,7 @@ impl Hub {
                 (route, *kind)
             }
         };
-        if !route.inbox.offer(kind.inbound(body)) {
-            route.overflow.log(|| {
-                format!(
-                    "namespace {} is not keeping up with the cluster; dropped a message from {channel}",
-                    route.nsp
-                )
-            });
-        }
+        route.offer(kind.inbound(body), || format!("a message from {channel}"));
     }
 
     /// Hands `message` to the namespace whose exact channel is `channel` (if any).
@@ -238,16 +247,8 @@ impl Hub {
         let Ok(routes) = self.routes.read() else {
             return;
         };
-        let Some((route, _)) = routes.exact.get(channel) else {
-            return;
-        };
-        if !route.inbox.offer(message) {
-            route.overflow.log(|| {
-                format!(
-                    "namespace {} is not keeping up with the cluster; dropped a stream entry",
-                    route.nsp
-                )
-            });
+        if let Some((route, _)) = routes.exact.get(channel) {
+            route.offer(message, || "a stream entry".to_owned());
         }
     }
 

@@ -178,11 +178,7 @@ fn connect(core: &ServerCore, conn: &Conn, nsp: &str, auth: Option<String>) {
     if let (Some((pid, offset)), true) = (&asked, ns.cluster_offsets()) {
         // The cluster keeps the sessions: ask it, then connect.
         let lookup = ns.adapter().restore_session(pid, offset);
-        let runtime = core
-            .runtime
-            .clone()
-            .or_else(|| tokio::runtime::Handle::try_current().ok());
-        if let (Some(rt), Some(core)) = (runtime, ns.core()) {
+        if let (Some(rt), Some(core)) = (core.spawner(), ns.core()) {
             let (conn, ns, pid) = (conn.clone(), ns.clone(), Arc::<str>::from(pid.as_str()));
             rt.spawn(async move {
                 let restored = lookup.await.map(|r| {

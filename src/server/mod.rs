@@ -311,9 +311,7 @@ impl Server {
     ) -> std::io::Result<()> {
         let runtime = self
             .core
-            .runtime
-            .clone()
-            .or_else(|| tokio::runtime::Handle::try_current().ok())
+            .spawner()
             .ok_or_else(|| std::io::Error::other("no runtime"))?;
         stream.set_nonblocking(true)?;
         let engine = self.engine.clone();
@@ -485,6 +483,13 @@ impl Server {
 impl ServerCore {
     pub(crate) fn recovery(&self) -> Option<&Arc<recovery::Recovery>> {
         self.recovery.as_ref()
+    }
+
+    /// Where to spawn work: the server's runtime, or the one of the caller.
+    pub(crate) fn spawner(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
     }
 
     /// The frames of an event without ack for `target`, encoded once. With recovery on, the

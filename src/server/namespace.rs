@@ -296,11 +296,7 @@ impl Namespace {
         let Some(rec) = core.recovery().cloned() else {
             return;
         };
-        let Some(rt) = core
-            .runtime
-            .clone()
-            .or_else(|| tokio::runtime::Handle::try_current().ok())
-        else {
+        let Some(rt) = core.spawner() else {
             return;
         };
         let refresh = (rec.config.max_disconnection / 2).max(Duration::from_secs(1));
@@ -557,10 +553,10 @@ impl Namespace {
         let queue = self.offsets_due.get_or_init(|| {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<OffsetDue>();
             let this = self.this.get().cloned().unwrap_or_default();
-            let runtime = self
-                .core()
-                .and_then(|c| c.runtime.clone())
-                .or_else(|| tokio::runtime::Handle::try_current().ok());
+            let runtime = match self.core() {
+                Some(core) => core.spawner(),
+                None => tokio::runtime::Handle::try_current().ok(),
+            };
             if let Some(rt) = runtime {
                 rt.spawn(async move {
                     while let Some((offset, data, opts)) = rx.recv().await {
