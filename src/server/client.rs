@@ -185,15 +185,7 @@ fn connect(core: &ServerCore, conn: &Conn, nsp: &str, auth: Option<String>) {
                     let missed = r
                         .missed
                         .iter()
-                        .map(|p| {
-                            let text = crate::protocol::encode_event(
-                                ns.name(),
-                                None,
-                                &p.json,
-                                p.attachments.len(),
-                            );
-                            super::socket::frames(&text, p)
-                        })
+                        .map(|p| super::socket::encoded_event(ns.name(), None, &p.json, p))
                         .collect();
                     let restored = super::recovery::Restored {
                         sid: r.sid.into(),

@@ -507,8 +507,7 @@ impl ServerCore {
         let json = offset
             .as_ref()
             .map_or(data.json.as_str(), |(_, j)| j.as_str());
-        let text = crate::protocol::encode_event(nsp, None, json, data.attachments.len());
-        let frames = socket::frames(&text, data);
+        let frames = socket::encoded_event(nsp, None, json, data);
         if let (Some((seq, _)), Some(rec)) = (&offset, &self.recovery) {
             rec.keep(*seq, nsp, target, &frames);
         }
@@ -528,11 +527,7 @@ impl ServerCore {
     }
 
     pub(crate) fn take_recovered_state(&self, sid: &str) -> Option<String> {
-        let mut states = lock(&self.recovered_states);
-        if states.is_empty() {
-            return None;
-        }
-        states.remove(sid)
+        lock(&self.recovered_states).remove(sid)
     }
     fn of(self: &Arc<Self>, name: &str) -> Arc<Namespace> {
         if let Some(ns) = read(&self.namespaces).get(name) {

@@ -8,12 +8,12 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
-use super::socket::frames;
+use super::socket::encoded_event;
 use super::{read, write, ServerCore, ServerEvent, Socket};
 use crate::adapter::{
     AckCollector, Adapter, AdapterFactory, BroadcastOptions, LocalNamespace, RemoteSocket,
 };
-use crate::protocol::{encode_event, Payload};
+use crate::protocol::Payload;
 
 /// Ack ids of broadcasts that wait for acknowledgements start here, far above the ids
 /// JavaScript gives its per-socket emits, so the two never meet.
@@ -617,8 +617,7 @@ impl Namespace {
         opts: &BroadcastOptions,
         id: u64,
     ) -> usize {
-        let text = encode_event(&self.name, Some(id), &data.json, data.attachments.len());
-        let frames = frames(&text, data);
+        let frames = encoded_event(&self.name, Some(id), &data.json, data);
         let targets = self.targets(opts);
         // Listed before sending, so that no answer can come before its socket is.
         if let Some(p) = crate::server::lock(&self.acks).get_mut(&id) {
@@ -677,17 +676,15 @@ impl Namespace {
 
     /// Local part of a broadcast; returns the number of recipients.
     pub fn deliver(&self, data: &Payload, opts: &BroadcastOptions) -> usize {
-        let core = self.core.upgrade();
-        let frames = match &core {
+        match self.core.upgrade() {
+            // Recovery in this process (when on): an offset, and the event kept.
             Some(core) if !self.adapter().keeps_sessions() => {
-                core.event_frames(&self.name, data, super::recovery::Target::Rooms(opts))
+                let frames =
+                    core.event_frames(&self.name, data, super::recovery::Target::Rooms(opts));
+                self.send_to_targets(Some(&core), &frames, opts)
             }
-            _ => frames(
-                &encode_event(&self.name, None, &data.json, data.attachments.len()),
-                data,
-            ),
-        };
-        self.send_to_targets(core.as_ref(), &frames, opts)
+            _ => self.deliver_at(data, opts, None),
+        }
     }
 
     /// Local part of a broadcast the cluster gave `offset` (appended as its last argument).
@@ -699,10 +696,7 @@ impl Namespace {
     ) -> usize {
         let with = offset.and_then(|o| super::recovery::with_offset(&data.json, o));
         let json = with.as_deref().unwrap_or(&data.json);
-        let frames = frames(
-            &encode_event(&self.name, None, json, data.attachments.len()),
-            data,
-        );
+        let frames = encoded_event(&self.name, None, json, data);
         self.send_to_targets(self.core.upgrade().as_ref(), &frames, opts)
     }
 

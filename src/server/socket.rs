@@ -53,6 +53,12 @@ pub(crate) fn frames(text: &str, data: &Payload) -> Vec<Frame> {
     frames
 }
 
+/// The frames of event `json` (`data`'s arguments, possibly with an offset appended) in
+/// namespace `nsp`, asking for ack `ack`: the packet text, then `data`'s attachments.
+pub(crate) fn encoded_event(nsp: &str, ack: Option<u64>, json: &str, data: &Payload) -> Vec<Frame> {
+    frames(&encode_event(nsp, ack, json, data.attachments.len()), data)
+}
+
 impl Socket {
     pub(crate) fn new(
         id: Arc<str>,
@@ -306,10 +312,7 @@ impl Socket {
                 data,
                 super::recovery::Target::Socket(&self.id),
             ),
-            _ => frames(
-                &encode_event(self.nsp.name(), ack, &data.json, data.attachments.len()),
-                data,
-            ),
+            _ => encoded_event(self.nsp.name(), ack, &data.json, data),
         };
         let sent = self.send_frames(&frames);
         if let Some(core) = core.filter(|_| sent) {

@@ -280,13 +280,40 @@ impl Namespace {
         if let (Transport::Streams { key, max_len, .. }, true) =
             (&self.transport, kept_in_stream(kind))
         {
-            let data = wire::map(data);
-            let fields = streams::entry_fields(&self.uid, &self.name, kind as u8, Some(&data));
-            self.link.append(key.clone(), fields, *max_len);
+            self.link
+                .append(key.clone(), self.entry_fields(kind, data), *max_len);
             return;
         }
         let body = self.envelope(kind, data);
         self.link.publish(channel, body);
+    }
+
+    /// The stream entry of message `kind` with `data`, from this adapter.
+    fn entry_fields(
+        &self,
+        kind: MessageType,
+        data: Vec<(&str, Value)>,
+    ) -> Vec<(&'static str, Bytes)> {
+        streams::entry_fields(&self.uid, &self.name, kind as u8, Some(&wire::map(data)))
+    }
+
+    /// The data of a plain broadcast of `data` to `opts`: `{packet, opts}`; `None` (logged)
+    /// when the arguments cannot be sent.
+    fn broadcast_data(
+        &self,
+        data: &Payload,
+        opts: &BroadcastOptions,
+    ) -> Option<Vec<(&'static str, Value)>> {
+        match event_packet(data) {
+            Ok(packet) => Some(vec![
+                ("packet", packet),
+                ("opts", wire::options_value(opts, true)),
+            ]),
+            Err(e) => {
+                log(&format!("broadcast on {} not published: {e}", self.name));
+                None
+            }
+        }
     }
 
     /// Answers the server with uid `to` on its response channel.
@@ -633,16 +660,9 @@ impl Adapter for ShardedAdapter {
         if opts.flags.local || self.ns.is_closed() {
             return;
         }
-        match event_packet(data) {
-            Ok(packet) => self.ns.publish(
-                self.ns.broadcast_channel(opts),
-                MessageType::Broadcast,
-                vec![
-                    ("packet", packet),
-                    ("opts", wire::options_value(opts, true)),
-                ],
-            ),
-            Err(e) => log(&format!("broadcast on {} not published: {e}", self.ns.name)),
+        if let Some(d) = self.ns.broadcast_data(data, opts) {
+            self.ns
+                .publish(self.ns.broadcast_channel(opts), MessageType::Broadcast, d);
         }
     }
 
@@ -845,23 +865,10 @@ impl Adapter for ShardedAdapter {
         if self.ns.is_closed() || opts.flags.local {
             return futures_util::future::ready(None).boxed();
         }
-        let packet = match event_packet(data) {
-            Ok(p) => p,
-            Err(e) => {
-                log(&format!("broadcast on {} not published: {e}", self.ns.name));
-                return futures_util::future::ready(None).boxed();
-            }
+        let Some(d) = self.ns.broadcast_data(data, opts) else {
+            return futures_util::future::ready(None).boxed();
         };
-        let message = wire::map(vec![
-            ("packet", packet),
-            ("opts", wire::options_value(opts, true)),
-        ]);
-        let fields = streams::entry_fields(
-            &self.ns.uid,
-            &self.ns.name,
-            MessageType::Broadcast as u8,
-            Some(&message),
-        );
+        let fields = self.ns.entry_fields(MessageType::Broadcast, d);
         let (key, max_len) = (key.clone(), *max_len);
         if self.ns.link.check().is_err() {
             self.ns.link.append(key, fields, max_len);
