@@ -492,6 +492,6 @@ describe("a Redis cluster of workers attached to their apps' http servers", { sk
   });
 });
 
-test("the socket.io, Realtime and hostile-input suites pass attached to an app's http server", { timeout: 600000 }, () =>
-  runNested(["socketio.test.js", "realtime.test.js", "badinput.test.js"], { WEROLL_TEST_ATTACH: "1" }, 100),
+test("the socket.io, Realtime, hostile-input and compression suites pass attached to an app's http server", { timeout: 600000 }, () =>
+  runNested(["socketio.test.js", "realtime.test.js", "badinput.test.js", "compression.test.js"], { WEROLL_TEST_ATTACH: "1" }, 100),
 );

@@ -38,6 +38,7 @@ const SERVER_OPTIONS = [
   "maxQueuedFrames",
   "maxQueuedBytes",
   "httpCompression",
+  "perMessageDeflate",
 ];
 
 /** The `SERVER_OPTIONS` of `o` (undefined ones stay undefined and take the native default). */

@@ -28,6 +28,7 @@ struct Raw {
     tls: Option<RawTls>,
     connection_state_recovery: Option<RawRecovery>,
     http_compression: Option<serde_json::Value>,
+    per_message_deflate: Option<serde_json::Value>,
 }
 
 /// socket.io's `connectionStateRecovery`, plus the bounds of what is kept.
@@ -107,6 +108,7 @@ pub fn parse(json: &str) -> Result<NativeConfig, String> {
         }
     }
     engine.http_compression = http_compression(raw.http_compression.as_ref())?;
+    engine.per_message_deflate = per_message_deflate(raw.per_message_deflate.as_ref())?;
     if let Some(v) = raw.allow_eio3 {
         engine.allow_eio3 = v;
     }
@@ -187,22 +189,42 @@ pub fn parse(json: &str) -> Result<NativeConfig, String> {
 /// `httpCompression`: `true` or missing (socket.io's default threshold, 1024 bytes), `false`
 /// (off), or `{threshold}` in bytes.
 fn http_compression(v: Option<&serde_json::Value>) -> Result<Option<usize>, String> {
-    use serde_json::Value;
-    let default = EngineConfig::default().http_compression;
+    compression(
+        "httpCompression",
+        v,
+        EngineConfig::default().http_compression,
+    )
+}
+
+/// `perMessageDeflate`: `false` or missing (off, socket.io's default), `true` (threshold 1024
+/// bytes, as ws's), or `{threshold}`; ws's other settings in the object are not used.
+fn per_message_deflate(v: Option<&serde_json::Value>) -> Result<Option<usize>, String> {
     match v {
-        None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(default),
+        None | Some(serde_json::Value::Null) => Ok(None),
+        v => compression("perMessageDeflate", v, Some(1024)),
+    }
+}
+
+/// A compression setting named `name`: a boolean or `{threshold}`; `on` is its threshold when
+/// turned on without one.
+fn compression(
+    name: &str,
+    v: Option<&serde_json::Value>,
+    on: Option<usize>,
+) -> Result<Option<usize>, String> {
+    use serde_json::Value;
+    match v {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(on),
         Some(Value::Bool(false)) => Ok(None),
         Some(Value::Object(o)) => match o.get("threshold") {
-            None | Some(Value::Null) => Ok(default),
+            None | Some(Value::Null) => Ok(on),
             Some(t) => match t.as_f64() {
                 Some(n) if n.is_finite() && n >= 0.0 => Ok(Some(n as usize)),
-                _ => Err(format!(
-                    "httpCompression.threshold must be a number of bytes: {t}"
-                )),
+                _ => Err(format!("{name}.threshold must be a number of bytes: {t}")),
             },
         },
         Some(other) => Err(format!(
-            "httpCompression must be true, false or {{threshold}}: {other}"
+            "{name} must be true, false or {{threshold}}: {other}"
         )),
     }
 }

@@ -36,6 +36,10 @@ pub struct EngineConfig {
     /// `httpCompression`: polling responses of at least this many bytes are sent gzip- or
     /// deflate-encoded to clients that accept it (socket.io's default: 1024); `None`: never.
     pub http_compression: Option<usize>,
+    /// `perMessageDeflate`: websocket messages of at least this many bytes are sent compressed
+    /// to clients that offer `permessage-deflate` (which also lets them compress theirs);
+    /// `None` (the default, as socket.io's): the extension is not offered.
+    pub per_message_deflate: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -54,6 +58,7 @@ impl Default for EngineConfig {
             cors: None,
             tls: None,
             http_compression: Some(1024),
+            per_message_deflate: None,
         }
     }
 }

@@ -707,6 +707,16 @@ impl<H: EngineHandler> Engine<H> {
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        let deflate = self
+            .config
+            .per_message_deflate
+            .filter(|_| super::deflate::accepts(req.headers()));
+        if deflate.is_some() {
+            h.insert(
+                header::SEC_WEBSOCKET_EXTENSIONS,
+                HeaderValue::from_static(super::deflate::ACCEPTED),
+            );
+        }
         let io = match req.extensions().get::<Adopted>().and_then(Adopted::take) {
             Some((stream, pre)) => WsIo::Adopted {
                 stream,
@@ -715,7 +725,7 @@ impl<H: EngineHandler> Engine<H> {
             },
             None => WsIo::Hyper(hyper::upgrade::on(&mut req)),
         };
-        tokio::spawn(self.clone().run_websocket(io, target, version));
+        tokio::spawn(self.clone().run_websocket(io, target, version, deflate));
         res
     }
 }

@@ -8,6 +8,7 @@
 mod attach;
 mod config;
 mod connection;
+mod deflate;
 mod http;
 pub mod packet;
 mod session;

@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
 
+use super::deflate::Inflating;
+
 /// Largest read per syscall.
 const CHUNK: usize = 8 * 1024;
 /// Gathered output beyond this is written out before more is accepted (backpressure).
@@ -75,6 +77,8 @@ pub(crate) struct LeanStream {
     rbuf: Option<Box<Buf>>,
     /// Accepted from the writer, not yet written to the socket.
     wbuf: Option<Box<Buf>>,
+    /// `permessage-deflate` was agreed: every read goes through this (see `deflate.rs`).
+    inflate: Option<Box<Inflating>>,
 }
 
 /// Bytes and how far they have been consumed. Boxed in [`LeanStream`] so an idle connection
@@ -98,6 +102,53 @@ impl LeanStream {
             io,
             rbuf: (!pre.is_empty()).then(|| Box::new(Buf { data: pre, pos: 0 })),
             wbuf: None,
+            inflate: None,
+        }
+    }
+
+    /// Reads `permessage-deflate` frames from here on: compressed messages reach the reader
+    /// inflated, and [`LeanStream::deflate_threshold`] tells the writer what to compress.
+    /// `max` bounds a message, compressed or inflated.
+    pub(crate) fn inflate(&mut self, threshold: usize, max: usize) -> io::Result<()> {
+        let pre = self
+            .rbuf
+            .take()
+            .map(|b| b.rest().to_vec())
+            .unwrap_or_default();
+        self.inflate = Some(Box::new(Inflating::new(threshold, max, pre)?));
+        Ok(())
+    }
+
+    /// Outgoing messages of at least this many bytes go compressed; `None`: none do.
+    pub(crate) fn deflate_threshold(&self) -> Option<usize> {
+        self.inflate.as_ref().map(|i| i.threshold)
+    }
+
+    /// A read through the inflater: its ready bytes, or else more from the socket.
+    fn poll_read_inflated(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let Some(inf) = self.inflate.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            let ready = inf.ready();
+            if !ready.is_empty() {
+                let n = ready.len().min(out.remaining());
+                out.put_slice(ready.get(..n).unwrap_or_default());
+                inf.consume(n);
+                return Poll::Ready(Ok(()));
+            }
+            let mut chunk = [MaybeUninit::<u8>::uninit(); CHUNK];
+            let mut buf = ReadBuf::uninit(&mut chunk);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+            if buf.filled().is_empty() {
+                // End of stream.
+                return Poll::Ready(Ok(()));
+            }
+            inf.feed(buf.filled())?;
         }
     }
 
@@ -145,6 +196,9 @@ impl AsyncRead for LeanStream {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.inflate.is_some() {
+            return this.poll_read_inflated(cx, out);
+        }
         if let Some(buf) = this.rbuf.as_mut() {
             let rest = buf.rest();
             let n = rest.len().min(out.remaining());

@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::connection::{Connection, Handshake};
+use super::deflate;
 use super::packet::{self, EnginePacket};
 use super::stream::{LeanStream, NetStream, WRITE_LIMIT};
 use super::{CloseReason, EioVersion, Engine, EngineHandler, Frame, Incoming};
@@ -74,10 +75,11 @@ impl<H: EngineHandler> Engine<H> {
         io: WsIo,
         target: WsTarget<H::Data>,
         version: EioVersion,
+        deflate: Option<usize>,
     ) {
-        let ws = match io {
+        let stream = match io {
             WsIo::Hyper(on_upgrade) => match on_upgrade.await {
-                Ok(upgraded) => self.open_websocket(upgraded).await,
+                Ok(upgraded) => open_websocket(upgraded),
                 Err(_) => None,
             },
             WsIo::Adopted {
@@ -85,16 +87,22 @@ impl<H: EngineHandler> Engine<H> {
                 pre,
                 response,
             } => match tokio::time::timeout(CLOSE_GRACE, stream.write_all(&response)).await {
-                Ok(Ok(())) => Some(
-                    WebSocketStream::from_raw_socket(
-                        LeanStream::new(NetStream::Tcp(stream), pre),
-                        Role::Server,
-                        Some(self.ws_config),
-                    )
-                    .await,
-                ),
+                Ok(Ok(())) => Some(LeanStream::new(NetStream::Tcp(stream), pre)),
                 _ => None,
             },
+        };
+        let stream = stream.and_then(|mut s| match deflate {
+            Some(threshold) => s
+                .inflate(threshold, self.config.max_payload)
+                .ok()
+                .map(|_| s),
+            None => Some(s),
+        });
+        let ws = match stream {
+            Some(s) => {
+                Some(WebSocketStream::from_raw_socket(s, Role::Server, Some(self.ws_config)).await)
+            }
+            None => None,
         };
         let Some(mut ws) = ws else {
             if let WsTarget::Upgrade(conn) = &target {
@@ -106,7 +114,7 @@ impl<H: EngineHandler> Engine<H> {
             WsTarget::New(handshake) => {
                 let conn = self.create_session(version, handshake, true);
                 let open = self.open_frame(&conn, true);
-                ws.get_mut().push_frame(ws_frame(open, false));
+                ws.get_mut().push_frame(ws_frame(open, false, None));
                 self.handler.on_open(&conn);
                 // From here on the driver is the only dispatcher and runs `on_close` itself.
                 conn.lock().dispatching = false;
@@ -140,14 +148,6 @@ impl<H: EngineHandler> Engine<H> {
         }
         // A fresh task holds only the driver, not this setup future's state.
         tokio::spawn(driver);
-    }
-
-    /// Takes the TCP stream back out of hyper (it is ours: served through `TokioIo`), so the
-    /// websocket reads the socket directly instead of through a boxed, rewinding wrapper.
-    async fn open_websocket(&self, upgraded: Upgraded) -> Option<Ws> {
-        let parts = upgraded.downcast::<TokioIo<NetStream>>().ok()?;
-        let stream = LeanStream::new(parts.io.into_inner(), parts.read_buf.to_vec());
-        Some(WebSocketStream::from_raw_socket(stream, Role::Server, Some(self.ws_config)).await)
     }
 
     /// The upgrade handshake on the probing websocket: `2probe` → `3probe` (and a `6` to the
@@ -227,6 +227,16 @@ impl<H: EngineHandler> Engine<H> {
             }
         }
     }
+}
+
+/// Takes the TCP stream back out of hyper (it is ours: served through `TokioIo`), so the
+/// websocket reads the socket directly instead of through a boxed, rewinding wrapper.
+fn open_websocket(upgraded: Upgraded) -> Option<LeanStream> {
+    let parts = upgraded.downcast::<TokioIo<NetStream>>().ok()?;
+    Some(LeanStream::new(
+        parts.io.into_inner(),
+        parts.read_buf.to_vec(),
+    ))
 }
 
 /// The task of one websocket session.
@@ -363,7 +373,8 @@ impl<H: EngineHandler> WsDriver<H> {
                 }
             }
             if let Some(frame) = self.batch.pop_front() {
-                stream.push_frame(ws_frame(frame, v3));
+                let deflate = stream.deflate_threshold();
+                stream.push_frame(ws_frame(frame, v3, deflate));
                 self.unflushed = true;
             }
         }
@@ -469,16 +480,21 @@ fn flushes_on_close(reason: CloseReason) -> bool {
     )
 }
 
-/// One Engine.IO frame as one final websocket frame.
-fn ws_frame(frame: Frame, v3: bool) -> WsFrame {
-    match frame {
-        Frame::Text(t) => WsFrame::message(Bytes::from(t), OpCode::Data(Data::Text), true),
-        Frame::Binary(b) if v3 => WsFrame::message(
-            packet::encode_binary_v3(&b),
-            OpCode::Data(Data::Binary),
-            true,
-        ),
-        Frame::Binary(b) => WsFrame::message(b, OpCode::Data(Data::Binary), true),
+/// One Engine.IO frame as one final websocket frame, compressed when `permessage-deflate` was
+/// agreed and it has at least `deflate` bytes.
+fn ws_frame(frame: Frame, v3: bool, deflate: Option<usize>) -> WsFrame {
+    let (payload, data) = match frame {
+        Frame::Text(t) => (Bytes::from(t), Data::Text),
+        Frame::Binary(b) if v3 => (packet::encode_binary_v3(&b), Data::Binary),
+        Frame::Binary(b) => (b, Data::Binary),
+    };
+    match deflate {
+        Some(threshold) if payload.len() >= threshold => {
+            let mut f = WsFrame::message(deflate::compressed(&payload), OpCode::Data(data), true);
+            f.header_mut().rsv1 = true;
+            f
+        }
+        _ => WsFrame::message(payload, OpCode::Data(data), true),
     }
 }
 
