@@ -142,3 +142,66 @@ for (const client of LEGACY) {
     assert.deepStrictEqual(errors, []);
   });
 }
+
+// perMessageDeflate with Chromium's own permessage-deflate: a large message each way travels
+// compressed (counted on the wire by a TCP proxy in front of the server) and arrives intact.
+test("socket.io-client 4.8 in Chromium with perMessageDeflate: large messages compressed both ways", { skip: !chromium && !isCI() && "chromium is not installed (apt-get install chromium)" }, async (t) => {
+  assert.ok(chromium, "chromium is required in CI (apt-get install chromium)");
+  const { chromium: playwright } = require("playwright-core");
+  const http = require("node:http");
+  const net = require("node:net");
+  const fs = require("node:fs");
+  const { Server } = require("..");
+
+  const io = new Server({ perMessageDeflate: true, cors: { origin: true } });
+  const port = await io.listen(0, "127.0.0.1");
+  const BIG = JSON.stringify(Array.from({ length: 900 }, (_, i) => ({ id: i, name: `user-${(i * 7919) % 10007}`, online: i % 3 === 0 })));
+  io.on("connection", (socket) => socket.on("echo", (d, ack) => ack(d)));
+  const counts = { up: 0, down: 0 };
+  const proxy = net.createServer((c) => {
+    const s = net.connect(port, "127.0.0.1");
+    c.on("data", (d) => ((counts.up += d.length), s.write(d)));
+    s.on("data", (d) => ((counts.down += d.length), c.write(d)));
+    for (const x of [c, s]) x.on("error", () => {});
+    c.on("close", () => s.destroy());
+    s.on("close", () => c.destroy());
+  });
+  await new Promise((r) => proxy.listen(0, "127.0.0.1", r));
+  const script = fs.readFileSync(require.resolve("socket.io-client/dist/socket.io.js"), "utf8");
+  const page_ = http.createServer((req, res) => {
+    res.setHeader("content-type", "text/html; charset=utf-8");
+    res.end(`<!doctype html><meta charset="utf-8"><script>${script.replace(/<\/script/g, "<\\/script")}</script>`);
+  });
+  await new Promise((r) => page_.listen(0, "127.0.0.1", r));
+  const browser = await playwright.launch({
+    executablePath: chromium,
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  t.after(async () => {
+    await browser.close();
+    page_.close();
+    proxy.close();
+    await io.close();
+  });
+  const page = await browser.newPage();
+  await page.goto(`http://127.0.0.1:${page_.address().port}/`);
+  const back = await page.evaluate(
+    ({ url, big }) =>
+      new Promise((resolve, reject) => {
+        const socket = io(url, { transports: ["websocket"], reconnection: false });
+        socket.on("connect_error", (e) => reject(new Error("connect_error: " + e.message)));
+        socket.on("connect", async () => {
+          const answers = [];
+          for (let i = 0; i < 5; i++) answers.push(await new Promise((r) => socket.emit("echo", big, r)));
+          resolve(answers.every((a) => a === big));
+        });
+        setTimeout(() => reject(new Error("timed out")), 10000);
+      }),
+    { url: `http://127.0.0.1:${proxy.address().port}`, big: BIG },
+  );
+  assert.strictEqual(back, true, "every echo came back intact");
+  const sent = 5 * BIG.length;
+  assert.ok(counts.up < sent / 3, `Chromium → server: ${counts.up} bytes on the wire for ${sent}`);
+  assert.ok(counts.down < sent / 3, `server → Chromium: ${counts.down} bytes on the wire for ${sent}`);
+});
