@@ -78,6 +78,12 @@ export declare class NativeServer {
   leave(sid: string, room: string): boolean
   /** socket.io's handshake object of one socket, as JSON. */
   handshake(sid: string): string | null
+  /** The Engine.IO connection under a socket: `[its id, "polling" | "websocket"]`. */
+  socketConn(sid: string): Array<string> | null
+  /** Upgrades to websocket are told to JavaScript from now on, or not. */
+  watchUpgrades(on: boolean): void
+  /** Room joins and leaves in `nsp` are told to JavaScript from now on, or not. */
+  watchRooms(nsp: string, on: boolean): void
   /** Rooms of one socket (its own id excluded). */
   socketRooms(sid: string): Array<string>
   /** Disconnects one socket; `close` also closes its connection. */

@@ -176,6 +176,13 @@ export interface EngineOptions {
    * accept it (default: on, 1024 bytes, as socket.io); `false` turns it off.
    */
   httpCompression?: boolean | { threshold?: number };
+  /**
+   * Websocket messages of at least `threshold` bytes go compressed (permessage-deflate) to
+   * clients that offer it, and they may compress theirs. Default: off, as socket.io; `true` means
+   * a threshold of 1024 bytes. Negotiated without context takeover, so it keeps no compressor
+   * state per connection and a broadcast is compressed once for all its recipients.
+   */
+  perMessageDeflate?: boolean | { threshold?: number };
   /** ms a client has to join a namespace after connecting, default 45000. */
   connectTimeout?: number;
   cors?: CorsOptions;

@@ -301,3 +301,23 @@ describe("cluster.redis shapes that are not one Redis server", () => {
     });
   }
 });
+
+test("close() during a Redis outage does not wait for Redis: the server stops serving at once", { skip: redisBin.skip, timeout: 30000 }, async () => {
+  const { Server } = require("..");
+  const kids = new u.Children();
+  try {
+    const redis = await new u.RedisServer(kids).start();
+    const io = new Server({ redis: { host: "127.0.0.1", port: redis.port, key: "close-down" } });
+    const port = await io.listen(0, "127.0.0.1");
+    await redis.stop();
+    await u.delay(200);
+    const asked = Date.now();
+    await io.close();
+    const took = Date.now() - asked;
+    assert.ok(took < 1500, `close() took ${took} ms with Redis down`);
+    const answered = await new Promise((resolve) => http.get({ host: "127.0.0.1", port, path: "/socket.io/?EIO=4&transport=polling" }, () => resolve(true)).on("error", () => resolve(false)));
+    assert.equal(answered, false, "no longer serving");
+  } finally {
+    await kids.killAll();
+  }
+});

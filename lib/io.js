@@ -16,8 +16,10 @@ const RESERVED = new Set(["connect", "connect_error", "disconnect", "disconnecti
 // Reasons a dropped socket is kept for connection state recovery (socket.io's list).
 const SAVED_REASONS = new Set(["transport error", "transport close", "forced close", "ping timeout", "server shutting down", "forced server close"]);
 /** Events of the Server itself; any other listener goes to the main namespace, as in socket.io. */
-const SERVER_EVENTS = new Set(["error", "listening", "close", "adapter", "newListener", "removeListener"]);
-const KIND = { CONNECTION: 0, EVENT: 1, ACK: 2, DISCONNECT: 3, SERVER_SIDE_EMIT: 4, ADAPTER_STATUS: 5 };
+const SERVER_EVENTS = new Set(["error", "listening", "close", "adapter", "new_namespace", "newListener", "removeListener"]);
+const KIND = { CONNECTION: 0, EVENT: 1, ACK: 2, DISCONNECT: 3, SERVER_SIDE_EMIT: 4, ADAPTER_STATUS: 5, UPGRADE: 6, ROOMS: 7 };
+/** Adapter events that need the native side to tell of room changes. */
+const ROOM_EVENTS = new Set(["join-room", "leave-room"]);
 
 function toList(v) {
   if (v === undefined || v === null) return [];
@@ -103,6 +105,11 @@ class BroadcastOperator {
   emit(ev, ...args) {
     if (RESERVED.has(ev)) throw new Error(`"${ev}" is a reserved event name`);
     const cb = typeof args[args.length - 1] === "function" ? args.pop() : null;
+    // Not serving yet: nobody to reach (socket.io's broadcast to no one).
+    if (!this.nsp.server._nativeReady) {
+      if (cb) process.nextTick(() => cb.call(this, null, []));
+      return true;
+    }
     const { data, attachments } = encode([ev, ...args]);
     const [rooms, except, local] = this._args();
     const native = this.nsp.server._native;
@@ -130,7 +137,8 @@ class BroadcastOperator {
   async fetchSockets() {
     const [rooms, except, local] = this._args();
     const json = await this.nsp.server._native.fetchSockets(this.nsp.name, rooms, except, local);
-    return JSON.parse(json).map((d) => new RemoteSocket(this.nsp, d));
+    // As socket.io: this server's sockets are the Socket objects themselves (with their data).
+    return JSON.parse(json).map((d) => this.nsp._sockets.get(d.id) || new RemoteSocket(this.nsp, d));
   }
   socketsJoin(room) {
     const [rooms, except, local] = this._args();
@@ -153,7 +161,8 @@ class RemoteSocket {
     this.id = d.id;
     this.handshake = d.handshake;
     this.rooms = new Set(d.rooms);
-    this.data = d.data;
+    // Native servers do not send `socket.data` with their sockets; Node servers do.
+    this.data = d.data === null || d.data === undefined ? {} : d.data;
   }
   emit(ev, ...args) {
     return new BroadcastOperator(this.nsp, new Set([this.id])).emit(ev, ...args);
@@ -186,6 +195,8 @@ class Socket extends EventEmitter {
     this._acks = null;
     this._ackSeq = 0;
     this._any = null;
+    this._anyOut = null;
+    this._conn = null;
     this._flags = null;
     this._leftRooms = null;
     this._welcomed = false;
@@ -234,8 +245,15 @@ class Socket extends EventEmitter {
     const conn = { remoteAddress: this._peer.address, remotePort: this._peer.port };
     return { headers: h.headers, url: h.url, connection: conn, socket: conn };
   }
+  /** The Engine.IO connection: `transport.name`, an `upgrade` event, `remoteAddress`, `close()`. */
   get conn() {
-    return { remoteAddress: this._peer.address, protocol: this.handshake.eio, close: () => this.disconnect(true) };
+    if (!this._conn) this._conn = this.server.engine._connOf(this);
+    return this._conn;
+  }
+  /** socket.io's `socket.client`: the connection's id, the connection and its request. */
+  get client() {
+    const conn = this.conn;
+    return { id: conn.id, conn, request: this.request };
   }
   get rooms() {
     if (this._leftRooms) return new Set([this.id, ...this._leftRooms]);
@@ -287,6 +305,7 @@ class Socket extends EventEmitter {
       }
       this._acks.set(ackId, fn);
     }
+    if (this._anyOut) for (const fn of [...this._anyOut]) fn.apply(this, [ev, ...args]);
     const { data, attachments } = encode([ev, ...args]);
     this.server._native.emit(this.id, data, attachments, ackId);
     return true;
@@ -333,6 +352,24 @@ class Socket extends EventEmitter {
   }
   listenersAny() {
     return this._any ? [...this._any] : [];
+  }
+  /** Listeners of what this socket emits itself (broadcasts, sent natively, are not seen here). */
+  onAnyOutgoing(fn) {
+    (this._anyOut || (this._anyOut = [])).push(fn);
+    return this;
+  }
+  prependAnyOutgoing(fn) {
+    (this._anyOut || (this._anyOut = [])).unshift(fn);
+    return this;
+  }
+  offAnyOutgoing(fn) {
+    if (!this._anyOut) return this;
+    if (!fn) this._anyOut = null;
+    else this._anyOut = this._anyOut.filter((f) => f !== fn);
+    return this;
+  }
+  listenersAnyOutgoing() {
+    return this._anyOut ? [...this._anyOut] : [];
   }
   /** Decodes a client payload; one that cannot be decoded closes that client, as socket.io does. */
   _decode(data, attachments) {
@@ -392,12 +429,13 @@ class Namespace extends EventEmitter {
     this._announce = { lazy: false, welcome: null };
     this._onSocket = null;
     this._fns = [];
-    this.adapter = {
-      nsp: this,
-      allRooms: () => server._native.allRooms(name).then((r) => new Set(r)),
-      serverCount: () => server._native.serverCount(name),
-      sockets: async (rooms) => new Set((await this.in(toList(rooms)).local.fetchSockets()).map((s) => s.id)),
-    };
+    this.adapter = new NamespaceAdapter(this);
+    this._roomsWatched = false;
+  }
+  /** The native side tells of every room change in this namespace from now on. */
+  _watchRooms() {
+    this._roomsWatched = true;
+    if (this.server._nativeReady) this.server._native.watchRooms(this.name, true);
   }
   _op() {
     return new BroadcastOperator(this);
@@ -613,6 +651,9 @@ class Namespace extends EventEmitter {
     const sid = socket.id;
     this._sockets.set(sid, socket);
     this.server._sockets.set(sid, socket);
+    // Watched engine: a new connection is told before its socket (as engine.io's come first).
+    if (this.server._engineWatched && !socket._conn) socket._conn = this.server.engine._connOf(socket);
+    if (this._roomsWatched) this.adapter.emit("join-room", sid, sid);
     // An owner layered on top (Realtime) hears of every socket first, lazy or not.
     if (this._onSocket) this._onSocket(socket);
     if (!socket.connected) return socket;
@@ -640,6 +681,137 @@ class Namespace extends EventEmitter {
       });
     }
     emitLocal.apply(this, args);
+  }
+}
+
+/**
+ * A namespace's adapter as socket.io's tools use it: `allRooms()`, `serverCount()`,
+ * `sockets(rooms)`, and the `join-room` / `leave-room` events (`(room, id)`), which the native
+ * side reports only once someone listens.
+ */
+class NamespaceAdapter extends EventEmitter {
+  constructor(nsp) {
+    super();
+    this.nsp = nsp;
+    this.on("newListener", (ev) => {
+      if (ROOM_EVENTS.has(ev) && !nsp._roomsWatched) nsp._watchRooms();
+    });
+  }
+  allRooms() {
+    return this.nsp.server._native.allRooms(this.nsp.name).then((r) => new Set(r));
+  }
+  serverCount() {
+    return this.nsp.server._native.serverCount(this.nsp.name);
+  }
+  async sockets(rooms) {
+    return new Set((await this.nsp.in(toList(rooms)).local.fetchSockets()).map((s) => s.id));
+  }
+}
+
+/** One Engine.IO connection, as `socket.conn` and the engine's `connection` event give it. */
+class Connection extends EventEmitter {
+  constructor(id, transport, socket) {
+    super();
+    this.id = id;
+    this.transport = { name: transport };
+    this.remoteAddress = socket._peer.address;
+    this.protocol = socket.handshake.eio;
+    this._server = socket.server;
+    this._sockets = new Set([socket.id]);
+  }
+  get readyState() {
+    return this._sockets.size ? "open" : "closed";
+  }
+  /** Closes the connection (every socket on it). */
+  close() {
+    for (const sid of this._sockets) {
+      const s = this._server._sockets.get(sid);
+      if (s) s.disconnect(true);
+    }
+  }
+  _left(sid, reason) {
+    if (!this._sockets.delete(sid) || this._sockets.size) return;
+    const engine = this._server._engine;
+    if (engine && engine._conns.get(this.id) === this) engine._conns.delete(this.id);
+    emitLocal.call(this, "close", reason);
+  }
+}
+
+/**
+ * socket.io's `io.engine` as monitoring tools (the admin UI) read it: `clientsCount`, and a
+ * `connection` event per Engine.IO connection as its first socket connects, with the
+ * connection's `upgrade` and `close`. Packets stay native: instead, while the admin UI's event
+ * buffer is there (`io._eventBuffer`), the native counters of events and bytes are added to it
+ * every second.
+ */
+class Engine extends EventEmitter {
+  constructor(server) {
+    super();
+    this._server = server;
+    this._conns = new Map();
+    this._upgradesWatched = false;
+    this._feed = null;
+    this.on("newListener", (ev) => {
+      if (ev === "connection") server._watchEngine();
+    });
+  }
+  get clientsCount() {
+    return this._server._nativeReady ? this._server._native.stats().clients : 0;
+  }
+  /** The connection under `socket`, told as a `connection` the first time one of its sockets asks. */
+  _connOf(socket) {
+    const server = this._server;
+    if (!this._upgradesWatched) {
+      this._upgradesWatched = true;
+      if (server._nativeReady) server._native.watchUpgrades(true);
+    }
+    const info = socket.connected && server._nativeReady ? server._native.socketConn(socket.id) : null;
+    if (!info) {
+      // Gone already: a closed connection of its own.
+      const c = new Connection(`closed:${socket.id}`, "polling", socket);
+      c._sockets.clear();
+      return c;
+    }
+    const [id, transport] = info;
+    let conn = this._conns.get(id);
+    if (conn) {
+      conn._sockets.add(socket.id);
+      return conn;
+    }
+    conn = new Connection(id, transport, socket);
+    this._conns.set(id, conn);
+    emitLocal.call(this, "connection", conn);
+    return conn;
+  }
+  _upgraded(id) {
+    const conn = this._conns.get(id);
+    if (!conn || conn.transport.name === "websocket") return;
+    conn.transport = { name: "websocket" };
+    emitLocal.call(conn, "upgrade", conn.transport);
+  }
+  /** Adds the native traffic counters to the admin UI's event buffer, once a second. */
+  _startFeed() {
+    if (this._feed) return;
+    let last = null;
+    this._feed = setInterval(() => {
+      const buffer = this._server._eventBuffer;
+      if (!this._server._nativeReady || !buffer || typeof buffer.push !== "function") return;
+      const m = JSON.parse(this._server._native.metrics());
+      if (!m) return;
+      if (last) {
+        const add = (type, n) => n > 0 && buffer.push(type, undefined, n);
+        add("packetsIn", m.eventsIn - last.eventsIn);
+        add("packetsOut", m.eventsOut - last.eventsOut);
+        add("bytesIn", m.bytesIn - last.bytesIn);
+        add("bytesOut", m.bytesOut - last.bytesOut);
+      }
+      last = m;
+    }, 1000);
+    this._feed.unref();
+  }
+  _stopFeed() {
+    if (this._feed) clearInterval(this._feed);
+    this._feed = null;
   }
 }
 
@@ -676,7 +848,25 @@ class Server extends EventEmitter {
     this._saved = new Map();
     this._sweepTimer = null;
     this._counters = new JsCounters();
+    this._engine = null;
+    this._engineWatched = false;
+    this._nativeReady = false;
     if (srv !== undefined && srv !== null) this.attach(srv);
+  }
+  /**
+   * socket.io's `io.engine`, as far as tools read it: `clientsCount`, and `connection` events
+   * with each connection's transport, `upgrade` and `close` (see `Engine`).
+   */
+  get engine() {
+    if (!this._engine) this._engine = new Engine(this);
+    return this._engine;
+  }
+  /** Someone listens to the engine's connections: every socket gets its object as it connects. */
+  _watchEngine() {
+    if (this._engineWatched) return;
+    this._engineWatched = true;
+    for (const ns of this._nsps.values()) ns._eager();
+    this.engine._startFeed();
   }
   /**
    * socket.io's `attach(httpServer | port, opts)`: serves on the app's http/https server (the
@@ -735,6 +925,8 @@ class Server extends EventEmitter {
       ns = new Namespace(this, name);
       this._nsps.set(name, ns);
       if (this._started) this._native.of(name);
+      if (this._engineWatched) ns._eager();
+      emitLocal.call(this, "new_namespace", ns);
     }
     return ns;
   }
@@ -909,10 +1101,13 @@ class Server extends EventEmitter {
     return cfg;
   }
   _applyNamespaces() {
+    this._nativeReady = true;
     for (const ns of this._nsps.values()) {
       if (ns._announce.lazy || ns._announce.welcome) ns._applyAnnounce();
       if (ns._fns.length) this._native.setGated(ns.name, true);
+      if (ns._roomsWatched) this._native.watchRooms(ns.name, true);
     }
+    if (this._engine && this._engine._upgradesWatched) this._native.watchUpgrades(true);
   }
   /**
    * Closes every client and leaves the cluster. Attached to an http server, it also closes
@@ -939,6 +1134,7 @@ class Server extends EventEmitter {
       this._attachment.detach();
       this._attachment = null;
     }
+    if (this._engine) this._engine._stopFeed();
     await this._native.close();
     super.emit("close");
   }
@@ -1042,6 +1238,8 @@ class Server extends EventEmitter {
             if (s) {
               this._sockets.delete(ev[1]);
               s.nsp._sockets.delete(ev[1]);
+              if (s._conn && s._conn._left) s._conn._left(s.id, ev[2]);
+              if (s.nsp._roomsWatched) for (const room of [...ev[3], s.id]) s.nsp.adapter.emit("leave-room", room, s.id);
               // ev[4]: the private id the cluster keeps the session under (streams mode).
               if (ev[4]) this._persistState(s, ev[4], ev[3]);
               else if (this._recovery && SAVED_REASONS.has(ev[2])) this._saveState(s);
@@ -1052,6 +1250,14 @@ class Server extends EventEmitter {
           case KIND.SERVER_SIDE_EMIT: {
             const ns = this._nsps.get(ev[1]);
             if (ns) ns._serverSideEmit(ev[2], slice(ev[4], ev[5]), ev[3]);
+            break;
+          }
+          case KIND.UPGRADE:
+            if (this._engine) this._engine._upgraded(ev[1]);
+            break;
+          case KIND.ROOMS: {
+            const ns = this._nsps.get(ev[1]);
+            if (ns) for (const room of ev[3]) ns.adapter.emit(ev[4] ? "join-room" : "leave-room", room, ev[2]);
             break;
           }
           case KIND.ADAPTER_STATUS:

@@ -14,7 +14,8 @@ async function main() {
   pub.on("error", (err) => console.error(`socket.io worker: redis ${redisHost}:${redisPort}: ${err.message}`));
   sub.on("error", (err) => console.error(`socket.io worker: redis ${redisHost}:${redisPort}: ${err.message}`));
   await Promise.all([pub.connect(), sub.connect()]);
-  const io = new Server(port, { adapter: createAdapter(pub, sub) });
+  // BENCH_DEFLATE=1 (bench/deflate.js): perMessageDeflate on, its default threshold (1024).
+  const io = new Server(port, { adapter: createAdapter(pub, sub), perMessageDeflate: process.env.BENCH_DEFLATE === "1" });
   io.on("connection", (socket) => {
     socket.on("m", ([t, d]) => (t === "bcast" ? io.emit("bcast", d) : socket.emit("echo", d)));
   });

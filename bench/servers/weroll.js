@@ -13,6 +13,8 @@ async function main() {
     cluster: { enable: true, redis: { host: redisHost, port: redisPort, key: "bench" } },
     // BENCH_RECOVERY=1 (server kind `recovery`): connection state recovery on.
     connectionStateRecovery: process.env.BENCH_RECOVERY === "1" ? {} : undefined,
+    // BENCH_DEFLATE=1 (bench/deflate.js): perMessageDeflate on, socket.io's default threshold.
+    perMessageDeflate: process.env.BENCH_DEFLATE === "1",
   });
   server.on("bcast", (socket, d) => server.broadcastToAll("bcast", d));
   server.on("echo", (socket, d) => socket.emit("echo", d));

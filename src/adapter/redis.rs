@@ -70,6 +70,8 @@ pub const PRESENCE_TTL: Duration = Duration::from_secs(15);
 const SLOT_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How long [`RedisAdapterFactory::close`] waits for Redis at each step.
 const CLOSE_STEP: Duration = Duration::from_secs(2);
+/// How long closing waits for a `QUIT` to a Redis it has lost.
+const QUIT_DOWN: Duration = Duration::from_millis(100);
 
 /// What the factory needs of a namespace's state: to end it when the factory closes.
 pub(crate) trait Closing: Send + Sync {
@@ -353,7 +355,8 @@ impl Hub {
             .map(|(c, _)| c.clone())
             .unwrap_or_default();
         let current = self.unregister(&uid, &probe);
-        if self.closed.load(Ordering::Acquire) {
+        // Closed, or Redis is away (its subscriptions go with the connection).
+        if self.closed.load(Ordering::Acquire) || !self.subscriber.is_connected() {
             return;
         }
         let result = tokio::time::timeout(CLOSE_STEP, async {
@@ -890,7 +893,11 @@ impl RedisAdapterFactory {
             }
             Err(_) => Vec::new(),
         };
-        let _ = tokio::time::timeout(CLOSE_STEP, self.hub.subscriber.unsubscribe_all()).await;
+        // During an outage there is nobody to tell: the steps that need Redis are skipped
+        // rather than each waiting out its timeout.
+        if self.hub.subscriber.is_connected() {
+            let _ = tokio::time::timeout(CLOSE_STEP, self.hub.subscriber.unsubscribe_all()).await;
+        }
         self.hub.closed.store(true, Ordering::Release);
         if let Ok(mut routes) = self.hub.routes.write() {
             // Requests still waiting for answers fail now rather than at their timeout.
@@ -901,7 +908,7 @@ impl RedisAdapterFactory {
             }
             *routes = Routes::default();
         }
-        if !keys.is_empty() {
+        if !keys.is_empty() && self.publisher.is_connected() {
             let client = self.publisher.with_options(&self.link.options());
             let deleted: Result<Result<i64, _>, _> =
                 tokio::time::timeout(CLOSE_STEP, client.del(keys)).await;
@@ -912,8 +919,12 @@ impl RedisAdapterFactory {
         if let Some(reader) = &self.reader {
             reader.close().await;
         }
-        let _ = tokio::time::timeout(CLOSE_STEP, self.hub.subscriber.quit()).await;
-        let _ = tokio::time::timeout(CLOSE_STEP, self.publisher.quit()).await;
+        // A client that is down only needs its reconnecting stopped, not a server's answer.
+        let step = |up: bool| if up { CLOSE_STEP } else { QUIT_DOWN };
+        let up = self.hub.subscriber.is_connected();
+        let _ = tokio::time::timeout(step(up), self.hub.subscriber.quit()).await;
+        let up = self.publisher.is_connected();
+        let _ = tokio::time::timeout(step(up), self.publisher.quit()).await;
         if let Ok(mut tasks) = self.tasks.lock() {
             for t in tasks.drain(..) {
                 t.abort();

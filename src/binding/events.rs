@@ -22,6 +22,8 @@ pub const ACK: u32 = 2;
 pub const DISCONNECT: u32 = 3;
 pub const SERVER_SIDE_EMIT: u32 = 4;
 pub const ADAPTER_STATUS: u32 = 5;
+pub const UPGRADE: u32 = 6;
+pub const ROOMS: u32 = 7;
 
 /// Server events as JavaScript receives them: one JSON text for the whole batch (one
 /// `JSON.parse` in V8, no object built field by field through N-API) and the binary
@@ -166,6 +168,30 @@ impl BatchWriter {
                     None => out.push_str(",null"),
                 }
                 self.attachments(&data);
+            }
+            Outgoing::Server(ServerEvent::Upgrade { eid }) => {
+                let _ = write!(out, "[{UPGRADE},");
+                push_str(out, &eid);
+                out.push(']');
+            }
+            Outgoing::Server(ServerEvent::Rooms {
+                nsp,
+                sid,
+                rooms,
+                joined,
+            }) => {
+                let _ = write!(out, "[{ROOMS},");
+                push_str(out, &nsp);
+                out.push(',');
+                push_str(out, &sid);
+                out.push_str(",[");
+                for (i, r) in rooms.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    push_str(out, r);
+                }
+                let _ = write!(out, "],{joined}]");
             }
             Outgoing::Status { up, detail } => {
                 let _ = write!(out, "[{ADAPTER_STATUS},{up},");

@@ -512,6 +512,34 @@ impl NativeServer {
         Ok(self.server()?.socket(&sid).map(|s| s.handshake_json()))
     }
 
+    /// The Engine.IO connection under a socket: `[its id, "polling" | "websocket"]`.
+    #[napi]
+    pub fn socket_conn(&self, sid: String) -> Result<Option<Vec<String>>> {
+        Ok(self.server()?.socket(&sid).map(|s| {
+            let conn = s.connection();
+            let transport = if conn.is_websocket() {
+                "websocket"
+            } else {
+                "polling"
+            };
+            vec![conn.id().to_string(), transport.to_string()]
+        }))
+    }
+
+    /// Upgrades to websocket are told to JavaScript from now on, or not.
+    #[napi]
+    pub fn watch_upgrades(&self, on: bool) -> Result<()> {
+        self.server()?.watch_upgrades(on);
+        Ok(())
+    }
+
+    /// Room joins and leaves in `nsp` are told to JavaScript from now on, or not.
+    #[napi]
+    pub fn watch_rooms(&self, nsp: String, on: bool) -> Result<()> {
+        self.server()?.watch_rooms(&nsp, on);
+        Ok(())
+    }
+
     /// Rooms of one socket (its own id excluded).
     #[napi]
     pub fn socket_rooms(&self, sid: String) -> Result<Vec<String>> {

@@ -51,6 +51,8 @@ pub trait EngineHandler: Send + Sync + 'static {
     fn on_message(&self, conn: &Arc<Connection<Self::Data>>, msg: Incoming);
     /// The session ended; the connection can no longer send.
     fn on_close(&self, conn: &Arc<Connection<Self::Data>>, reason: CloseReason);
+    /// A polling session moved to websocket.
+    fn on_upgrade(&self, _conn: &Arc<Connection<Self::Data>>) {}
 }
 
 /// Bytes tungstenite asks for per read and keeps allocated per websocket for good: small,

@@ -125,6 +125,7 @@ impl<H: EngineHandler> Engine<H> {
                     conn.lock().upgrading = false;
                     return;
                 }
+                self.handler.on_upgrade(&conn);
                 conn
             }
             WsTarget::Reject => {

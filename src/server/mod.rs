@@ -17,7 +17,7 @@ pub use socket::Socket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -112,6 +112,17 @@ pub enum ServerEvent {
         data: Payload,
         reply: Option<u64>,
     },
+    /// An Engine.IO connection (its id, not a socket's) moved from polling to websocket. Only
+    /// while [`Server::watch_upgrades`] is on.
+    Upgrade { eid: String },
+    /// A socket joined (or left) rooms, whoever asked. Only for a namespace whose rooms are
+    /// watched ([`Server::watch_rooms`]).
+    Rooms {
+        nsp: Arc<str>,
+        sid: Arc<str>,
+        rooms: Vec<Arc<str>>,
+        joined: bool,
+    },
 }
 
 /// Where server events go (the binding batches them into JavaScript).
@@ -140,6 +151,8 @@ pub struct ServerCore {
     recovered_states: Mutex<HashMap<Arc<str>, String>>,
     /// Traffic counters for metrics.
     pub(crate) traffic: Traffic,
+    /// Whether upgrades are told to JavaScript ([`ServerEvent::Upgrade`]).
+    watch_upgrades: AtomicBool,
 }
 
 /// Socket.IO traffic counters (relaxed atomics: one add per event or per broadcast, never per
@@ -234,6 +247,7 @@ impl Server {
             restoring: Mutex::new(HashMap::new()),
             recovered_states: Mutex::new(HashMap::new()),
             traffic: Traffic::default(),
+            watch_upgrades: AtomicBool::new(false),
         });
         if let (Some(rec), Some(rt)) = (&core.recovery, &core.runtime) {
             // Sessions and events older than the window go, like socket.io's minute sweep.
@@ -394,6 +408,20 @@ impl Server {
     /// The connected socket with id `sid`.
     pub fn socket(&self, sid: &str) -> Option<Arc<Socket>> {
         read(&self.core.sockets).get(sid).cloned()
+    }
+
+    /// Tells JavaScript of every websocket upgrade from now on ([`ServerEvent::Upgrade`]), or
+    /// stops.
+    pub fn watch_upgrades(&self, on: bool) {
+        self.core.watch_upgrades.store(on, Ordering::Relaxed);
+    }
+
+    /// Tells JavaScript of every room a socket of `nsp` joins or leaves from now on
+    /// ([`ServerEvent::Rooms`]), or stops.
+    pub fn watch_rooms(&self, nsp: &str, on: bool) {
+        if let Some(ns) = self.namespace(nsp) {
+            ns.watch_rooms(on);
+        }
     }
 
     /// Number of connected sockets over all namespaces.
@@ -580,5 +608,13 @@ impl EngineHandler for ServerCore {
 
     fn on_close(&self, conn: &Arc<Connection<ClientState>>, reason: CloseReason) {
         client::on_close(self, conn, reason);
+    }
+
+    fn on_upgrade(&self, conn: &Arc<Connection<ClientState>>) {
+        if self.watch_upgrades.load(Ordering::Relaxed) {
+            self.emit(ServerEvent::Upgrade {
+                eid: conn.id().to_string(),
+            });
+        }
     }
 }

@@ -53,6 +53,8 @@ pub struct Namespace {
     unannounced: std::sync::atomic::AtomicIsize,
     /// New sockets wait for JavaScript's middlewares (`accept` / `refuse`) before connecting.
     gated: AtomicBool,
+    /// Room changes go to JavaScript as [`ServerEvent::Rooms`] (socket.io's adapter events).
+    watch_rooms: AtomicBool,
     welcome: RwLock<Option<Arc<Welcome>>>,
     /// Broadcasts waiting for acknowledgements, by ack id.
     acks: std::sync::Mutex<HashMap<u64, PendingAcks>>,
@@ -132,6 +134,7 @@ impl Namespace {
             lazy: AtomicBool::new(false),
             unannounced: std::sync::atomic::AtomicIsize::new(0),
             gated: AtomicBool::new(false),
+            watch_rooms: AtomicBool::new(false),
             welcome: RwLock::new(None),
             alias_prefix: OnceLock::new(),
             acks: std::sync::Mutex::new(HashMap::new()),
@@ -220,6 +223,26 @@ impl Namespace {
     /// until then the client has no CONNECT and the socket is in no room.
     pub fn set_gated(&self, gated: bool) {
         self.gated.store(gated, Ordering::Release);
+    }
+
+    /// Whether room changes are told to JavaScript ([`ServerEvent::Rooms`]).
+    pub(crate) fn watch_rooms(&self, on: bool) {
+        self.watch_rooms.store(on, Ordering::Relaxed);
+    }
+
+    /// Tells JavaScript `sid` joined (or left) `rooms`, when it watches this namespace's rooms.
+    fn rooms_changed(&self, sid: &Arc<str>, rooms: Vec<Arc<str>>, joined: bool) {
+        if rooms.is_empty() || !self.watch_rooms.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(core) = self.core() {
+            core.emit(ServerEvent::Rooms {
+                nsp: self.name.clone(),
+                sid: sid.clone(),
+                rooms,
+                joined,
+            });
+        }
     }
 
     pub(crate) fn is_gated(&self) -> bool {
@@ -383,6 +406,7 @@ impl Namespace {
             return;
         }
         let mut joined = socket.rooms_lock();
+        let mut changed: Vec<Arc<str>> = Vec::new();
         for name in names {
             if **name == *socket.id {
                 continue;
@@ -391,6 +415,7 @@ impl Namespace {
                 if !socket.in_alias_room() {
                     socket.set_alias_room(true);
                     self.adapter().room_created(name, false);
+                    changed.push(name.as_str().into());
                 }
                 continue;
             }
@@ -406,23 +431,27 @@ impl Namespace {
                 .or_default()
                 .insert(socket.id.clone())
             {
+                changed.push(key.clone());
                 joined.push(key);
             }
         }
         drop(joined);
         drop(rooms);
+        self.rooms_changed(&socket.id, changed, true);
         self.checkpoint(&socket.id);
     }
 
     pub(crate) fn leave(&self, socket: &Arc<Socket>, name: &str) {
         let mut rooms = write(&self.rooms);
         let mut joined = socket.rooms_lock();
+        let mut left = false;
         if self.is_alias(name, socket) && socket.in_alias_room() {
             socket.set_alias_room(false);
             self.adapter().room_deleted(name, false);
+            left = true;
         }
         if let Some(members) = rooms.get_mut(name) {
-            members.remove(&socket.id);
+            left |= members.remove(&socket.id);
             if members.is_empty() {
                 rooms.remove(name);
                 self.adapter().room_deleted(name, false);
@@ -431,6 +460,9 @@ impl Namespace {
         joined.retain(|r| &**r != name);
         drop(joined);
         drop(rooms);
+        if left {
+            self.rooms_changed(&socket.id, vec![name.into()], false);
+        }
         self.checkpoint(&socket.id);
     }
 

@@ -1,0 +1,184 @@
+"use strict";
+// socket.io's admin UI (@socket.io/admin-ui 0.5) over weroll-native: `instrument(io)` on two
+// native servers clustered over a real redis-server, and the UI's own page (its bundled build)
+// in headless Chromium, connected to one of them, listing both servers, the sockets of both and
+// their rooms. The server side is checked too, as an admin client sees it.
+const { test } = require("node:test");
+const assert = require("node:assert/strict");
+const http = require("node:http");
+const fs = require("node:fs");
+const path = require("node:path");
+const { instrument } = require("@socket.io/admin-ui");
+const { io: ioc } = require("socket.io-client");
+const { Server } = require("..");
+const { findChromium, isCI } = require("../scripts/setup.js");
+const { scoped, until, within, connected, once } = require("./helpers");
+const u = require("./fixtures/cluster-util");
+
+const chromium = findChromium();
+const redisSkip = u.needBinary("redis-server").skip;
+
+/** Two native servers on one Redis, each instrumented, each with an app that joins rooms. */
+async function cluster(scope) {
+  const redisProcess = new u.Children();
+  scope.defer(() => redisProcess.killAll());
+  const redis = await new u.RedisServer(redisProcess).start();
+  const servers = [];
+  for (let i = 0; i < 2; i++) {
+    const io = new Server({ redis: { host: "127.0.0.1", port: redis.port, key: "admin" }, cors: { origin: true, credentials: true } });
+    scope.servers.push(io);
+    instrument(io, { auth: false, serverId: `native-${i}`, mode: "development" });
+    io.on("connection", (socket) => {
+      socket.on("join", (room, ack) => {
+        socket.join(room);
+        ack();
+      });
+      socket.on("hello", (ack) => ack(`hello from ${i}`));
+    });
+    io.of("/chat").on("connection", (socket) => socket.join("chat-room"));
+    io.port = await within(io.listen(0, "127.0.0.1"), 5000, "listen");
+    servers.push(io);
+  }
+  // Both servers see each other before the clients come.
+  await until(async () => (await servers[0].of("/").adapter.serverCount()) === 2, "the two servers see each other", 10000);
+  return servers;
+}
+
+/** An app client on `port` that joined `room`. */
+async function member(scope, port, room, opts = {}) {
+  const c = scope.client(4, port, opts);
+  await connected(c);
+  await within(new Promise((resolve) => c.emit("join", room, resolve)), 3000, "join");
+  return c;
+}
+
+/** An admin client as the UI opens it (websocket, namespace /admin); resolves it with what it heard first. */
+async function adminClient(scope, port) {
+  const admin = ioc(`http://127.0.0.1:${port}/admin`, { forceNew: true, reconnection: false, transports: ["websocket"] });
+  scope.defer(() => admin.close());
+  const heard = { stats: new Map(), events: [] };
+  admin.on("server_stats", (s) => heard.stats.set(s.serverId, s));
+  for (const ev of ["socket_connected", "socket_disconnected", "socket_updated", "room_joined", "room_left", "event_received", "event_sent"]) {
+    admin.on(ev, (...args) => heard.events.push([ev, ...args]));
+  }
+  const config = once(admin, "config", 5000);
+  const all = once(admin, "all_sockets", 5000);
+  await connected(admin, 5000);
+  heard.config = (await config)[0];
+  heard.sockets = (await all)[0];
+  return { admin, heard };
+}
+
+test("instrument(io) on two clustered native servers: stats of both, every socket with its rooms, live events, and the UI's commands", { timeout: 60000, skip: redisSkip }, scoped(async (scope) => {
+  const [a, b] = await cluster(scope);
+  const onA = await member(scope, a.port, "room-a", { transports: ["websocket"] });
+  const onB = await member(scope, b.port, "room-b", { transports: ["polling", "websocket"] });
+  await once(onB.io.engine, "upgrade", 5000).catch(() => {});
+  const chatter = scope.client(4, b.port, { nsp: "/chat", transports: ["websocket"] });
+  await connected(chatter);
+
+  const { admin, heard } = await adminClient(scope, a.port);
+  assert.ok(heard.config.supportedFeatures.includes("MJOIN") && heard.config.supportedFeatures.includes("ALL_EVENTS"), JSON.stringify(heard.config));
+  // Every socket of the cluster, in every namespace, with its rooms, transport and client id.
+  const byId = new Map(heard.sockets.map((s) => [s.id, s]));
+  const sa = byId.get(onA.id);
+  const sb = byId.get(onB.id);
+  assert.ok(sa && sb, `both app sockets listed: ${[...byId.keys()]}`);
+  assert.ok(sa.rooms.includes("room-a") && sb.rooms.includes("room-b"), JSON.stringify([sa.rooms, sb.rooms]));
+  assert.equal(sa.nsp, "/");
+  assert.equal(sa.transport, "websocket");
+  assert.equal(sa.clientId, onA.io.engine.id.slice(0, 12));
+  assert.ok(heard.sockets.some((s) => s.nsp === "/chat" && s.rooms.includes("chat-room")), "the /chat socket on the other server");
+  assert.equal(sa.handshake.address, "127.0.0.1");
+  // Both servers report, each with its own clients.
+  await until(() => heard.stats.has("native-0") && heard.stats.has("native-1"), "server_stats from both servers", 6000);
+  const s0 = heard.stats.get("native-0");
+  assert.equal(s0.clientsCount, 2, "the app client and the admin UI on server 0");
+  assert.ok(s0.namespaces.some((n) => n.name === "/admin") && s0.namespaces.some((n) => n.name === "/"), JSON.stringify(s0.namespaces));
+  // Traffic shows in the aggregated events (the native counters, fed every second).
+  await within(new Promise((resolve) => onA.emit("hello", resolve)), 3000, "hello");
+  await until(() => [...heard.stats.values()].some((s) => s.aggregatedEvents.some((e) => e.type === "packetsIn")), "packetsIn in the aggregated events", 6000);
+
+  // Live: a new socket, its room joins, its events both ways, its upgrade and its departure.
+  const late = scope.client(4, a.port, { transports: ["polling", "websocket"] });
+  await connected(late);
+  await until(() => heard.events.some(([ev, s]) => ev === "socket_connected" && s.id === late.id), "socket_connected for the new socket");
+  await within(new Promise((resolve) => late.emit("join", "room-late", resolve)), 3000, "join");
+  await until(() => heard.events.some(([ev, nsp, room, id]) => ev === "room_joined" && nsp === "/" && room === "room-late" && id === late.id), "room_joined");
+  await until(() => heard.events.some(([ev, s]) => ev === "socket_updated" && s.id === late.id && s.transport === "websocket"), "the upgrade to websocket");
+  await until(() => heard.events.some(([ev, nsp, id, args]) => ev === "event_received" && id === late.id && args[0] === "join"), "event_received");
+  const lateId = late.id;
+  late.close();
+  await until(() => heard.events.some(([ev, nsp, id]) => ev === "socket_disconnected" && id === lateId), "socket_disconnected");
+  await until(() => heard.events.some(([ev, nsp, room, id]) => ev === "room_left" && room === "room-late" && id === lateId), "room_left on disconnect");
+
+  // The UI's commands act on the whole cluster: join, emit, leave, disconnect.
+  admin.emit("join", "/", "everyone", "");
+  await until(async () => (await a.in("everyone").fetchSockets()).length === 2, "both app sockets joined 'everyone'");
+  const got = [once(onA, "notice", 3000), once(onB, "notice", 3000)];
+  admin.emit("emit", "/", "everyone", "notice", "from the admin UI");
+  assert.deepEqual((await Promise.all(got)).map((g) => g[0]), ["from the admin UI", "from the admin UI"]);
+  admin.emit("leave", "/", "everyone", "room-b");
+  await until(async () => (await a.in("everyone").fetchSockets()).length === 1, "the room-b socket left 'everyone'");
+  const gone = once(onB, "disconnect", 3000);
+  admin.emit("_disconnect", "/", false, "room-b");
+  assert.equal((await gone)[0], "io server disconnect");
+}));
+
+test("the admin UI's page in Chromium lists both servers, the sockets of both and their rooms", { timeout: 60000, skip: redisSkip || (!chromium && !isCI() && "chromium is not installed (apt-get install chromium)") }, scoped(async (scope) => {
+  assert.ok(chromium, "chromium is required in CI (apt-get install chromium)");
+  const { chromium: playwright } = require("playwright-core");
+  const [a, b] = await cluster(scope);
+  const onA = await member(scope, a.port, "room-alpha", { transports: ["websocket"] });
+  const onB = await member(scope, b.port, "room-beta", { transports: ["polling", "websocket"] });
+
+  // The UI's bundled build, served as it is.
+  const root = path.join(path.dirname(require.resolve("@socket.io/admin-ui/package.json")), "ui", "dist");
+  const types = { ".html": "text/html", ".js": "application/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png" };
+  const site = http.createServer((req, res) => {
+    const file = path.join(root, decodeURIComponent(req.url.split("?")[0]) === "/" ? "index.html" : path.normalize(decodeURIComponent(req.url.split("?")[0])));
+    if (!file.startsWith(root) || !fs.existsSync(file)) return res.writeHead(404).end();
+    res.writeHead(200, { "content-type": types[path.extname(file)] || "application/octet-stream" });
+    fs.createReadStream(file).pipe(res);
+  });
+  await new Promise((resolve) => site.listen(0, "127.0.0.1", resolve));
+  scope.defer(() => new Promise((resolve) => site.close(resolve)));
+
+  const browser = await playwright.launch({
+    executablePath: chromium,
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  scope.defer(() => browser.close());
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (err) => errors.push(err.message));
+  // Fonts and icons come from CDNs this machine does not reach: refused at once.
+  await page.route(/^https?:\/\/(?!127\.0\.0\.1)/, (route) => route.abort());
+  const origin = `http://127.0.0.1:${site.address().port}`;
+  await page.goto(`${origin}/`);
+  await page.evaluate((url) => {
+    localStorage.setItem("server_url", url);
+    localStorage.setItem("ws_only", "true");
+    localStorage.setItem("path", "/socket.io");
+    localStorage.setItem("namespace", "/admin");
+  }, `http://127.0.0.1:${a.port}`);
+  const text = () => page.evaluate(() => document.body.innerText);
+  const shows = async (what, strings) => {
+    try {
+      await page.waitForFunction((list) => list.every((s) => document.body.innerText.includes(s)), strings, { timeout: 15000 });
+    } catch {
+      assert.fail(`the ${what} page shows ${JSON.stringify(strings)}; it shows:\n${(await text()).slice(0, 1500)}`);
+    }
+  };
+  await page.goto(`${origin}/#/servers/`);
+  await page.reload();
+  await shows("servers", ["native-0", "native-1"]);
+  await page.goto(`${origin}/#/sockets/`);
+  await page.reload();
+  await shows("sockets", [onA.id, onB.id]);
+  await page.goto(`${origin}/#/rooms/`);
+  await page.reload();
+  await shows("rooms", ["room-alpha", "room-beta"]);
+  assert.deepEqual(errors, []);
+}));
