@@ -182,3 +182,16 @@ test("the admin UI's page in Chromium lists both servers, the sockets of both an
   await shows("rooms", ["room-alpha", "room-beta"]);
   assert.deepEqual(errors, []);
 }));
+
+test("instrument(realtime.io) on a Realtime server: its sockets with their rooms, and its stats", { timeout: 30000 }, scoped(async (scope) => {
+  const server = await scope.realtime({ shakehand: false });
+  instrument(server.io, { auth: false, serverId: "realtime", mode: "development" });
+  const c = scope.client(2, server.port, { transports: ["polling", "websocket"] });
+  await connected(c);
+  const { heard } = await adminClient(scope, server.port);
+  const mine = heard.sockets.find((s) => s.nsp === "/" && s.id !== undefined && s.handshake && s.rooms.length);
+  assert.ok(mine, JSON.stringify(heard.sockets));
+  assert.ok(mine.rooms.includes(mine.id), JSON.stringify(mine.rooms));
+  await until(() => heard.stats.has("realtime"), "server_stats", 5000);
+  assert.equal(heard.stats.get("realtime").clientsCount, 2);
+}));

@@ -18,10 +18,20 @@ function args() {
   return numericArgs({ clients: 200, echoers: 20, size: 4000, seconds: 5, rate: 20 }, "node bench/deflate.js [--clients N] [--echoers N] [--size BYTES] [--seconds N] [--rate N]");
 }
 
-/** Text that compresses as chat messages do, not as one repeated byte. */
+/**
+ * Message `n`: words of a 1000-word vocabulary in an order of its own (a seeded generator), so
+ * that messages compress as chat text does, and no message repeats the one before.
+ */
 function text(size, n) {
-  const words = Array.from({ length: Math.ceil(size / 8) }, (_, i) => `w${((i + n) * 7919) % 1000}`.padEnd(8, " ")).join("");
-  return `${n}:${words}`.slice(0, size);
+  let x = (n * 2654435761 + 1) >>> 0;
+  const words = [];
+  for (let len = 0; len < size; ) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    const w = `w${x % 1000} `;
+    words.push(w);
+    len += w.length;
+  }
+  return `${n}:${words.join("")}`.slice(0, size);
 }
 
 /** An Engine.IO v4 websocket client joined to the main namespace; `onEvent(name, data)`. */
@@ -46,7 +56,7 @@ const received = (clients) => clients.reduce((n, ws) => n + ws._socket.bytesRead
 
 async function echo(port, o, pids) {
   const waiting = new Map();
-  const clients = await Promise.all(Array.from({ length: o.echoers }, (_, i) => client(port, (_, d) => waiting.get(i)(d))));
+  const clients = await Promise.all(Array.from({ length: o.echoers }, (_, i) => client(port, (name, d) => name === "echo" && waiting.get(i)(d))));
   const before = { cpu: cpuSeconds(pids), bytes: received(clients) };
   const until = Date.now() + o.seconds * 1000;
   let n = 0;
