@@ -88,6 +88,9 @@ test("instrument(io) on two clustered native servers: stats of both, every socke
   assert.equal(sa.nsp, "/");
   assert.equal(sa.transport, "websocket");
   assert.equal(sa.clientId, onA.io.engine.id.slice(0, 12));
+  // The other server's socket, with what its server's JavaScript holds (socket.data).
+  assert.equal(sb.clientId, onB.io.engine.id.slice(0, 12));
+  assert.equal(sb.transport, "websocket");
   assert.ok(heard.sockets.some((s) => s.nsp === "/chat" && s.rooms.includes("chat-room")), "the /chat socket on the other server");
   assert.equal(sa.handshake.address, "127.0.0.1");
   // Both servers report, each with its own clients.

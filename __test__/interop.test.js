@@ -283,3 +283,54 @@ describe("native workers, a Node socket.io server and the emitter on one Redis",
     );
   });
 });
+
+test("fetchSockets() across servers carries socket.data: native to native, native to Node, Node to native", { skip: redisBin.skip, timeout: 30000 }, async () => {
+  const { Server } = require("..");
+  const children = new u.Children();
+  const closers = [];
+  try {
+    const redis = await new u.RedisServer(children).start();
+    const natives = [];
+    for (let i = 0; i < 2; i++) {
+      const s = new Server({ redis: { host: "127.0.0.1", port: redis.port, key: "data" } });
+      s.use((socket, next) => {
+        socket.data = { user: `user-${i}`, since: i };
+        next();
+      });
+      s.on("connection", (socket) => {
+        socket.data.nested = { on: i };
+      });
+      const port = await u.within(s.listen(0, "127.0.0.1"), 5000, "listen");
+      closers.push(() => s.close());
+      natives.push({ s, port });
+    }
+    const pub = createClient({ url: `redis://127.0.0.1:${redis.port}` });
+    const sub = pub.duplicate();
+    for (const c of [pub, sub]) c.on("error", () => {});
+    await Promise.all([pub.connect(), sub.connect()]);
+    closers.push(() => Promise.all([pub.quit(), sub.quit()]).catch(() => {}));
+    const httpServer = http.createServer();
+    const node = new NodeServer(httpServer, {});
+    node.adapter(createAdapter(pub, sub, { key: "data", requestsTimeout: 3000 }));
+    node.on("connection", (socket) => (socket.data = { user: "node-user" }));
+    await new Promise((resolve) => httpServer.listen(0, "127.0.0.1", resolve));
+    closers.push(() => new Promise((resolve) => node.close(() => resolve())));
+    const { io: ioc } = require("socket.io-client");
+    const clients = [natives[0].port, natives[1].port, httpServer.address().port].map((port) => ioc(`http://127.0.0.1:${port}`, { forceNew: true, reconnection: false, transports: ["websocket"] }));
+    closers.push(() => clients.forEach((c) => c.close()));
+    await Promise.all(clients.map((c) => u.within(new Promise((resolve) => c.on("connect", resolve)), 5000, "connect")));
+    await u.until(async () => (await natives[0].s.of("/").adapter.serverCount()) === 3, "the three servers see each other", 10000);
+    const expected = { [clients[0].id]: { user: "user-0", since: 0, nested: { on: 0 } }, [clients[1].id]: { user: "user-1", since: 1, nested: { on: 1 } }, [clients[2].id]: { user: "node-user" } };
+    const dataOf = (sockets) => Object.fromEntries(sockets.map((s) => [s.id, s.data]));
+    assert.deepEqual(dataOf(await natives[0].s.fetchSockets()), expected, "native 0's view");
+    assert.deepEqual(dataOf(await natives[1].s.fetchSockets()), expected, "native 1's view");
+    assert.deepEqual(dataOf(await node.fetchSockets()), expected, "the Node server's view");
+    // Data changed in place shows in the next fetch.
+    natives[1].s.sockets.sockets.get(clients[1].id).data.user = "renamed";
+    const again = dataOf(await node.fetchSockets());
+    assert.equal(again[clients[1].id].user, "renamed");
+  } finally {
+    for (const c of closers.reverse()) await Promise.resolve(c()).catch(() => {});
+    await children.killAll();
+  }
+});

@@ -17,7 +17,7 @@ const RESERVED = new Set(["connect", "connect_error", "disconnect", "disconnecti
 const SAVED_REASONS = new Set(["transport error", "transport close", "forced close", "ping timeout", "server shutting down", "forced server close"]);
 /** Events of the Server itself; any other listener goes to the main namespace, as in socket.io. */
 const SERVER_EVENTS = new Set(["error", "listening", "close", "adapter", "new_namespace", "newListener", "removeListener"]);
-const KIND = { CONNECTION: 0, EVENT: 1, ACK: 2, DISCONNECT: 3, SERVER_SIDE_EMIT: 4, ADAPTER_STATUS: 5, UPGRADE: 6, ROOMS: 7 };
+const KIND = { CONNECTION: 0, EVENT: 1, ACK: 2, DISCONNECT: 3, SERVER_SIDE_EMIT: 4, ADAPTER_STATUS: 5, UPGRADE: 6, ROOMS: 7, SOCKET_DATA: 8 };
 /** Adapter events that need the native side to tell of room changes. */
 const ROOM_EVENTS = new Set(["join-room", "leave-room"]);
 
@@ -684,6 +684,22 @@ class Namespace extends EventEmitter {
   }
 }
 
+/** `{sid: socket.data}` of the sockets `sids` of `ns`, as JSON; data that cannot be written is left out. */
+function socketData(ns, sids) {
+  const parts = [];
+  for (const sid of sids) {
+    const s = ns && ns._sockets.get(sid);
+    if (!s || s.data === undefined) continue;
+    try {
+      const json = JSON.stringify(s.data);
+      if (json !== undefined) parts.push(`${JSON.stringify(sid)}:${json}`);
+    } catch {
+      // circular or BigInt: the socket goes without its data
+    }
+  }
+  return `{${parts.join(",")}}`;
+}
+
 /**
  * A namespace's adapter as socket.io's tools use it: `allRooms()`, `serverCount()`,
  * `sockets(rooms)`, and the `join-room` / `leave-room` events (`(room, id)`), which the native
@@ -1252,6 +1268,10 @@ class Server extends EventEmitter {
             if (ns) ns._serverSideEmit(ev[2], slice(ev[4], ev[5]), ev[3]);
             break;
           }
+          case KIND.SOCKET_DATA:
+            // Another server fetches these sockets: their `data`, as JSON.
+            this._native.reply(ev[2], socketData(this._nsps.get(ev[1]), ev[3]));
+            break;
           case KIND.UPGRADE:
             if (this._engine) this._engine._upgraded(ev[1]);
             break;

@@ -207,6 +207,14 @@ pub trait LocalNamespace: Send + Sync + 'static {
     fn apply_disconnect(&self, opts: &BroadcastOptions, close: bool);
     /// The matching local sockets.
     fn local_sockets(&self, opts: &BroadcastOptions) -> Vec<RemoteSocket>;
+    /// The matching local sockets with their `socket.data`, for another server's
+    /// `fetchSockets()`. Without a way to read the data, as [`LocalNamespace::local_sockets`].
+    fn local_sockets_with_data(
+        &self,
+        opts: &BroadcastOptions,
+    ) -> BoxFuture<'static, Vec<RemoteSocket>> {
+        Box::pin(std::future::ready(self.local_sockets(opts)))
+    }
     /// Every room that has a local socket (socket ids excluded).
     fn local_rooms(&self) -> Vec<String>;
     /// Another server's `serverSideEmit`; when it wants an answer, send it through `ack`.

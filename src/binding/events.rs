@@ -24,6 +24,7 @@ pub const SERVER_SIDE_EMIT: u32 = 4;
 pub const ADAPTER_STATUS: u32 = 5;
 pub const UPGRADE: u32 = 6;
 pub const ROOMS: u32 = 7;
+pub const SOCKET_DATA: u32 = 8;
 
 /// Server events as JavaScript receives them: one JSON text for the whole batch (one
 /// `JSON.parse` in V8, no object built field by field through N-API) and the binary
@@ -168,6 +169,18 @@ impl BatchWriter {
                     None => out.push_str(",null"),
                 }
                 self.attachments(&data);
+            }
+            Outgoing::Server(ServerEvent::SocketData { nsp, token, sids }) => {
+                let _ = write!(out, "[{SOCKET_DATA},");
+                push_str(out, &nsp);
+                let _ = write!(out, ",{token},[");
+                for (i, s) in sids.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    push_str(out, s);
+                }
+                out.push_str("]]");
             }
             Outgoing::Server(ServerEvent::Upgrade { eid }) => {
                 let _ = write!(out, "[{UPGRADE},");

@@ -112,6 +112,13 @@ pub enum ServerEvent {
         data: Payload,
         reply: Option<u64>,
     },
+    /// Another server fetches these sockets of `nsp`: answer `{sid: socket.data}` (JSON) with
+    /// [`Server::reply`].
+    SocketData {
+        nsp: Arc<str>,
+        token: u64,
+        sids: Vec<String>,
+    },
     /// An Engine.IO connection (its id, not a socket's) moved from polling to websocket. Only
     /// while [`Server::watch_upgrades`] is on.
     Upgrade { eid: String },

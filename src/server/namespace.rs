@@ -28,6 +28,8 @@ struct PendingAcks {
 
 /// How long a `serverSideEmit` from another server waits for JavaScript's answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long another server's `fetchSockets()` waits here for JavaScript's `socket.data`.
+const DATA_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// What a namespace does natively for every new socket, so that JavaScript need not hear of
 /// the connection: join room `room_prefix + id`, then emit `event` with
@@ -831,6 +833,48 @@ impl LocalNamespace for Namespace {
 
     fn local_sockets(&self, opts: &BroadcastOptions) -> Vec<RemoteSocket> {
         self.targets(opts).iter().map(|s| s.describe()).collect()
+    }
+
+    /// `socket.data` lives in JavaScript: asked of it when it holds every socket of this
+    /// namespace (not lazy), within [`DATA_TIMEOUT`]; past that, or lazy, the sockets go
+    /// without.
+    fn local_sockets_with_data(
+        &self,
+        opts: &BroadcastOptions,
+    ) -> futures_util::future::BoxFuture<'static, Vec<RemoteSocket>> {
+        let mut sockets = self.local_sockets(opts);
+        let core = match self.core() {
+            Some(core) if !sockets.is_empty() && !self.lazy.load(Ordering::Acquire) => core,
+            _ => return Box::pin(std::future::ready(sockets)),
+        };
+        let (token, rx) = core.await_reply();
+        core.emit(ServerEvent::SocketData {
+            nsp: self.name.clone(),
+            token,
+            sids: sockets.iter().map(|s| s.id.clone()).collect(),
+        });
+        let weak = Arc::downgrade(&core);
+        Box::pin(async move {
+            match tokio::time::timeout(DATA_TIMEOUT, rx).await {
+                Ok(Ok(answer)) => {
+                    if let Ok(serde_json::Value::Object(mut data)) =
+                        serde_json::from_str(&answer.json)
+                    {
+                        for s in &mut sockets {
+                            if let Some(d) = data.remove(&s.id) {
+                                s.data = d;
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(core) = weak.upgrade() {
+                        core.forget_reply(token);
+                    }
+                }
+            }
+            sockets
+        })
     }
 
     fn local_rooms(&self) -> Vec<String> {

@@ -275,9 +275,16 @@ impl Namespace {
             RequestType::RemoteFetch => {
                 let Some(id) = request_id else { return };
                 let opts = opts.unwrap_or_default();
-                let sockets = self.local(|l| l.local_sockets(&opts)).unwrap_or_default();
-                let sockets = Value::Array(sockets.iter().map(wire::socket_value).collect());
-                self.respond(vec![("requestId", id), ("sockets", sockets)]);
+                let sockets = self.local(|l| l.local_sockets_with_data(&opts));
+                let this = self.clone();
+                self.link.runtime.spawn(async move {
+                    let sockets = match sockets {
+                        Some(f) => f.await,
+                        None => Vec::new(),
+                    };
+                    let sockets = Value::Array(sockets.iter().map(wire::socket_value).collect());
+                    this.respond(vec![("requestId", id), ("sockets", sockets)]);
+                });
             }
             RequestType::ServerSideEmit => self.on_server_side_emit(request, request_id),
             RequestType::Broadcast => {

@@ -394,13 +394,20 @@ impl Namespace {
             MessageType::FetchSockets => {
                 let Some(id) = request_id else { return };
                 let opts = opts();
-                let sockets = self.local(|l| l.local_sockets(&opts)).unwrap_or_default();
-                let sockets = Value::Array(sockets.iter().map(wire::socket_value).collect());
-                self.respond(
-                    &from,
-                    MessageType::FetchSocketsResponse,
-                    vec![("requestId", id), ("sockets", sockets)],
-                );
+                let sockets = self.local(|l| l.local_sockets_with_data(&opts));
+                let this = self.clone();
+                self.link.runtime.spawn(async move {
+                    let sockets = match sockets {
+                        Some(f) => f.await,
+                        None => Vec::new(),
+                    };
+                    let sockets = Value::Array(sockets.iter().map(wire::socket_value).collect());
+                    this.respond(
+                        &from,
+                        MessageType::FetchSocketsResponse,
+                        vec![("requestId", id), ("sockets", sockets)],
+                    );
+                });
             }
             MessageType::ServerSideEmit => self.server_side_emit_from(&from, request_id, data),
             MessageType::FetchSocketsResponse
