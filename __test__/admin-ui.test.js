@@ -1,8 +1,9 @@
 "use strict";
 // socket.io's admin UI (@socket.io/admin-ui 0.5) over weroll-native: `instrument(io)` on two
-// native servers clustered over a real redis-server, and the UI's own page (its bundled build)
-// in headless Chromium, connected to one of them, listing both servers, the sockets of both and
-// their rooms. The server side is checked too, as an admin client sees it.
+// native servers clustered over a real redis-server, as an admin client sees them (stats, sockets,
+// rooms, live events, commands); and the UI's own page (its bundled build) in headless Chromium,
+// connected to one worker of a real 2-worker Node cluster, listing both workers, the sockets of
+// both and their rooms.
 const { test } = require("node:test");
 const assert = require("node:assert/strict");
 const http = require("node:http");
@@ -128,10 +129,33 @@ test("instrument(io) on two clustered native servers: stats of both, every socke
   assert.equal((await gone)[0], "io server disconnect");
 }));
 
-test("the admin UI's page in Chromium lists both servers, the sockets of both and their rooms", { timeout: 60000, skip: redisSkip || (!chromium && !isCI() && "chromium is not installed (apt-get install chromium)") }, scoped(async (scope) => {
+/** Two `cluster` workers (fixtures/admin-cluster.js) on a fresh Redis; resolves their ports and pids. */
+async function clusterWorkers(scope) {
+  const { fork } = require("node:child_process");
+  const children = new u.Children();
+  scope.defer(() => children.killAll());
+  const redis = await new u.RedisServer(children).start();
+  const base = await u.freePorts(2);
+  const primary = children.track(fork(path.join(__dirname, "fixtures", "admin-cluster.js"), [], { env: { ...process.env, BASE: String(base), REDIS_PORT: String(redis.port) }, stdio: ["ignore", "inherit", "inherit", "ipc"] }));
+  const ready = [];
+  await within(
+    new Promise((resolve, reject) => {
+      primary.on("message", (m) => {
+        if (m && m.ev === "error") reject(new Error(`worker: ${m.message}`));
+        if (m && m.ev === "ready" && ready.push(m) === 2) resolve();
+      });
+      primary.on("exit", (code) => reject(new Error(`the cluster primary exited (${code})`)));
+    }),
+    15000,
+    "two cluster workers ready",
+  );
+  return ready.sort((x, y) => x.port - y.port);
+}
+
+test("the admin UI's page in Chromium, on a 2-worker cluster: both workers, the sockets of both and their rooms", { timeout: 60000, skip: redisSkip || (!chromium && !isCI() && "chromium is not installed (apt-get install chromium)") }, scoped(async (scope) => {
   assert.ok(chromium, "chromium is required in CI (apt-get install chromium)");
   const { chromium: playwright } = require("playwright-core");
-  const [a, b] = await cluster(scope);
+  const [a, b] = await clusterWorkers(scope);
   const onA = await member(scope, a.port, "room-alpha", { transports: ["websocket"] });
   const onB = await member(scope, b.port, "room-beta", { transports: ["polling", "websocket"] });
 
@@ -176,7 +200,9 @@ test("the admin UI's page in Chromium lists both servers, the sockets of both an
   };
   await page.goto(`${origin}/#/servers/`);
   await page.reload();
-  await shows("servers", ["native-0", "native-1"]);
+  // Named as admin-ui names cluster workers: host#pid.
+  const host = require("node:os").hostname();
+  await shows("servers", [`${host}#${a.pid}`, `${host}#${b.pid}`]);
   await page.goto(`${origin}/#/sockets/`);
   await page.reload();
   await shows("sockets", [onA.id, onB.id]);
