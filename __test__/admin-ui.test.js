@@ -224,3 +224,26 @@ test("instrument(realtime.io) on a Realtime server: its sockets with their rooms
   await until(() => heard.stats.has("realtime"), "server_stats", 5000);
   assert.equal(heard.stats.get("realtime").clientsCount, 2);
 }));
+
+test("instrument(io, {auth: {type: 'basic'}}): wrong credentials refused, right ones get a session id that logs in again", { timeout: 30000 }, scoped(async (scope) => {
+  const bcrypt = require("bcryptjs");
+  const io = await scope.io({}, (io) => instrument(io, { auth: { type: "basic", username: "admin", password: bcrypt.hashSync("secret", 4) } }));
+  const url = `http://127.0.0.1:${io.port}/admin`;
+  const open = (auth) => {
+    const c = ioc(url, { forceNew: true, reconnection: false, transports: ["websocket"], auth });
+    scope.defer(() => c.close());
+    return c;
+  };
+  const bad = open({ username: "admin", password: "nope" });
+  const [err] = await once(bad, "connect_error", 5000);
+  assert.equal(err.message, "invalid credentials");
+  const good = open({ username: "admin", password: "secret" });
+  const session = once(good, "session", 5000);
+  const config = once(good, "config", 5000);
+  await connected(good, 5000);
+  const [sessionId] = await session;
+  assert.match(sessionId, /^[0-9a-f]{16}$/);
+  assert.ok((await config)[0].supportedFeatures.includes("EMIT"));
+  const again = open({ sessionId });
+  await connected(again, 5000);
+}));
