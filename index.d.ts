@@ -407,7 +407,10 @@ export declare class Socket extends EventEmitter {
     connection: { remoteAddress: string; remotePort: number };
     socket: { remoteAddress: string; remotePort: number };
   };
-  readonly conn: { remoteAddress: string; protocol: 3 | 4; close(): void };
+  /** The Engine.IO connection under the socket. */
+  readonly conn: EngineConnection;
+  /** socket.io's `socket.client`: the connection's id, the connection, its request. */
+  readonly client: { id: string; conn: EngineConnection; request: Socket["request"] };
   /** Its own id and every room it joined. */
   readonly rooms: Set<string>;
   /** Every other socket. */
@@ -432,6 +435,11 @@ export declare class Socket extends EventEmitter {
   prependAny(listener: (event: string, ...args: any[]) => void): this;
   offAny(listener?: (event: string, ...args: any[]) => void): this;
   listenersAny(): Array<(event: string, ...args: any[]) => void>;
+  /** Listeners of what this socket emits itself (broadcasts go out natively, unseen here). */
+  onAnyOutgoing(listener: (event: string, ...args: any[]) => void): this;
+  prependAnyOutgoing(listener: (event: string, ...args: any[]) => void): this;
+  offAnyOutgoing(listener?: (event: string, ...args: any[]) => void): this;
+  listenersAnyOutgoing(): Array<(event: string, ...args: any[]) => void>;
   on(event: "disconnect" | "disconnecting", listener: (reason: string) => void): this;
   on(event: string, listener: (...args: any[]) => void): this;
   once(event: "disconnect" | "disconnecting", listener: (reason: string) => void): this;
@@ -444,12 +452,7 @@ export declare class Namespace extends EventEmitter {
   readonly server: Server;
   /** This server's sockets of the namespace. */
   readonly sockets: Map<string, Socket>;
-  readonly adapter: {
-    readonly nsp: Namespace;
-    allRooms(): Promise<Set<string>>;
-    serverCount(): Promise<number>;
-    sockets(rooms: RoomList): Promise<Set<string>>;
-  };
+  readonly adapter: NamespaceAdapter;
   to(room: RoomList): BroadcastOperator;
   in(room: RoomList): BroadcastOperator;
   except(room: RoomList): BroadcastOperator;
@@ -479,6 +482,44 @@ export declare class Namespace extends EventEmitter {
   on(event: string, listener: (...args: any[]) => void): this;
 }
 
+/**
+ * A namespace's adapter as socket.io's tools use it. `join-room` / `leave-room` (`(room, id)`)
+ * are reported by the native side once something listens.
+ */
+export interface NamespaceAdapter extends EventEmitter {
+  readonly nsp: Namespace;
+  allRooms(): Promise<Set<string>>;
+  serverCount(): Promise<number>;
+  sockets(rooms: RoomList): Promise<Set<string>>;
+  on(event: "join-room" | "leave-room", listener: (room: string, id: string) => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+/** One Engine.IO connection (`socket.conn`, and the engine's `connection` event). */
+export interface EngineConnection extends EventEmitter {
+  readonly id: string;
+  /** `polling` until the connection upgrades (then an `upgrade` event). */
+  readonly transport: { name: "polling" | "websocket" };
+  readonly remoteAddress: string;
+  readonly protocol: 3 | 4;
+  readonly readyState: "open" | "closed";
+  /** Closes the connection and every socket on it. */
+  close(): void;
+  on(event: "upgrade", listener: (transport: { name: "websocket" }) => void): this;
+  on(event: "close", listener: (reason: string) => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+/**
+ * socket.io's `io.engine` as monitoring tools read it: the open connections' count, and a
+ * `connection` event per Engine.IO connection as its first socket connects.
+ */
+export interface Engine extends EventEmitter {
+  readonly clientsCount: number;
+  on(event: "connection", listener: (conn: EngineConnection) => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
 /** `io.use` / `namespace.use`: call `next()` to let the socket in, `next(err)` to refuse it. */
 export type Middleware = (socket: Socket, next: (err?: Error & { data?: any }) => void) => void;
 
@@ -495,6 +536,8 @@ export declare class Server extends EventEmitter {
   readonly sockets: Namespace;
   /** The bound port, once `listen` resolved. */
   readonly port?: number;
+  /** socket.io's `io.engine`, as far as tools read it (the admin UI). */
+  readonly engine: Engine;
   of(name: string): Namespace;
   to(room: RoomList): BroadcastOperator;
   in(room: RoomList): BroadcastOperator;
@@ -554,6 +597,7 @@ export declare class Server extends EventEmitter {
   on(event: "connection" | "connect", listener: (socket: Socket) => void): this;
   on(event: "adapter", listener: (status: AdapterStatus) => void): this;
   on(event: "close", listener: () => void): this;
+  on(event: "new_namespace", listener: (nsp: Namespace) => void): this;
   on(event: string | symbol, listener: (...args: any[]) => void): this;
 }
 

@@ -106,7 +106,13 @@ async function main(): Promise<void> {
     socket.onAny((event, ...args) => console.log(event, args));
     socket.on("disconnect", (reason) => console.log(reason));
     socket.broadcast.to("ops").except(socket.id).emit("joined", socket.id);
+    socket.onAnyOutgoing((event) => console.log("out", event));
+    socket.conn.on("upgrade", (t) => console.log(socket.client.id, t.name, socket.conn.transport.name));
   });
+  // What monitoring tools (the admin UI) read.
+  io.engine.on("connection", (conn) => conn.on("close", (reason) => console.log(conn.id, reason, io.engine.clientsCount)));
+  admin.adapter.on("join-room", (room, id) => console.log(id, "joined", room));
+  io.on("new_namespace", (nsp) => console.log(nsp.name));
   io.on("adapter", (status) => console.log(status.up, status.detail));
   const ioPort: number = await io.listen(0, "127.0.0.1");
   io.to("ops").emit("tick", Date.now());
