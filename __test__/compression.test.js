@@ -166,14 +166,31 @@ for (const version of [4, 2, 1]) {
   }));
 }
 
-test("perMessageDeflate: one broadcast reaches deflating, plain websocket and polling clients alike; the threshold and bad values", { timeout: 20000 }, h.scoped(async (scope) => {
+test("perMessageDeflate after a polling → websocket upgrade (socket.io-client 4.8 and 2.5): compressed both ways", { timeout: 20000 }, h.scoped(async (scope) => {
+  const io = await scope.io({ perMessageDeflate: true }, echoServer);
+  for (const version of [4, 2]) {
+    const proxy = await countingProxy(scope, io.port);
+    const c = scope.client(version, proxy.port, { transports: ["polling", "websocket"] });
+    await h.connected(c);
+    await h.upgraded(c);
+    const before = { ...proxy.counts };
+    await echoes(c, ROSTER, 5);
+    const sent = 5 * ROSTER.length;
+    const up = proxy.counts.up - before.up;
+    const down = proxy.counts.down - before.down;
+    assert.equal(h.transportOf(c), "websocket");
+    assert.ok(up < sent / 3 && down < sent / 3, `v${version}: ${up} bytes up, ${down} down for ${sent} each way`);
+  }
+}));
+
+test("perMessageDeflate: one broadcast reaches deflating, upgraded, plain websocket and polling clients alike; the threshold and bad values", { timeout: 20000 }, h.scoped(async (scope) => {
   const io = await scope.io({ perMessageDeflate: { threshold: 100 } }, (io) => io.on("connection", (socket) => socket.on("shout", (d) => io.emit("news", d))));
   const clients = [];
-  for (let i = 0; i < 12; i++) {
-    const opts = i % 3 === 0 ? { transports: ["polling"] } : i % 3 === 1 ? { transports: ["websocket"], perMessageDeflate: false } : { transports: ["websocket"] };
-    clients.push(scope.client(i % 2 ? 4 : 2, io.port, opts));
-  }
+  const kinds = [{ transports: ["polling"] }, { transports: ["websocket"], perMessageDeflate: false }, { transports: ["websocket"] }, { transports: ["polling", "websocket"] }];
+  for (let i = 0; i < 16; i++) clients.push(scope.client(i % 2 ? 4 : 2, io.port, kinds[i % 4]));
   await Promise.all(clients.map((c) => h.connected(c)));
+  // The upgraded ones agree on deflate on their websocket too.
+  await Promise.all(clients.filter((_, i) => i % 4 === 3).map((c) => h.upgraded(c)));
   const received = clients.map((c) => h.collect(c, "news"));
   const messages = [ROSTER, "short", ROSTER.slice(0, 500), ROSTER];
   for (const m of messages) clients[2].emit("shout", m);
