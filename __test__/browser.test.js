@@ -10,17 +10,32 @@ const { freePorts, nextEvent } = require("./fixtures/cluster-util.js");
 
 const TIMEOUT = 15000;
 const chromium = findChromium();
+const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+
+/** Headless Chromium, as every test here runs it. */
+function launchChromium() {
+  const { chromium: playwright } = require("playwright-core");
+  return playwright.launch({ executablePath: chromium, headless: true, args: CHROMIUM_ARGS });
+}
+
+/** An http server on loopback whose every page is an empty document running `bundle` (a client build). */
+async function bundlePage(bundle) {
+  const http = require("node:http");
+  const fs = require("node:fs");
+  const script = fs.readFileSync(require.resolve(bundle), "utf8");
+  const server = http.createServer((req, res) => {
+    res.setHeader("content-type", "text/html; charset=utf-8");
+    res.end(`<!doctype html><meta charset="utf-8"><script>${script.replace(/<\/script/g, "<\\/script")}</script>`);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return server;
+}
 
 test("chat page in Chromium: polling, websocket upgrade, messages both ways", { skip: !chromium && !isCI() && "chromium is not installed (apt-get install chromium)" }, async (t) => {
   assert.ok(chromium, "chromium is required in CI (apt-get install chromium)");
-  const { chromium: playwright } = require("playwright-core");
 
   const app = await startApp({ basePort: await freePorts(1), httpPort: 0 });
-  const browser = await playwright.launch({
-    executablePath: chromium,
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launchChromium();
   const node = io(`http://127.0.0.1:${app.port}`, { transports: ["websocket"], reconnection: false });
   const welcomed = nextEvent(node, "welcome", undefined, TIMEOUT);
   t.after(async () => {
@@ -78,9 +93,6 @@ const LEGACY = [
 for (const client of LEGACY) {
   test(`${client.name} in Chromium over long-polling: non-ASCII text and binary both ways`, { skip: !chromium && !isCI() && "chromium is not installed (apt-get install chromium)" }, async (t) => {
     assert.ok(chromium, "chromium is required in CI (apt-get install chromium)");
-    const { chromium: playwright } = require("playwright-core");
-    const http = require("node:http");
-    const fs = require("node:fs");
     const { Server } = require("..");
 
     const io = new Server({ cors: { origin: true, credentials: true } });
@@ -95,17 +107,8 @@ for (const client of LEGACY) {
         });
       });
     });
-    const script = fs.readFileSync(require.resolve(client.bundle), "utf8");
-    const page_ = http.createServer((req, res) => {
-      res.setHeader("content-type", "text/html; charset=utf-8");
-      res.end(`<!doctype html><meta charset="utf-8"><script>${script.replace(/<\/script/g, "<\\/script")}</script>`);
-    });
-    await new Promise((r) => page_.listen(0, "127.0.0.1", r));
-    const browser = await playwright.launch({
-      executablePath: chromium,
-      headless: true,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    });
+    const page_ = await bundlePage(client.bundle);
+    const browser = await launchChromium();
     t.after(async () => {
       await browser.close();
       page_.close();
@@ -147,10 +150,7 @@ for (const client of LEGACY) {
 // compressed (counted on the wire by a TCP proxy in front of the server) and arrives intact.
 test("socket.io-client 4.8 in Chromium with perMessageDeflate: large messages compressed both ways", { skip: !chromium && !isCI() && "chromium is not installed (apt-get install chromium)" }, async (t) => {
   assert.ok(chromium, "chromium is required in CI (apt-get install chromium)");
-  const { chromium: playwright } = require("playwright-core");
-  const http = require("node:http");
   const net = require("node:net");
-  const fs = require("node:fs");
   const { Server } = require("..");
 
   const io = new Server({ perMessageDeflate: true, cors: { origin: true } });
@@ -167,17 +167,8 @@ test("socket.io-client 4.8 in Chromium with perMessageDeflate: large messages co
     s.on("close", () => c.destroy());
   });
   await new Promise((r) => proxy.listen(0, "127.0.0.1", r));
-  const script = fs.readFileSync(require.resolve("socket.io-client/dist/socket.io.js"), "utf8");
-  const page_ = http.createServer((req, res) => {
-    res.setHeader("content-type", "text/html; charset=utf-8");
-    res.end(`<!doctype html><meta charset="utf-8"><script>${script.replace(/<\/script/g, "<\\/script")}</script>`);
-  });
-  await new Promise((r) => page_.listen(0, "127.0.0.1", r));
-  const browser = await playwright.launch({
-    executablePath: chromium,
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const page_ = await bundlePage("socket.io-client/dist/socket.io.js");
+  const browser = await launchChromium();
   t.after(async () => {
     await browser.close();
     page_.close();

@@ -78,6 +78,18 @@ fn push_str(out: &mut String, s: &str) {
     out.push_str(&serde_json::Value::from(s).to_string());
 }
 
+/// A JSON array of strings.
+fn push_strs<S: AsRef<str>>(out: &mut String, list: &[S]) {
+    out.push('[');
+    for (i, s) in list.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_str(out, s.as_ref());
+    }
+    out.push(']');
+}
+
 impl BatchWriter {
     /// Appends one event.
     pub(crate) fn push(&mut self, o: Outgoing) {
@@ -143,14 +155,9 @@ impl BatchWriter {
                 push_str(out, &sid);
                 out.push(',');
                 push_str(out, reason);
-                out.push_str(",[");
-                for (i, r) in rooms.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    push_str(out, r);
-                }
-                out.push_str("],");
+                out.push(',');
+                push_strs(out, &rooms);
+                out.push(',');
                 match save_as {
                     Some(pid) => push_str(out, &pid),
                     None => out.push_str("null"),
@@ -173,14 +180,9 @@ impl BatchWriter {
             Outgoing::Server(ServerEvent::SocketData { nsp, token, sids }) => {
                 let _ = write!(out, "[{SOCKET_DATA},");
                 push_str(out, &nsp);
-                let _ = write!(out, ",{token},[");
-                for (i, s) in sids.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    push_str(out, s);
-                }
-                out.push_str("]]");
+                let _ = write!(out, ",{token},");
+                push_strs(out, &sids);
+                out.push(']');
             }
             Outgoing::Server(ServerEvent::Upgrade { eid }) => {
                 let _ = write!(out, "[{UPGRADE},");
@@ -197,14 +199,9 @@ impl BatchWriter {
                 push_str(out, &nsp);
                 out.push(',');
                 push_str(out, &sid);
-                out.push_str(",[");
-                for (i, r) in rooms.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    push_str(out, r);
-                }
-                let _ = write!(out, "],{joined}]");
+                out.push(',');
+                push_strs(out, &rooms);
+                let _ = write!(out, ",{joined}]");
             }
             Outgoing::Status { up, detail } => {
                 let _ = write!(out, "[{ADAPTER_STATUS},{up},");

@@ -396,12 +396,7 @@ impl Namespace {
                 let opts = opts();
                 let sockets = self.local(|l| l.local_sockets_with_data(&opts));
                 let this = self.clone();
-                self.link.runtime.spawn(async move {
-                    let sockets = match sockets {
-                        Some(f) => f.await,
-                        None => Vec::new(),
-                    };
-                    let sockets = Value::Array(sockets.iter().map(wire::socket_value).collect());
+                shared::answer_fetch(&self.link.runtime, sockets, move |sockets| {
                     this.respond(
                         &from,
                         MessageType::FetchSocketsResponse,

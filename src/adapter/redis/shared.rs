@@ -1,6 +1,6 @@
 //! What a namespace does alike in the classic and the sharded wire format: calling into the
 //! local namespace, this server's broadcasts waiting for acknowledgements, and answering
-//! another server's acknowledged broadcast or `serverSideEmit`.
+//! another server's acknowledged broadcast, `serverSideEmit` or `fetchSockets`.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -13,8 +13,9 @@ use tokio::sync::oneshot;
 use super::link::log;
 use super::wire;
 use crate::adapter::msgpack::{self, Value};
-use crate::adapter::{AckCollector, LocalNamespace};
+use crate::adapter::{AckCollector, LocalNamespace, RemoteSocket};
 use crate::protocol::Payload;
+use futures_util::future::BoxFuture;
 
 /// The longest this server waits for its own namespace to acknowledge another server's
 /// `serverSideEmit` or broadcast; the asking server has given up long before.
@@ -130,6 +131,24 @@ pub fn answer_server_side_emit(
             }
         };
         respond(first);
+    });
+}
+
+/// Once `sockets` (the matching local sockets, their `socket.data` being fetched) are in, hands
+/// `respond` them as the wire's `sockets` value.
+pub fn answer_fetch(
+    runtime: &Handle,
+    sockets: Option<BoxFuture<'static, Vec<RemoteSocket>>>,
+    respond: impl FnOnce(Value) + Send + 'static,
+) {
+    runtime.spawn(async move {
+        let sockets = match sockets {
+            Some(f) => f.await,
+            None => Vec::new(),
+        };
+        respond(Value::Array(
+            sockets.iter().map(wire::socket_value).collect(),
+        ));
     });
 }
 
