@@ -514,4 +514,72 @@ mod tests {
             let _ = Inflating::new(0, max, junk);
         }
     }
+
+    /// A small deterministic generator (xorshift), for the fuzzing below.
+    fn rng(seed: u64) -> impl FnMut() -> u64 {
+        let mut x = seed | 1;
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
+    #[test]
+    fn any_split_of_the_input_gives_the_same_messages() {
+        let mut next = rng(7);
+        for round in 0..200 {
+            let len = 1 + (next() % 5000) as usize;
+            let text: String = (0..len)
+                .map(|_| char::from(b'a' + (next() % 6) as u8))
+                .collect();
+            let c = compressed(&Bytes::from(text.clone()));
+            // Up to three fragments, a ping between the first two.
+            let cut1 = (next() as usize) % (c.len() + 1);
+            let cut2 = cut1 + (next() as usize) % (c.len() - cut1 + 1);
+            let mut wire = Vec::new();
+            let parts = [&c[..cut1], &c[cut1..cut2], &c[cut2..]];
+            for (i, part) in parts.iter().enumerate() {
+                let first = match i {
+                    0 => 0x41,
+                    2 => 0x80,
+                    _ => 0x00,
+                };
+                wire.extend(client_frame(first, part));
+                if i == 0 {
+                    wire.extend(client_frame(0x89, b"p"));
+                }
+            }
+            let mut expected = client_frame(0x89, b"p");
+            expected.extend(plain(0x1, text.as_bytes()));
+            // Fed in random chunks.
+            let mut inf = Inflating::new(0, 1 << 20, Vec::new()).unwrap();
+            let mut pos = 0;
+            while pos < wire.len() {
+                let n = 1 + (next() as usize) % 700;
+                let end = (pos + n).min(wire.len());
+                inf.feed(&wire[pos..end]).unwrap();
+                pos = end;
+            }
+            assert_eq!(inf.ready(), &expected[..], "round {round}");
+        }
+    }
+
+    #[test]
+    fn random_frames_are_refused_or_passed_never_a_panic() {
+        let mut next = rng(11);
+        for _ in 0..20_000 {
+            let mut inf = match Inflating::new(0, 4096, Vec::new()) {
+                Ok(i) => i,
+                Err(_) => continue,
+            };
+            // Headers of every kind (reserved bits, opcodes, lengths, masks) over random bytes.
+            let n = (next() % 64) as usize;
+            let mut frame = vec![next() as u8, (next() as u8) | 0x80];
+            frame.extend((0..n).map(|_| next() as u8));
+            let _ = inf.feed(&frame);
+            let _ = inf.feed(&frame);
+        }
+    }
 }
