@@ -19,7 +19,7 @@ const u = require("./fixtures/cluster-util");
 const chromium = findChromium();
 const redisSkip = u.needBinary("redis-server").skip;
 
-/** Two native servers on one Redis, each instrumented, each with an app that joins rooms. */
+/** Two native servers on one Redis (its port in `.redisPort`), each instrumented, each with an app that joins rooms. */
 async function cluster(scope) {
   const redisProcess = new u.Children();
   scope.defer(() => redisProcess.killAll());
@@ -42,7 +42,36 @@ async function cluster(scope) {
   }
   // Both servers see each other before the clients come.
   await until(async () => (await servers[0].of("/").adapter.serverCount()) === 2, "the two servers see each other", 10000);
+  servers.redisPort = redis.port;
   return servers;
+}
+
+/** A Node socket.io 4.8 server with @socket.io/redis-adapter in the same cluster, instrumented too. */
+async function nodeServer(scope, redisPort) {
+  const { Server: NodeServer } = require("socket.io");
+  const { createAdapter } = require("@socket.io/redis-adapter");
+  const { createClient } = require("redis");
+  const pub = createClient({ url: `redis://127.0.0.1:${redisPort}` });
+  const sub = pub.duplicate();
+  for (const c of [pub, sub]) c.on("error", () => {});
+  await Promise.all([pub.connect(), sub.connect()]);
+  const httpServer = http.createServer();
+  const io = new NodeServer(httpServer);
+  io.adapter(createAdapter(pub, sub, { key: "admin" }));
+  instrument(io, { auth: false, serverId: "node", mode: "development" });
+  io.on("connection", (socket) => {
+    socket.data.from = "node";
+    socket.join("room-node");
+  });
+  await new Promise((resolve) => httpServer.listen(0, "127.0.0.1", resolve));
+  scope.defer(async () => {
+    await new Promise((resolve) => io.close(() => resolve()));
+    // admin-ui's 2-second stats timer outlives io.close(); its publishes must not meet closed clients.
+    io.of("/admin").emit = () => true;
+    await Promise.all([pub.quit(), sub.quit()]).catch(() => {});
+  });
+  io.port = httpServer.address().port;
+  return io;
 }
 
 /** An app client on `port` that joined `room`. */
@@ -127,6 +156,35 @@ test("instrument(io) on two clustered native servers: stats of both, every socke
   const gone = once(onB, "disconnect", 3000);
   admin.emit("_disconnect", "/", false, "room-b");
   assert.equal((await gone)[0], "io server disconnect");
+}));
+
+test("a Node socket.io server with the redis adapter in the cluster: the admin UI on either side sees the other's server, sockets and socket.data", { timeout: 60000, skip: redisSkip }, scoped(async (scope) => {
+  const natives = await cluster(scope);
+  const node = await nodeServer(scope, natives.redisPort);
+  await until(async () => (await natives[0].of("/").adapter.serverCount()) === 3, "the three servers see each other", 10000);
+  const onNative = await member(scope, natives[1].port, "room-native", { transports: ["websocket"] });
+  const onNode = scope.client(4, node.port, { transports: ["websocket"] });
+  await connected(onNode);
+  // From a native server: the Node server's stats and socket.
+  const fromNative = await adminClient(scope, natives[0].port);
+  await until(() => ["native-0", "native-1", "node"].every((id) => fromNative.heard.stats.has(id)), "server_stats of all three, on the native side", 6000);
+  const nodeSocket = fromNative.heard.sockets.find((x) => x.id === onNode.id);
+  assert.ok(nodeSocket, "the Node server's socket is listed");
+  assert.ok(nodeSocket.rooms.includes("room-node"));
+  assert.equal(nodeSocket.data.from, "node");
+  assert.equal(nodeSocket.clientId, onNode.io.engine.id.slice(0, 12));
+  // From the Node server: the native servers' stats and sockets, with what their JavaScript holds.
+  const fromNode = await adminClient(scope, node.port);
+  await until(() => ["native-0", "native-1", "node"].every((id) => fromNode.heard.stats.has(id)), "server_stats of all three, on the Node side", 6000);
+  const nativeSocket = fromNode.heard.sockets.find((x) => x.id === onNative.id);
+  assert.ok(nativeSocket, "the native server's socket is listed by the Node server");
+  assert.ok(nativeSocket.rooms.includes("room-native"));
+  assert.equal(nativeSocket.clientId, onNative.io.engine.id.slice(0, 12));
+  assert.equal(nativeSocket.transport, "websocket");
+  // A command from the Node side reaches the native socket.
+  const got = once(onNative, "notice", 3000);
+  fromNode.admin.emit("emit", "/", "room-native", "notice", "from the Node side");
+  assert.deepEqual(await got, ["from the Node side"]);
 }));
 
 /** Two `cluster` workers (fixtures/admin-cluster.js) on a fresh Redis; resolves their ports and pids. */
