@@ -849,7 +849,9 @@ class Server extends EventEmitter {
     this._nsps = new Map();
     this._sockets = new Map();
     this._Socket = opts.socketClass || Socket;
-    this._native = new native.NativeServer((batch) => this._onEvents(batch));
+    // Event batches: `(json, buffers, queuedAt)` from the node loop, a `{json, buffers, queuedAt}`
+    // object from the threaded design.
+    this._native = new native.NativeServer((batch, buffers, queuedAt) => (typeof batch === "string" ? this._onEvents(batch, buffers, queuedAt) : this._onEvents(batch.json, batch.buffers, batch.queuedAt)));
     // Like a net.Server, only a listening server keeps the process alive.
     this._native.unref();
     this._keepAlive = true;
@@ -1219,16 +1221,15 @@ class Server extends EventEmitter {
     return this._native.offlineQueue() || null;
   }
   /** One batch of native events: `{json, buffers}` (the entry layout is in binding.d.ts). */
-  _onEvents(batch) {
+  _onEvents(json, buffers, queuedAt) {
     let list;
     try {
-      list = JSON.parse(batch.json);
+      list = JSON.parse(json);
     } catch (err) {
       rethrow(new Error(`weroll-native: unreadable event batch: ${err.message}`));
       return;
     }
-    this._counters.batch(batch.queuedAt, list.length);
-    const buffers = batch.buffers;
+    this._counters.batch(queuedAt, list.length);
     const slice = (first, count) => (count > 0 && buffers ? buffers.slice(first, first + count) : undefined);
     for (let i = 0; i < list.length; i++) {
       const ev = list[i];
