@@ -88,17 +88,19 @@ function longestGap(c, kind) {
 /**
  * What a disruption starting at `startAt` may cost each of `receivers`: messages sent after
  * `startAt`, as one run, that ends (the first message after it arrives) within RESUME_WITHIN;
- * and no message takes longer than RESUME_WITHIN to arrive. Nothing arrives twice or out of
- * order. Returns the messages lost and the longest delay, per receiver.
+ * and no message takes longer than RESUME_WITHIN to arrive. Nothing arrives out of order, and
+ * nothing twice, except at most `twice` messages each right after its first copy (a master that
+ * dies after carrying out a write whose answer it never sent: the write is made again on the new
+ * master, README "A Redis outage"). Returns the messages lost and the longest delay, per receiver.
  */
-function expectResumed(receivers, kind, startAt) {
+function expectResumed(receivers, kind, startAt, twice = 0) {
   const lost = {};
   for (const c of receivers) {
     const delays = c.arrivals.filter((a) => a.tag === kind.tag).map((a) => a.at - kind.sentAt[a.i]);
     const slowest = Math.max(0, ...delays);
     assert.ok(slowest <= RESUME_WITHIN, `${c.label}: a ${kind.tag} message took ${slowest} ms to arrive (bound ${RESUME_WITHIN} ms)`);
     const got = seq(c, kind.tag);
-    assert.equal(new Set(got).size, got.length, `${c.label}: no ${kind.tag} message twice (${got.length - new Set(got).size} duplicates)`);
+    assert.ok(got.length - new Set(got).size <= twice, `${c.label}: no ${kind.tag} message twice (${got.length - new Set(got).size} duplicates${twice ? `, at most ${twice} allowed` : ""})`);
     assert.deepEqual(got, [...got].sort((a, b) => a - b), `${c.label}: ${kind.tag} messages in order`);
     const missing = range(kind.sent).filter((i) => !got.includes(i));
     lost[c.label] = `${missing.length} lost, ${slowest} ms`;
@@ -426,10 +428,11 @@ function trafficRig({ redis, key, adapter }) {
     for (const c of rig.local) assert.ok(longestGap(c, all) < LOCAL_GAP, `${c.label}: local delivery paused for ${longestGap(c, all)} ms`);
     expectEvery([rig.targets[0]], to);
     expectEvery([rig.roomMembers[0]], room);
+    // A killed master (`inFlight`) may also have carried out a write it never answered.
     const lost = {
-      all: expectResumed(rig.remote, all, startAt),
-      to: expectResumed(rig.targets.slice(1), to, startAt),
-      room: expectResumed(rig.roomMembers.slice(1), room, startAt),
+      all: expectResumed(rig.remote, all, startAt, inFlight),
+      to: expectResumed(rig.targets.slice(1), to, startAt, inFlight),
+      room: expectResumed(rig.roomMembers.slice(1), room, startAt, inFlight),
     };
     expectAlive(rig.procs);
     assert.ok(rig.receivers.every((c) => c.connected), "every receiver is still connected");
@@ -478,7 +481,7 @@ describe(`Redis Cluster, ${mode} mode: a killed master and migrating slots under
     await redisProcess.killAll();
   });
 
-  test("a master SIGKILLed, its replica promoted: no worker dies, delivery resumes, nothing lost or twice", { timeout: 60000 }, async (t) => {
+  test("a master SIGKILLed, its replica promoted: no worker dies, delivery resumes, at most what was in flight lost or twice", { timeout: 60000 }, async (t) => {
     // Kill the master holding the stream (streams mode), else the most of the workers'
     // subscriber connections.
     const conns = await cluster.connections();
@@ -588,7 +591,7 @@ describe(`Redis Sentinel (master, replica, 3 sentinels): native workers, ${mode}
     await onTheMaster(5000);
   });
 
-  test("the master SIGKILLed, the replica promoted: no worker dies, nothing lost or twice, requests work again", { timeout: 60000 }, async (t) => {
+  test("the master SIGKILLed, the replica promoted: no worker dies, at most what was in flight lost or twice, requests work again", { timeout: 60000 }, async (t) => {
     const { result, lost } = await rig.underTraffic("kill", () => sentinels.killMaster(), { inFlight: 2 });
     t.diagnostic(`killed ${result.killed}, promoted ${result.promoted}; per receiver: ${JSON.stringify(lost)}`);
     await rig.requestsWork();
