@@ -1220,7 +1220,10 @@ class Server extends EventEmitter {
   offlineQueue() {
     return this._native.offlineQueue() || null;
   }
-  /** One batch of native events: `{json, buffers}` (the entry layout is in binding.d.ts). */
+  /**
+   * One batch of native events: their JSON text (the entry layout is in binding.d.ts), the
+   * binary attachments, and when the oldest was queued.
+   */
   _onEvents(json, buffers, queuedAt) {
     let list;
     try {
@@ -1255,7 +1258,7 @@ class Server extends EventEmitter {
             if (s) {
               this._sockets.delete(ev[1]);
               s.nsp._sockets.delete(ev[1]);
-              if (s._conn && s._conn._left) s._conn._left(s.id, ev[2]);
+              if (s._conn) s._conn._left(s.id, ev[2]);
               if (s.nsp._roomsWatched) for (const room of [...ev[3], s.id]) s.nsp.adapter.emit("leave-room", room, s.id);
               // ev[4]: the private id the cluster keeps the session under (streams mode).
               if (ev[4]) this._persistState(s, ev[4], ev[3]);

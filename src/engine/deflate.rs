@@ -216,7 +216,7 @@ pub(crate) struct Inflating {
 }
 
 impl Inflating {
-    pub(crate) fn new(threshold: usize, max: usize, pre: Vec<u8>) -> io::Result<Inflating> {
+    pub(crate) fn new(threshold: usize, max: usize, pre: &[u8]) -> io::Result<Inflating> {
         let mut inf = Inflating {
             threshold,
             max,
@@ -225,7 +225,7 @@ impl Inflating {
             out_pos: 0,
             gathering: None,
         };
-        inf.feed(&pre)?;
+        inf.feed(pre)?;
         Ok(inf)
     }
 
@@ -246,24 +246,24 @@ impl Inflating {
 
     /// Takes bytes read from the socket; every whole frame among them moves on.
     pub(crate) fn feed(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.raw.extend_from_slice(bytes);
+        // Taken out while its frames are handled, which write to `self.out`.
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.extend_from_slice(bytes);
         let mut pos = 0;
-        while let Some(len) = self.frame_at(pos)? {
-            let frame = self.raw.get(pos..pos + len).unwrap_or_default().to_vec();
-            self.frame(&frame)?;
+        while let Some((h, len)) = self.frame_at(raw.get(pos..).unwrap_or_default())? {
+            self.frame(raw.get(pos..pos + len).unwrap_or_default(), &h)?;
             pos += len;
         }
-        if pos >= self.raw.len() {
-            self.raw = Vec::new();
-        } else if pos > 0 {
-            self.raw.drain(..pos);
+        if pos < raw.len() {
+            raw.drain(..pos);
+            self.raw = raw;
         }
+        // Else every byte moved on: idle connections keep no buffer.
         Ok(())
     }
 
-    /// The length of the whole frame at `pos`, once all of it is here.
-    fn frame_at(&self, pos: usize) -> io::Result<Option<usize>> {
-        let b = self.raw.get(pos..).unwrap_or_default();
+    /// The header and length of the whole frame at the start of `b`, once all of it is here.
+    fn frame_at(&self, b: &[u8]) -> io::Result<Option<(Header, usize)>> {
         let Some(header) = header(b) else {
             return Ok(None);
         };
@@ -273,30 +273,24 @@ impl Inflating {
             ));
         }
         let total = header.head + header.len as usize;
-        Ok((b.len() >= total).then_some(total))
+        Ok((b.len() >= total).then_some((header, total)))
     }
 
-    fn frame(&mut self, frame: &[u8]) -> io::Result<()> {
-        let Some(h) = header(frame) else {
-            return Ok(());
-        };
+    /// One whole frame, `h` its header.
+    fn frame(&mut self, frame: &[u8], h: &Header) -> io::Result<()> {
         let first = frame.first().copied().unwrap_or(0);
         let fin = first & 0x80 != 0;
         let rsv1 = first & 0x40 != 0;
         let opcode = first & 0x0f;
-        let compressed_start = rsv1 && (opcode == 1 || opcode == 2);
-        let continuation = opcode == 0 && self.gathering.is_some();
-        if compressed_start && self.gathering.is_some() {
+        // Inside a compressed message only its continuations and control frames may come.
+        if self.gathering.is_some() && (1..8).contains(&opcode) {
             return Err(invalid(
                 "a websocket message started inside a compressed one",
             ));
         }
+        let compressed_start = rsv1 && (opcode == 1 || opcode == 2);
+        let continuation = opcode == 0 && self.gathering.is_some();
         if !compressed_start && !continuation {
-            if self.gathering.is_some() && opcode < 8 {
-                return Err(invalid(
-                    "a websocket message started inside a compressed one",
-                ));
-            }
             // Plain frames, control frames, and anything tungstenite must refuse.
             self.out.extend_from_slice(frame);
             return Ok(());
@@ -436,7 +430,7 @@ mod tests {
     }
 
     fn plain(opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mut inf = Inflating::new(0, 1 << 20, Vec::new()).unwrap();
+        let mut inf = Inflating::new(0, 1 << 20, &[]).unwrap();
         inf.push_plain(opcode, payload);
         inf.ready().to_vec()
     }
@@ -467,7 +461,7 @@ mod tests {
         wire.extend(&ping);
         wire.extend(client_frame(0x80, b));
         wire.extend(&small);
-        let mut inf = Inflating::new(1024, 1 << 20, wire[..3].to_vec()).unwrap();
+        let mut inf = Inflating::new(1024, 1 << 20, &wire[..3]).unwrap();
         assert!(inf.ready().is_empty());
         // Byte by byte, as a slow socket would hand it over.
         for byte in &wire[3..] {
@@ -485,7 +479,7 @@ mod tests {
     #[test]
     fn bad_compressed_input_is_an_error_not_a_panic() {
         let max = 10_000;
-        let feed = |wire: Vec<u8>| Inflating::new(0, max, wire).err().map(|e| e.to_string());
+        let feed = |wire: Vec<u8>| Inflating::new(0, max, &wire).err().map(|e| e.to_string());
         // Not deflate data.
         assert!(feed(client_frame(0xc1, &[0xff; 40])).is_some());
         // A bomb: inflates far past the limit.
@@ -511,7 +505,7 @@ mod tests {
         // Garbage of every length never panics.
         for n in 0..64u8 {
             let junk: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37) ^ 0xc5).collect();
-            let _ = Inflating::new(0, max, junk);
+            let _ = Inflating::new(0, max, &junk);
         }
     }
 
@@ -554,7 +548,7 @@ mod tests {
             let mut expected = client_frame(0x89, b"p");
             expected.extend(plain(0x1, text.as_bytes()));
             // Fed in random chunks.
-            let mut inf = Inflating::new(0, 1 << 20, Vec::new()).unwrap();
+            let mut inf = Inflating::new(0, 1 << 20, &[]).unwrap();
             let mut pos = 0;
             while pos < wire.len() {
                 let n = 1 + (next() as usize) % 700;
@@ -570,7 +564,7 @@ mod tests {
     fn random_frames_are_refused_or_passed_never_a_panic() {
         let mut next = rng(11);
         for _ in 0..20_000 {
-            let mut inf = match Inflating::new(0, 4096, Vec::new()) {
+            let mut inf = match Inflating::new(0, 4096, &[]) {
                 Ok(i) => i,
                 Err(_) => continue,
             };

@@ -110,11 +110,8 @@ impl LeanStream {
     /// inflated, and [`LeanStream::deflate_threshold`] tells the writer what to compress.
     /// `max` bounds a message, compressed or inflated.
     pub(crate) fn inflate(&mut self, threshold: usize, max: usize) -> io::Result<()> {
-        let pre = self
-            .rbuf
-            .take()
-            .map(|b| b.rest().to_vec())
-            .unwrap_or_default();
+        let pre = self.rbuf.take();
+        let pre = pre.as_ref().map_or(&[][..], |b| b.rest());
         self.inflate = Some(Box::new(Inflating::new(threshold, max, pre)?));
         Ok(())
     }

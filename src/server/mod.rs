@@ -590,15 +590,29 @@ impl ServerCore {
         self.sink.push(event);
     }
 
-    pub(crate) fn await_reply(&self) -> (u64, oneshot::Receiver<Payload>) {
+    /// Tells JavaScript `event(token)` and waits up to `timeout` for its answer, which comes
+    /// through [`Server::reply`] with that token; `None` past that (the token is forgotten).
+    pub(crate) fn ask(
+        self: &Arc<Self>,
+        event: impl FnOnce(u64) -> ServerEvent,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Option<Payload>> + Send + 'static {
         let token = self.next_reply.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.replies).insert(token, tx);
-        (token, rx)
-    }
-
-    pub(crate) fn forget_reply(&self, token: u64) {
-        lock(&self.replies).remove(&token);
+        self.emit(event(token));
+        let weak = Arc::downgrade(self);
+        async move {
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(answer)) => Some(answer),
+                _ => {
+                    if let Some(core) = weak.upgrade() {
+                        lock(&core.replies).remove(&token);
+                    }
+                    None
+                }
+            }
+        }
     }
 }
 

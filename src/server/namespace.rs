@@ -847,29 +847,20 @@ impl LocalNamespace for Namespace {
             Some(core) if !sockets.is_empty() && !self.lazy.load(Ordering::Acquire) => core,
             _ => return Box::pin(std::future::ready(sockets)),
         };
-        let (token, rx) = core.await_reply();
-        core.emit(ServerEvent::SocketData {
-            nsp: self.name.clone(),
-            token,
-            sids: sockets.iter().map(|s| s.id.clone()).collect(),
-        });
-        let weak = Arc::downgrade(&core);
+        let sids = sockets.iter().map(|s| s.id.clone()).collect();
+        let nsp = self.name.clone();
+        let answer = core.ask(
+            |token| ServerEvent::SocketData { nsp, token, sids },
+            DATA_TIMEOUT,
+        );
         Box::pin(async move {
-            match tokio::time::timeout(DATA_TIMEOUT, rx).await {
-                Ok(Ok(answer)) => {
-                    if let Ok(serde_json::Value::Object(mut data)) =
-                        serde_json::from_str(&answer.json)
-                    {
-                        for s in &mut sockets {
-                            if let Some(d) = data.remove(&s.id) {
-                                s.data = d;
-                            }
-                        }
-                    }
-                }
-                _ => {
-                    if let Some(core) = weak.upgrade() {
-                        core.forget_reply(token);
+            let data = answer
+                .await
+                .and_then(|a| serde_json::from_str::<serde_json::Value>(&a.json).ok());
+            if let Some(serde_json::Value::Object(mut data)) = data {
+                for s in &mut sockets {
+                    if let Some(d) = data.remove(&s.id) {
+                        s.data = d;
                     }
                 }
             }
@@ -911,27 +902,27 @@ impl LocalNamespace for Namespace {
 
     fn on_server_side_emit(&self, args: Payload, ack: Option<oneshot::Sender<Payload>>) {
         let Some(core) = self.core() else { return };
-        let reply = ack.map(|ack| {
-            let (token, rx) = core.await_reply();
-            let weak = Arc::downgrade(&core);
-            tokio::spawn(async move {
-                match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
-                    Ok(Ok(answer)) => {
-                        let _ = ack.send(answer);
-                    }
-                    _ => {
-                        if let Some(core) = weak.upgrade() {
-                            core.forget_reply(token);
-                        }
-                    }
-                }
+        let nsp = self.name.clone();
+        let Some(ack) = ack else {
+            core.emit(ServerEvent::ServerSideEmit {
+                nsp,
+                data: args,
+                reply: None,
             });
-            token
-        });
-        core.emit(ServerEvent::ServerSideEmit {
-            nsp: self.name.clone(),
-            data: args,
-            reply,
+            return;
+        };
+        let answer = core.ask(
+            |token| ServerEvent::ServerSideEmit {
+                nsp,
+                data: args,
+                reply: Some(token),
+            },
+            REPLY_TIMEOUT,
+        );
+        tokio::spawn(async move {
+            if let Some(answer) = answer.await {
+                let _ = ack.send(answer);
+            }
         });
     }
 }
